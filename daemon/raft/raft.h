@@ -1,0 +1,270 @@
+/* sparrow — the Raft core.
+ *
+ * A pure, deterministic state machine in the shape of etcd's raft package.
+ * It never reads a clock, a socket or a file and has no global state:
+ * time is tick(), input is step(), output is a ready batch.  Randomness comes
+ * from the seed in SpRaftOptions.
+ *
+ * Driving it (one loop, single-threaded):
+ *   r = sp_raft_new (&opts, &restore, &err);
+ *   loop:
+ *     sp_raft_tick (r)             every tick (heartbeat/election unit)
+ *     sp_raft_step (r, msg, &err)  for every message received from a peer
+ *     sp_raft_propose (...)        client writes (leader only)
+ *     if (sp_raft_has_ready (r)) {
+ *       rd = sp_raft_ready (r);
+ *       persist rd->snapshot (it replaces the whole stored log: drop every
+ *         stored entry), then rd->entries (they replace stored entries from
+ *         their first index on), then rd->hard_state;
+ *       send rd->messages;         only after the persist completed
+ *       apply rd->snapshot then rd->committed;
+ *       sp_raft_advance (r, rd); sp_raft_ready_free (rd);
+ *     }
+ *
+ * Always on: pre-vote, check-quorum, leader stickiness (a voter that heard
+ * from a leader within the minimum election timeout refuses votes), and the
+ * leader lease (sp_raft_lease_valid).  Membership changes are single-server
+ * and take effect when appended (Raft thesis §4.1); one may be in flight.
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define SP_RAFT_NONE      0  /* node ids are non-zero */
+#define SP_RAFT_MAX_NODES 16 /* voters + learners */
+
+#define SP_RAFT_ERROR (sp_raft_error_quark ())
+GQuark sp_raft_error_quark (void);
+
+typedef enum {
+  SP_RAFT_ERROR_NOT_LEADER,    /* propose/transfer/change on a non-leader */
+  SP_RAFT_ERROR_TRANSFERRING,  /* leadership transfer in progress */
+  SP_RAFT_ERROR_CONF_PENDING,  /* a membership change is not committed yet */
+  SP_RAFT_ERROR_NOT_READY,     /* leader has not committed in its term yet */
+  SP_RAFT_ERROR_INVALID,       /* bad argument: unknown node, bad index... */
+  SP_RAFT_ERROR_NOT_CAUGHT_UP, /* learner too far behind to be promoted */
+  SP_RAFT_ERROR_CORRUPT,       /* restore state is inconsistent */
+} SpRaftError;
+
+typedef enum {
+  SP_RAFT_FOLLOWER,
+  SP_RAFT_PRE_CANDIDATE,
+  SP_RAFT_CANDIDATE,
+  SP_RAFT_LEADER,
+  SP_RAFT_LEARNER, /* not a voter in the current configuration */
+} SpRaftRole;
+
+const char *sp_raft_role_to_string (SpRaftRole role);
+
+/* A configuration: who votes, who only replicates.  Plain value type. */
+typedef struct {
+  guint64 voters[SP_RAFT_MAX_NODES];
+  guint n_voters;
+  guint64 learners[SP_RAFT_MAX_NODES];
+  guint n_learners;
+} SpRaftConf;
+
+gboolean sp_raft_conf_is_voter (const SpRaftConf *conf, guint64 id);
+gboolean sp_raft_conf_is_learner (const SpRaftConf *conf, guint64 id);
+gboolean sp_raft_conf_equal (const SpRaftConf *a, const SpRaftConf *b);
+
+typedef enum {
+  SP_RAFT_ENTRY_NORMAL, /* application data (NULL data: leader's no-op) */
+  SP_RAFT_ENTRY_CONF,   /* conf holds the whole configuration from here on */
+} SpRaftEntryType;
+
+typedef struct {
+  guint64 term;
+  guint64 index;
+  SpRaftEntryType type;
+  GBytes *data;     /* NORMAL: owned ref, may be NULL */
+  SpRaftConf *conf; /* CONF: g_rc_box, owned ref; NULL otherwise */
+} SpRaftEntry;
+
+/* Copy with new references / release references (for GArray clear funcs). */
+void sp_raft_entry_copy (SpRaftEntry *dst, const SpRaftEntry *src);
+void sp_raft_entry_clear (SpRaftEntry *e);
+/* A GArray of SpRaftEntry that releases its elements. */
+GArray *sp_raft_entries_new (guint reserve);
+
+typedef struct {
+  guint64 index; /* last index the snapshot covers; 0 = none */
+  guint64 term;
+  SpRaftConf conf; /* configuration as of index */
+  GBytes *data;    /* application state, owned ref */
+} SpRaftSnapshot;
+
+SpRaftSnapshot *sp_raft_snapshot_copy (const SpRaftSnapshot *s);
+void sp_raft_snapshot_free (SpRaftSnapshot *s);
+
+typedef struct {
+  guint64 term;
+  guint64 vote;
+  guint64 commit;
+} SpRaftHardState;
+
+typedef enum {
+  SP_RAFT_MSG_PREVOTE,
+  SP_RAFT_MSG_PREVOTE_RESP,
+  SP_RAFT_MSG_VOTE,
+  SP_RAFT_MSG_VOTE_RESP,
+  SP_RAFT_MSG_APPEND,
+  SP_RAFT_MSG_APPEND_RESP,
+  SP_RAFT_MSG_HEARTBEAT,
+  SP_RAFT_MSG_HEARTBEAT_RESP,
+  SP_RAFT_MSG_SNAPSHOT,
+  SP_RAFT_MSG_TIMEOUT_NOW,
+  SP_RAFT_MSG_N_TYPES
+} SpRaftMsgType;
+
+const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
+
+/* One message.  Field meaning per type:
+ *  (PRE)VOTE:       index/log_term = candidate's last log entry; force = the
+ *                   campaign follows a leadership transfer (ignores stickiness)
+ *  (PRE)VOTE_RESP:  reject
+ *  APPEND:          index/log_term = entry preceding entries; commit
+ *  APPEND_RESP:     !reject: index = last index now matching the leader;
+ *                   reject: index = the rejected prev index, hint_index and
+ *                   log_term = follower's conflict hint (fast back-off)
+ *  HEARTBEAT:       commit; context = leader's tick stamp (lease)
+ *  HEARTBEAT_RESP:  context echoed
+ *  SNAPSHOT:        snapshot
+ *  TIMEOUT_NOW:     — */
+typedef struct {
+  SpRaftMsgType type;
+  guint64 from;
+  guint64 to;
+  guint64 term;
+  guint64 log_term;
+  guint64 index;
+  guint64 commit;
+  guint64 hint_index;
+  guint64 context;
+  gboolean reject;
+  gboolean force;
+  GArray *entries;          /* of SpRaftEntry, APPEND only, else NULL */
+  SpRaftSnapshot *snapshot; /* SNAPSHOT only, else NULL */
+} SpRaftMsg;
+
+SpRaftMsg *sp_raft_msg_copy (const SpRaftMsg *m);
+void sp_raft_msg_free (SpRaftMsg *m);
+
+typedef struct {
+  guint64 id;            /* this node, non-zero */
+  guint heartbeat_ticks; /* leader heartbeat interval; default 1 */
+  guint election_ticks;  /* minimum election timeout E; actual is random in [E, 2E) */
+  guint lease_ticks;     /* leader lease; must be < election_ticks; 0 = default */
+  guint max_inflight;    /* append messages in flight per follower; 0 = 64 */
+  guint max_msg_entries; /* entries per append message; 0 = 256 */
+  guint64 seed;          /* PRNG seed for election timeouts */
+} SpRaftOptions;
+
+/* Default lease for an election timeout: leaves room for 5 % clock drift
+ * between nodes and one tick of phase on each side. */
+guint sp_raft_default_lease_ticks (guint election_ticks);
+
+/* What was persisted.  All-zero for a node that has never run; bootstrap
+ * (non-NULL, n_voters > 0) makes a brand-new cluster member write the
+ * initial configuration as entry 1 of term 1, identically on every initial
+ * member.  A node joining an existing cluster starts with neither. */
+typedef struct {
+  SpRaftHardState hard_state;
+  const SpRaftSnapshot *snapshot; /* may be NULL */
+  const GArray *entries;          /* of SpRaftEntry following the snapshot; may be NULL */
+  const SpRaftConf *bootstrap;    /* may be NULL */
+} SpRaftRestore;
+
+typedef struct _SpRaft SpRaft;
+
+typedef struct {
+  /* soft state, always filled; *_changed tell what moved since last ready */
+  SpRaftRole role;
+  guint64 leader;
+  gboolean soft_changed;
+
+  gboolean hard_state_changed;
+  SpRaftHardState hard_state;
+
+  SpRaftSnapshot *snapshot; /* received from the leader: persist, then apply */
+  GArray *entries;          /* to persist; replace any stored entry at >= first index */
+  GPtrArray *messages;      /* of SpRaftMsg*, to send after persisting */
+  GArray *committed;        /* of SpRaftEntry, to apply in order */
+} SpRaftReady;
+
+SpRaft *sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *restore, GError **error);
+void sp_raft_free (SpRaft *r);
+
+void sp_raft_tick (SpRaft *r);
+/* Messages for another node, from a stale term or malformed are dropped
+ * (returns FALSE with error set for malformed ones only, to be logged). */
+gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);
+
+/* Appends data (ref taken) to the leader's log; index_out gets its index. */
+gboolean sp_raft_propose (SpRaft *r, GBytes *data, guint64 *index_out, GError **error);
+
+typedef enum {
+  SP_RAFT_CONF_ADD_VOTER,
+  SP_RAFT_CONF_ADD_LEARNER,
+  SP_RAFT_CONF_PROMOTE, /* learner -> voter, once caught up */
+  SP_RAFT_CONF_REMOVE,  /* not the leader itself: transfer first */
+} SpRaftConfOp;
+
+gboolean sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, guint64 *index_out,
+                                    GError **error);
+
+/* to = SP_RAFT_NONE picks the most up-to-date voter.  A lagging target is
+ * caught up first; when it matches, the leader sends TIMEOUT_NOW and steps
+ * down (its lease ends at once).  Aborted after an election timeout. */
+gboolean sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error);
+
+/* The application's state covers [1, index] (index <= applied): keep it as
+ * the snapshot and drop log entries up to index. */
+gboolean sp_raft_compact (SpRaft *r, guint64 index, GBytes *data, GError **error);
+
+gboolean sp_raft_has_ready (SpRaft *r);
+SpRaftReady *sp_raft_ready (SpRaft *r);
+void sp_raft_advance (SpRaft *r, SpRaftReady *rd);
+void sp_raft_ready_free (SpRaftReady *rd);
+
+/* Queries. */
+guint64 sp_raft_id (const SpRaft *r);
+SpRaftRole sp_raft_role (const SpRaft *r);
+guint64 sp_raft_term (const SpRaft *r);
+guint64 sp_raft_leader (const SpRaft *r);
+guint64 sp_raft_commit_index (const SpRaft *r);
+guint64 sp_raft_applied_index (const SpRaft *r);
+guint64 sp_raft_last_index (const SpRaft *r);
+guint64 sp_raft_first_index (const SpRaft *r); /* first entry held in memory */
+/* Term of entry index; 0 when unknown (compacted or beyond the log). */
+guint64 sp_raft_term_at (const SpRaft *r, guint64 index);
+/* Entry at index or NULL when not held; valid until the next call. */
+const SpRaftEntry *sp_raft_entry_at (const SpRaft *r, guint64 index);
+const SpRaftConf *sp_raft_conf (const SpRaft *r);
+const SpRaftSnapshot *sp_raft_snapshot (const SpRaft *r); /* NULL before the first */
+guint64 sp_raft_transfer_target (const SpRaft *r);        /* SP_RAFT_NONE if none */
+
+/* Leader only: a quorum of voters (counting itself) acknowledged, within
+ * the last lease_ticks ticks, a heartbeat sent in this term.  While it
+ * holds, no other node can become leader (given bounded clock drift). */
+gboolean sp_raft_lease_valid (const SpRaft *r);
+
+typedef struct {
+  guint64 id;
+  gboolean voter;
+  guint64 match;   /* leader only: highest index known replicated */
+  guint64 next;    /* leader only */
+  gboolean recent; /* leader only: heard within an election timeout */
+} SpRaftProgress;
+
+/* Leader only: fills out with one row per member of the configuration
+ * (including this node), returns the row count. */
+guint sp_raft_progress (const SpRaft *r, SpRaftProgress out[SP_RAFT_MAX_NODES]);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpRaftReady, sp_raft_ready_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpRaftMsg, sp_raft_msg_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpRaftSnapshot, sp_raft_snapshot_free)
+
+G_END_DECLS

@@ -1,0 +1,502 @@
+/* Unit tests of the Raft core: one behaviour each, driven by hand over a
+ * tiny synchronous in-memory network.  The randomized cluster simulator
+ * (test-raft-sim.c) covers the interleavings. */
+#include <check.h>
+
+#include "raft.h"
+
+#define NET_MAX 8
+
+typedef struct {
+  SpRaft *n[NET_MAX + 1];
+  guint count;
+  gboolean cut[NET_MAX + 1][NET_MAX + 1];
+  guint64 applied[NET_MAX + 1]; /* last applied index per node */
+  guint sent[NET_MAX + 1][SP_RAFT_MSG_N_TYPES];
+} Net;
+
+static SpRaftOptions
+options (guint64 id)
+{
+  return (SpRaftOptions){ .id = id, .heartbeat_ticks = 1, .election_ticks = 10, .seed = 42 };
+}
+
+static void
+net_init (Net *net, guint voters, guint learners)
+{
+  SpRaftConf conf = { 0 };
+
+  *net = (Net){ 0 };
+  net->count = voters + learners;
+  for (guint i = 1; i <= voters; i++)
+    conf.voters[conf.n_voters++] = i;
+  for (guint i = voters + 1; i <= voters + learners; i++)
+    conf.learners[conf.n_learners++] = i;
+  for (guint i = 1; i <= net->count; i++) {
+    SpRaftOptions o = options (i);
+    SpRaftRestore rs = { .bootstrap = &conf };
+
+    net->n[i] = sp_raft_new (&o, &rs, NULL);
+    ck_assert_ptr_nonnull (net->n[i]);
+  }
+}
+
+static void
+net_clear (Net *net)
+{
+  for (guint i = 1; i <= net->count; i++)
+    sp_raft_free (net->n[i]);
+}
+
+/* Processes readies and delivers messages until nothing moves. */
+static void
+net_settle (Net *net)
+{
+  gboolean busy = TRUE;
+
+  while (busy) {
+    busy = FALSE;
+    for (guint i = 1; i <= net->count; i++) {
+      g_autoptr (SpRaftReady) rd = NULL;
+
+      if (!net->n[i] || !sp_raft_has_ready (net->n[i]))
+        continue;
+      busy = TRUE;
+      rd = sp_raft_ready (net->n[i]);
+      for (guint k = 0; k < rd->committed->len; k++)
+        net->applied[i] = g_array_index (rd->committed, SpRaftEntry, k).index;
+      if (rd->snapshot)
+        net->applied[i] = MAX (net->applied[i], rd->snapshot->index);
+      sp_raft_advance (net->n[i], rd);
+      for (guint k = 0; k < rd->messages->len; k++) {
+        SpRaftMsg *m = g_ptr_array_index (rd->messages, k);
+
+        net->sent[i][m->type]++;
+        if (m->to <= net->count && net->n[m->to] && !net->cut[i][m->to])
+          ck_assert (sp_raft_step (net->n[m->to], m, NULL));
+      }
+    }
+  }
+}
+
+static void
+net_tick (Net *net, guint64 only, guint times)
+{
+  for (guint t = 0; t < times; t++) {
+    for (guint i = 1; i <= net->count; i++)
+      if (net->n[i] && (only == 0 || only == i))
+        sp_raft_tick (net->n[i]);
+    net_settle (net);
+  }
+}
+
+static void
+net_isolate (Net *net, guint64 id, gboolean cut)
+{
+  for (guint i = 1; i <= NET_MAX; i++)
+    net->cut[id][i] = net->cut[i][id] = cut;
+}
+
+static guint64
+net_leader (Net *net)
+{
+  guint64 leader = 0;
+
+  for (guint i = 1; i <= net->count; i++)
+    if (net->n[i] && sp_raft_role (net->n[i]) == SP_RAFT_LEADER) {
+      ck_assert_msg (leader == 0, "two leaders");
+      leader = i;
+    }
+  return leader;
+}
+
+/* Makes id campaign now, as a leadership transfer would, so that tests do
+ * not depend on which election timeout the PRNG drew. */
+static void
+elect (Net *net, guint64 id)
+{
+  guint64 other = id == 1 ? 2 : 1;
+  SpRaftMsg m = {
+    .type = SP_RAFT_MSG_TIMEOUT_NOW, .from = other, .to = id, .term = sp_raft_term (net->n[id])
+  };
+
+  net_settle (net);
+  if (net->count == 1)
+    net_tick (net, id, 20);
+  else
+    ck_assert (sp_raft_step (net->n[id], &m, NULL));
+  net_settle (net);
+  ck_assert_uint_eq (net_leader (net), id);
+  net_tick (net, 0, 2);
+}
+
+static void
+elect_first (Net *net)
+{
+  elect (net, 1);
+}
+
+START_TEST (test_single_node)
+{
+  Net net;
+  guint64 index;
+
+  net_init (&net, 1, 0);
+  elect_first (&net);
+  ck_assert (sp_raft_lease_valid (net.n[1]));
+  ck_assert (sp_raft_propose (net.n[1], NULL, &index, NULL));
+  net_settle (&net);
+  ck_assert_uint_eq (net.applied[1], index);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_election_and_replication)
+{
+  Net net;
+  g_autoptr (GBytes) data = g_bytes_new_static ("x", 1);
+  g_autoptr (GError) error = NULL;
+  guint64 index;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  ck_assert_uint_eq (sp_raft_leader (net.n[2]), 1);
+  ck_assert_uint_eq (sp_raft_leader (net.n[3]), 1);
+
+  ck_assert (!sp_raft_propose (net.n[2], data, NULL, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER));
+
+  ck_assert (sp_raft_propose (net.n[1], data, &index, NULL));
+  net_settle (&net);
+  for (guint i = 1; i <= 3; i++)
+    ck_assert_uint_eq (net.applied[i], index);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_prevote_isolated_node_does_not_disrupt)
+{
+  Net net;
+  guint64 term;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  term = sp_raft_term (net.n[1]);
+
+  net_isolate (&net, 3, TRUE);
+  net_tick (&net, 0, 100);
+  /* Pre-vote never wins, so the isolated node's term does not grow. */
+  ck_assert_uint_eq (sp_raft_term (net.n[3]), term);
+  ck_assert_uint_ge (net.sent[3][SP_RAFT_MSG_PREVOTE], 2);
+  ck_assert_uint_eq (net.sent[3][SP_RAFT_MSG_VOTE], 0);
+
+  net_isolate (&net, 3, FALSE);
+  net_tick (&net, 0, 5);
+  ck_assert_uint_eq (net_leader (&net), 1);
+  ck_assert_uint_eq (sp_raft_term (net.n[1]), term);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_check_quorum_and_lease)
+{
+  Net net;
+  guint lease = sp_raft_default_lease_ticks (10);
+  guint t;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  ck_assert (sp_raft_lease_valid (net.n[1]));
+
+  net_isolate (&net, 1, TRUE);
+  for (t = 1; sp_raft_lease_valid (net.n[1]); t++)
+    net_tick (&net, 1, 1);
+  /* The lease ends before anyone may elect: strictly below the election
+   * timeout, and the leader is still leader for a while after that. */
+  ck_assert_uint_le (t, lease + 1);
+  ck_assert_int_eq (sp_raft_role (net.n[1]), SP_RAFT_LEADER);
+  for (; sp_raft_role (net.n[1]) == SP_RAFT_LEADER && t < 100; t++)
+    net_tick (&net, 1, 1);
+  ck_assert_uint_le (t, 11);
+  ck_assert_uint_eq (sp_raft_leader (net.n[1]), SP_RAFT_NONE);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_stickiness_refuses_votes_while_leader_alive)
+{
+  Net net;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  /* Node 3 cannot hear the leader but can reach node 2, which can. */
+  net.cut[1][3] = net.cut[3][1] = TRUE;
+  net_tick (&net, 0, 60);
+  ck_assert_uint_eq (net_leader (&net), 1);
+  ck_assert_uint_eq (sp_raft_leader (net.n[2]), 1);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_transfer)
+{
+  Net net;
+  g_autoptr (GError) error = NULL;
+  guint64 index;
+
+  net_init (&net, 3, 1);
+  elect_first (&net);
+
+  ck_assert (!sp_raft_transfer_leadership (net.n[1], 4, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID));
+  g_clear_error (&error);
+
+  /* Node 3 lags: the transfer waits for it to catch up. */
+  net_isolate (&net, 3, TRUE);
+  for (guint i = 0; i < 20; i++)
+    ck_assert (sp_raft_propose (net.n[1], NULL, &index, NULL));
+  net_settle (&net);
+  ck_assert (sp_raft_transfer_leadership (net.n[1], 3, NULL));
+  net_settle (&net);
+  ck_assert_int_eq (sp_raft_role (net.n[1]), SP_RAFT_LEADER);
+  ck_assert_uint_eq (sp_raft_transfer_target (net.n[1]), 3);
+  ck_assert (!sp_raft_propose (net.n[1], NULL, NULL, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_TRANSFERRING));
+
+  net_isolate (&net, 3, FALSE);
+  net_tick (&net, 1, 1);
+  ck_assert_uint_eq (net_leader (&net), 3);
+  ck_assert_uint_ge (net.applied[3], index);
+  ck_assert (!sp_raft_lease_valid (net.n[1]));
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_learner_promotion)
+{
+  Net net;
+  g_autoptr (GError) error = NULL;
+  SpRaftOptions o = options (4);
+  guint64 index;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  /* A brand-new node: nothing persisted, no bootstrap. */
+  net.n[4] = sp_raft_new (&o, NULL, NULL);
+  net.count = 4;
+  net_isolate (&net, 4, TRUE);
+  ck_assert (sp_raft_change_membership (net.n[1], SP_RAFT_CONF_ADD_LEARNER, 4, &index, NULL));
+  ck_assert (!sp_raft_change_membership (net.n[1], SP_RAFT_CONF_PROMOTE, 4, NULL, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CONF_PENDING));
+  g_clear_error (&error);
+  net_settle (&net);
+  ck_assert (!sp_raft_change_membership (net.n[1], SP_RAFT_CONF_PROMOTE, 4, NULL, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_CAUGHT_UP));
+
+  net_isolate (&net, 4, FALSE);
+  net_tick (&net, 0, 3);
+  ck_assert_int_eq (sp_raft_role (net.n[4]), SP_RAFT_LEARNER);
+  ck_assert_uint_eq (net.applied[4], net.applied[1]);
+  ck_assert (sp_raft_change_membership (net.n[1], SP_RAFT_CONF_PROMOTE, 4, &index, NULL));
+  net_tick (&net, 0, 2);
+  ck_assert_int_eq (sp_raft_role (net.n[4]), SP_RAFT_FOLLOWER);
+  ck_assert_uint_eq (sp_raft_conf (net.n[2])->n_voters, 4);
+
+  /* The leader cannot remove itself; a follower can be removed. */
+  ck_assert (!sp_raft_change_membership (net.n[1], SP_RAFT_CONF_REMOVE, 1, NULL, NULL));
+  ck_assert (sp_raft_change_membership (net.n[1], SP_RAFT_CONF_REMOVE, 2, NULL, NULL));
+  net_tick (&net, 0, 2);
+  ck_assert_uint_eq (sp_raft_conf (net.n[3])->n_voters, 3);
+  ck_assert (!sp_raft_conf_is_voter (sp_raft_conf (net.n[4]), 2));
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_snapshot_catch_up)
+{
+  Net net;
+  g_autoptr (GBytes) state = g_bytes_new_static ("state", 5);
+  g_autoptr (GError) error = NULL;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  net_isolate (&net, 3, TRUE);
+  for (guint i = 0; i < 50; i++)
+    ck_assert (sp_raft_propose (net.n[1], NULL, NULL, NULL));
+  net_tick (&net, 0, 1);
+  ck_assert (!sp_raft_compact (net.n[1], net.applied[1] + 1, state, &error));
+  ck_assert (sp_raft_compact (net.n[1], net.applied[1], state, NULL));
+  ck_assert_uint_eq (sp_raft_first_index (net.n[1]), net.applied[1] + 1);
+
+  net_isolate (&net, 3, FALSE);
+  net_tick (&net, 0, 3);
+  ck_assert_uint_eq (net.sent[1][SP_RAFT_MSG_SNAPSHOT], 1);
+  ck_assert_uint_eq (net.applied[3], net.applied[1]);
+  ck_assert (sp_raft_snapshot (net.n[3]) != NULL);
+  ck_assert_uint_eq (sp_raft_snapshot (net.n[3])->conf.n_voters, 3);
+  net_clear (&net);
+}
+END_TEST
+
+/* A follower holding a long log from an old term: the leader must find the
+ * match point in a few round trips, not one per entry. */
+START_TEST (test_fast_backoff)
+{
+  Net net;
+  guint rejects;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  /* Node 1 leads alone for a while: 200 entries nobody else has. */
+  net_isolate (&net, 1, TRUE);
+  for (guint i = 0; i < 200; i++)
+    ck_assert (sp_raft_propose (net.n[1], NULL, NULL, NULL));
+  net_tick (&net, 1, 12); /* check-quorum: it steps down */
+  ck_assert_int_ne (sp_raft_role (net.n[1]), SP_RAFT_LEADER);
+  /* 2 and 3 elect and write a little in a newer term. */
+  elect (&net, 2);
+  ck_assert (sp_raft_propose (net.n[2], NULL, NULL, NULL));
+  net_settle (&net);
+
+  /* Node 1 comes back with its divergent log. */
+  net_isolate (&net, 1, FALSE);
+  net_tick (&net, 2, 5);
+  rejects = net.sent[1][SP_RAFT_MSG_APPEND_RESP];
+  ck_assert_uint_eq (sp_raft_last_index (net.n[1]), sp_raft_last_index (net.n[2]));
+  ck_assert_uint_eq (sp_raft_term_at (net.n[1], sp_raft_last_index (net.n[1])),
+                     sp_raft_term (net.n[2]));
+  ck_assert_uint_lt (rejects, 20);
+  net_clear (&net);
+}
+END_TEST
+
+/* Raft §5.4.2: an entry of an earlier term is not committed by counting
+ * replicas; only an entry of the current term is. */
+START_TEST (test_old_term_entry_not_committed_by_counting)
+{
+  g_autoptr (GArray) entries = sp_raft_entries_new (2);
+  SpRaftConf conf = { .voters = { 1, 2, 3 }, .n_voters = 3 };
+  SpRaftEntry e = { .term = 1, .index = 1, .type = SP_RAFT_ENTRY_CONF };
+  SpRaftRestore rs = { .hard_state = { .term = 2, .commit = 1 }, .entries = entries };
+  SpRaftOptions o = options (1);
+  SpRaft *r;
+  guint64 old = 2;
+
+  e.conf = g_rc_box_new (SpRaftConf);
+  *e.conf = conf;
+  g_array_append_val (entries, e);
+  g_array_append_val (entries, ((SpRaftEntry){ .term = 2, .index = 2 }));
+  r = sp_raft_new (&o, &rs, NULL);
+  ck_assert_ptr_nonnull (r);
+  for (guint t = 0; t < 40 && sp_raft_role (r) != SP_RAFT_PRE_CANDIDATE; t++)
+    sp_raft_tick (r);
+  sp_raft_step (r, &(SpRaftMsg){ .type = SP_RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 3 },
+                NULL);
+  sp_raft_step (r, &(SpRaftMsg){ .type = SP_RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = 3 },
+                NULL);
+  ck_assert_int_eq (sp_raft_role (r), SP_RAFT_LEADER);
+  ck_assert_uint_eq (sp_raft_last_index (r), 3); /* the no-op of term 3 */
+
+  /* Node 2 acknowledges the term-2 entry: a majority holds it, yet it must
+   * not commit until the term-3 no-op is replicated too. */
+  sp_raft_step (
+      r,
+      &(SpRaftMsg){ .type = SP_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = 3, .index = old },
+      NULL);
+  ck_assert_uint_eq (sp_raft_commit_index (r), 1);
+  sp_raft_step (
+      r, &(SpRaftMsg){ .type = SP_RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = 3, .index = 3 },
+      NULL);
+  ck_assert_uint_eq (sp_raft_commit_index (r), 3);
+  sp_raft_free (r);
+}
+END_TEST
+
+START_TEST (test_malformed_messages)
+{
+  Net net;
+  g_autoptr (GArray) entries = sp_raft_entries_new (1);
+  g_autoptr (GError) error = NULL;
+  guint64 term;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  term = sp_raft_term (net.n[2]);
+
+  ck_assert (!sp_raft_step (net.n[2], &(SpRaftMsg){ .type = 99, .from = 1, .to = 2 }, &error));
+  g_clear_error (&error);
+  ck_assert (!sp_raft_step (
+      net.n[2], &(SpRaftMsg){ .type = SP_RAFT_MSG_VOTE, .from = 1, .to = 3, .term = term + 5 },
+      &error));
+  g_clear_error (&error);
+  /* An entry whose index does not follow the previous one. */
+  g_array_append_val (entries, ((SpRaftEntry){ .term = term, .index = 99 }));
+  ck_assert (!sp_raft_step (net.n[2],
+                            &(SpRaftMsg){ .type = SP_RAFT_MSG_APPEND,
+                                          .from = 1,
+                                          .to = 2,
+                                          .term = term,
+                                          .index = 3,
+                                          .log_term = term,
+                                          .entries = entries },
+                            &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID));
+  g_clear_error (&error);
+  ck_assert (!sp_raft_step (
+      net.n[2], &(SpRaftMsg){ .type = SP_RAFT_MSG_SNAPSHOT, .from = 1, .to = 2, .term = term },
+      &error));
+  ck_assert_uint_eq (sp_raft_term (net.n[2]), term);
+  net_tick (&net, 0, 3);
+  ck_assert_uint_eq (net_leader (&net), 1);
+  net_clear (&net);
+}
+END_TEST
+
+START_TEST (test_corrupt_restore)
+{
+  g_autoptr (GError) error = NULL;
+  SpRaftOptions o = options (1);
+  SpRaftRestore rs = { .hard_state = { .term = 3, .commit = 7 } };
+
+  ck_assert_ptr_null (sp_raft_new (&o, &rs, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CORRUPT));
+  g_clear_error (&error);
+  o.lease_ticks = 10;
+  ck_assert_ptr_null (sp_raft_new (&o, NULL, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID));
+}
+END_TEST
+
+static Suite *
+raft_suite (void)
+{
+  Suite *s = suite_create ("raft");
+  TCase *tc = tcase_create ("core");
+
+  tcase_add_test (tc, test_single_node);
+  tcase_add_test (tc, test_election_and_replication);
+  tcase_add_test (tc, test_prevote_isolated_node_does_not_disrupt);
+  tcase_add_test (tc, test_check_quorum_and_lease);
+  tcase_add_test (tc, test_stickiness_refuses_votes_while_leader_alive);
+  tcase_add_test (tc, test_transfer);
+  tcase_add_test (tc, test_learner_promotion);
+  tcase_add_test (tc, test_snapshot_catch_up);
+  tcase_add_test (tc, test_fast_backoff);
+  tcase_add_test (tc, test_old_term_entry_not_committed_by_counting);
+  tcase_add_test (tc, test_malformed_messages);
+  tcase_add_test (tc, test_corrupt_restore);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (raft_suite ());
+  int failed;
+
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? 0 : 1;
+}
