@@ -7,7 +7,8 @@
 
 #define NET_MAX 8
 
-typedef struct {
+typedef struct
+{
   SpRaft *n[NET_MAX + 1];
   guint count;
   gboolean cut[NET_MAX + 1][NET_MAX + 1];
@@ -32,13 +33,14 @@ net_init (Net *net, guint voters, guint learners)
     conf.voters[conf.n_voters++] = i;
   for (guint i = voters + 1; i <= voters + learners; i++)
     conf.learners[conf.n_learners++] = i;
-  for (guint i = 1; i <= net->count; i++) {
-    SpRaftOptions o = options (i);
-    SpRaftRestore rs = { .bootstrap = &conf };
+  for (guint i = 1; i <= net->count; i++)
+    {
+      SpRaftOptions o = options (i);
+      SpRaftRestore rs = { .bootstrap = &conf };
 
-    net->n[i] = sp_raft_new (&o, &rs, NULL);
-    ck_assert_ptr_nonnull (net->n[i]);
-  }
+      net->n[i] = sp_raft_new (&o, &rs, NULL);
+      ck_assert_ptr_nonnull (net->n[i]);
+    }
 }
 
 static void
@@ -54,40 +56,44 @@ net_settle (Net *net)
 {
   gboolean busy = TRUE;
 
-  while (busy) {
-    busy = FALSE;
-    for (guint i = 1; i <= net->count; i++) {
-      g_autoptr (SpRaftReady) rd = NULL;
+  while (busy)
+    {
+      busy = FALSE;
+      for (guint i = 1; i <= net->count; i++)
+        {
+          g_autoptr (SpRaftReady) rd = NULL;
 
-      if (!net->n[i] || !sp_raft_has_ready (net->n[i]))
-        continue;
-      busy = TRUE;
-      rd = sp_raft_ready (net->n[i]);
-      for (guint k = 0; k < rd->committed->len; k++)
-        net->applied[i] = g_array_index (rd->committed, SpRaftEntry, k).index;
-      if (rd->snapshot)
-        net->applied[i] = MAX (net->applied[i], rd->snapshot->index);
-      sp_raft_advance (net->n[i], rd);
-      for (guint k = 0; k < rd->messages->len; k++) {
-        SpRaftMsg *m = g_ptr_array_index (rd->messages, k);
+          if (!net->n[i] || !sp_raft_has_ready (net->n[i]))
+            continue;
+          busy = TRUE;
+          rd = sp_raft_ready (net->n[i]);
+          for (guint k = 0; k < rd->committed->len; k++)
+            net->applied[i] = g_array_index (rd->committed, SpRaftEntry, k).index;
+          if (rd->snapshot)
+            net->applied[i] = MAX (net->applied[i], rd->snapshot->index);
+          sp_raft_advance (net->n[i], rd);
+          for (guint k = 0; k < rd->messages->len; k++)
+            {
+              SpRaftMsg *m = g_ptr_array_index (rd->messages, k);
 
-        net->sent[i][m->type]++;
-        if (m->to <= net->count && net->n[m->to] && !net->cut[i][m->to])
-          ck_assert (sp_raft_step (net->n[m->to], m, NULL));
-      }
+              net->sent[i][m->type]++;
+              if (m->to <= net->count && net->n[m->to] && !net->cut[i][m->to])
+                ck_assert (sp_raft_step (net->n[m->to], m, NULL));
+            }
+        }
     }
-  }
 }
 
 static void
 net_tick (Net *net, guint64 only, guint times)
 {
-  for (guint t = 0; t < times; t++) {
-    for (guint i = 1; i <= net->count; i++)
-      if (net->n[i] && (only == 0 || only == i))
-        sp_raft_tick (net->n[i]);
-    net_settle (net);
-  }
+  for (guint t = 0; t < times; t++)
+    {
+      for (guint i = 1; i <= net->count; i++)
+        if (net->n[i] && (only == 0 || only == i))
+          sp_raft_tick (net->n[i]);
+      net_settle (net);
+    }
 }
 
 static void
@@ -103,10 +109,11 @@ net_leader (Net *net)
   guint64 leader = 0;
 
   for (guint i = 1; i <= net->count; i++)
-    if (net->n[i] && sp_raft_role (net->n[i]) == SP_RAFT_LEADER) {
-      ck_assert_msg (leader == 0, "two leaders");
-      leader = i;
-    }
+    if (net->n[i] && sp_raft_role (net->n[i]) == SP_RAFT_LEADER)
+      {
+        ck_assert_msg (leader == 0, "two leaders");
+        leader = i;
+      }
   return leader;
 }
 

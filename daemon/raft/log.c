@@ -73,13 +73,14 @@ sp_log_is_up_to_date (const SpLog *log, guint64 last_index, guint64 last_term)
 void
 sp_log_append (SpLog *log, const SpRaftEntry *src, guint n)
 {
-  for (guint i = 0; i < n; i++) {
-    SpRaftEntry e;
+  for (guint i = 0; i < n; i++)
+    {
+      SpRaftEntry e;
 
-    g_assert (src[i].index == sp_log_last_index (log) + 1);
-    sp_raft_entry_copy (&e, &src[i]);
-    g_array_append_val (log->entries, e);
-  }
+      g_assert (src[i].index == sp_log_last_index (log) + 1);
+      sp_raft_entry_copy (&e, &src[i]);
+      g_array_append_val (log->entries, e);
+    }
 }
 
 static void
@@ -99,24 +100,27 @@ sp_log_maybe_append (SpLog *log, guint64 prev_index, guint64 prev_term, const GA
   guint n = entries ? entries->len : 0;
   guint skip = 0;
 
-  if (!sp_log_match_term (log, prev_index, prev_term)) {
-    /* Below our snapshot everything is committed and matches. */
-    if (prev_index >= log->snapshot->index)
-      return FALSE;
-  }
-
-  for (; skip < n; skip++) {
-    const SpRaftEntry *e = &g_array_index (entries, SpRaftEntry, skip);
-
-    if (e->index <= log->snapshot->index)
-      continue;
-    if (e->index > sp_log_last_index (log))
-      break;
-    if (sp_log_term (log, e->index) != e->term) {
-      truncate_from (log, e->index);
-      break;
+  if (!sp_log_match_term (log, prev_index, prev_term))
+    {
+      /* Below our snapshot everything is committed and matches. */
+      if (prev_index >= log->snapshot->index)
+        return FALSE;
     }
-  }
+
+  for (; skip < n; skip++)
+    {
+      const SpRaftEntry *e = &g_array_index (entries, SpRaftEntry, skip);
+
+      if (e->index <= log->snapshot->index)
+        continue;
+      if (e->index > sp_log_last_index (log))
+        break;
+      if (sp_log_term (log, e->index) != e->term)
+        {
+          truncate_from (log, e->index);
+          break;
+        }
+    }
   if (skip < n)
     sp_log_append (log, &g_array_index (entries, SpRaftEntry, skip), n - skip);
 
@@ -141,12 +145,13 @@ sp_log_slice (const SpLog *log, guint64 lo, guint max)
 
   g_assert (lo > log->snapshot->index);
   out = sp_raft_entries_new (lo <= last ? MIN (max, last - lo + 1) : 0);
-  for (guint64 i = lo; i <= last && out->len < max; i++) {
-    SpRaftEntry e;
+  for (guint64 i = lo; i <= last && out->len < max; i++)
+    {
+      SpRaftEntry e;
 
-    sp_raft_entry_copy (&e, sp_log_entry (log, i));
-    g_array_append_val (out, e);
-  }
+      sp_raft_entry_copy (&e, sp_log_entry (log, i));
+      g_array_append_val (out, e);
+    }
   return out;
 }
 

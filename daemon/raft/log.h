@@ -8,7 +8,8 @@
 
 #include "raft.h"
 
-typedef struct {
+typedef struct
+{
   SpRaftSnapshot *snapshot; /* never NULL: index 0 when there is none */
   gboolean snapshot_unstable;
   GArray *entries; /* of SpRaftEntry, entries[i].index = snapshot->index + 1 + i */

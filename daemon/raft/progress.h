@@ -4,13 +4,15 @@
 
 #include <glib.h>
 
-typedef enum {
+typedef enum
+{
   SP_PROGRESS_PROBE,     /* one append at a time until the match point is found */
   SP_PROGRESS_REPLICATE, /* optimistic pipelining, bounded by the inflight window */
   SP_PROGRESS_SNAPSHOT,  /* an InstallSnapshot is on its way */
 } SpProgressState;
 
-typedef struct {
+typedef struct
+{
   guint64 id;
   gboolean voter;
   SpProgressState state;

@@ -8,14 +8,16 @@
 #include "log.h"
 #include "progress.h"
 
-typedef enum {
+typedef enum
+{
   STATE_FOLLOWER,
   STATE_PRE_CANDIDATE,
   STATE_CANDIDATE,
   STATE_LEADER,
 } State;
 
-struct _SpRaft {
+struct _SpRaft
+{
   SpRaftOptions opts;
   guint64 id;
   guint64 rng;
@@ -132,10 +134,11 @@ static gboolean
 remove_id (guint64 *ids, guint *n, guint64 id)
 {
   for (guint i = 0; i < *n; i++)
-    if (ids[i] == id) {
-      ids[i] = ids[--*n];
-      return TRUE;
-    }
+    if (ids[i] == id)
+      {
+        ids[i] = ids[--*n];
+        return TRUE;
+      }
   return FALSE;
 }
 
@@ -171,12 +174,13 @@ entries_dup (const GArray *src)
 {
   GArray *a = sp_raft_entries_new (src->len);
 
-  for (guint i = 0; i < src->len; i++) {
-    SpRaftEntry e;
+  for (guint i = 0; i < src->len; i++)
+    {
+      SpRaftEntry e;
 
-    sp_raft_entry_copy (&e, &g_array_index (src, SpRaftEntry, i));
-    g_array_append_val (a, e);
-  }
+      sp_raft_entry_copy (&e, &g_array_index (src, SpRaftEntry, i));
+      g_array_append_val (a, e);
+    }
   return a;
 }
 
@@ -316,16 +320,18 @@ recompute_conf (SpRaft *r, SpRaftConf *out, guint64 *index, guint64 *term, guint
 {
   SpLog *log = &r->log;
 
-  for (guint64 i = MIN (upto, sp_log_last_index (log)); i > log->snapshot->index; i--) {
-    const SpRaftEntry *e = sp_log_entry (log, i);
+  for (guint64 i = MIN (upto, sp_log_last_index (log)); i > log->snapshot->index; i--)
+    {
+      const SpRaftEntry *e = sp_log_entry (log, i);
 
-    if (e->type == SP_RAFT_ENTRY_CONF) {
-      *out = *e->conf;
-      *index = i;
-      *term = e->term;
-      return;
+      if (e->type == SP_RAFT_ENTRY_CONF)
+        {
+          *out = *e->conf;
+          *index = i;
+          *term = e->term;
+          return;
+        }
     }
-  }
   *out = log->snapshot->conf;
   *index = 0;
   *term = 0;
@@ -343,25 +349,29 @@ sync_progress (SpRaft *r)
 
   memcpy (old, r->prs, sizeof (SpProgress) * n_old);
   r->n_prs = 0;
-  for (guint i = 0; i < r->conf.n_voters + r->conf.n_learners; i++) {
-    gboolean voter = i < r->conf.n_voters;
-    guint64 id = voter ? r->conf.voters[i] : r->conf.learners[i - r->conf.n_voters];
-    SpProgress *p = &r->prs[r->n_prs++];
-    guint j;
+  for (guint i = 0; i < r->conf.n_voters + r->conf.n_learners; i++)
+    {
+      gboolean voter = i < r->conf.n_voters;
+      guint64 id = voter ? r->conf.voters[i] : r->conf.learners[i - r->conf.n_voters];
+      SpProgress *p = &r->prs[r->n_prs++];
+      guint j;
 
-    for (j = 0; j < n_old && old[j].id != id; j++)
-      ;
-    if (j < n_old) {
-      *p = old[j];
-      old[j].inflight = NULL;
-    } else {
-      sp_progress_init (p, id, voter, last + 1, r->opts.max_inflight);
-      p->last_heard = r->now;
+      for (j = 0; j < n_old && old[j].id != id; j++)
+        ;
+      if (j < n_old)
+        {
+          *p = old[j];
+          old[j].inflight = NULL;
+        }
+      else
+        {
+          sp_progress_init (p, id, voter, last + 1, r->opts.max_inflight);
+          p->last_heard = r->now;
+        }
+      p->voter = voter;
+      if (id == r->id)
+        p->match = last;
     }
-    p->voter = voter;
-    if (id == r->id)
-      p->match = last;
-  }
   for (guint j = 0; j < n_old; j++)
     sp_progress_clear (&old[j]);
 }
@@ -372,15 +382,18 @@ set_conf (SpRaft *r, const SpRaftConf *conf, guint64 index, guint64 term)
   r->conf = *conf;
   r->conf_index = index;
   r->conf_term = term;
-  if (r->state == STATE_LEADER) {
-    sync_progress (r);
-    if (r->transferee != SP_RAFT_NONE && !sp_raft_conf_is_voter (conf, r->transferee))
-      r->transferee = SP_RAFT_NONE;
-    if (maybe_commit (r))
-      r->need_bcast = TRUE;
-  } else if (r->state != STATE_FOLLOWER && !is_voter (r)) {
-    become_follower (r, r->term, SP_RAFT_NONE);
-  }
+  if (r->state == STATE_LEADER)
+    {
+      sync_progress (r);
+      if (r->transferee != SP_RAFT_NONE && !sp_raft_conf_is_voter (conf, r->transferee))
+        r->transferee = SP_RAFT_NONE;
+      if (maybe_commit (r))
+        r->need_bcast = TRUE;
+    }
+  else if (r->state != STATE_FOLLOWER && !is_voter (r))
+    {
+      become_follower (r, r->term, SP_RAFT_NONE);
+    }
 }
 
 /* After the log changed under a follower (append, truncation, snapshot). */
@@ -400,10 +413,11 @@ refresh_conf (SpRaft *r)
 static void
 reset (SpRaft *r, guint64 term)
 {
-  if (term != r->term) {
-    r->term = term;
-    r->vote = SP_RAFT_NONE;
-  }
+  if (term != r->term)
+    {
+      r->term = term;
+      r->vote = SP_RAFT_NONE;
+    }
   r->lead = SP_RAFT_NONE;
   r->election_elapsed = 0;
   r->heartbeat_elapsed = 0;
@@ -456,10 +470,11 @@ append_entry (SpRaft *r, SpRaftEntryType type, GBytes *data, const SpRaftConf *c
     .data = data,
   };
 
-  if (conf) {
-    e.conf = g_rc_box_new (SpRaftConf);
-    *e.conf = *conf;
-  }
+  if (conf)
+    {
+      e.conf = g_rc_box_new (SpRaftConf);
+      *e.conf = *conf;
+    }
   sp_log_append (&r->log, &e, 1);
   if (e.conf)
     g_rc_box_release (e.conf);
@@ -496,13 +511,14 @@ send_append (SpRaft *r, SpProgress *pr, gboolean send_if_empty)
   if (sp_progress_is_paused (pr))
     return FALSE;
 
-  if (prev < log->snapshot->index) {
-    m = new_msg (r, SP_RAFT_MSG_SNAPSHOT, pr->id);
-    m->snapshot = sp_raft_snapshot_copy (log->snapshot);
-    send (r, m);
-    sp_progress_become_snapshot (pr, log->snapshot->index, r->now);
-    return TRUE;
-  }
+  if (prev < log->snapshot->index)
+    {
+      m = new_msg (r, SP_RAFT_MSG_SNAPSHOT, pr->id);
+      m->snapshot = sp_raft_snapshot_copy (log->snapshot);
+      send (r, m);
+      sp_progress_become_snapshot (pr, log->snapshot->index, r->now);
+      return TRUE;
+    }
 
   if (pr->next > sp_log_last_index (log) && !send_if_empty)
     return FALSE;
@@ -540,19 +556,20 @@ bcast_append (SpRaft *r)
 static void
 bcast_heartbeat (SpRaft *r)
 {
-  for (guint i = 0; i < r->n_prs; i++) {
-    SpProgress *pr = &r->prs[i];
-    SpRaftMsg *m;
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      SpProgress *pr = &r->prs[i];
+      SpRaftMsg *m;
 
-    if (pr->id == r->id)
-      continue;
-    m = new_msg (r, SP_RAFT_MSG_HEARTBEAT, pr->id);
-    /* Only what the follower is known to match may be committed there:
-     * its log may still hold uncommitted entries of an old term. */
-    m->commit = MIN (pr->match, r->log.committed);
-    m->context = r->now;
-    send (r, m);
-  }
+      if (pr->id == r->id)
+        continue;
+      m = new_msg (r, SP_RAFT_MSG_HEARTBEAT, pr->id);
+      /* Only what the follower is known to match may be committed there:
+       * its log may still hold uncommitted entries of an old term. */
+      m->commit = MIN (pr->match, r->log.committed);
+      m->context = r->now;
+      send (r, m);
+    }
 }
 
 static void
@@ -581,44 +598,48 @@ campaign (SpRaft *r, gboolean pre, gboolean force)
   r->votes_from[0] = r->id;
   r->votes_granted[0] = TRUE;
   r->n_votes = 1;
-  if (quorum (r) == 1) {
-    if (pre)
-      campaign (r, FALSE, force);
-    else
-      become_leader (r);
-    return;
-  }
-  for (guint i = 0; i < r->conf.n_voters; i++) {
-    SpRaftMsg *m;
+  if (quorum (r) == 1)
+    {
+      if (pre)
+        campaign (r, FALSE, force);
+      else
+        become_leader (r);
+      return;
+    }
+  for (guint i = 0; i < r->conf.n_voters; i++)
+    {
+      SpRaftMsg *m;
 
-    if (r->conf.voters[i] == r->id)
-      continue;
-    m = new_msg (r, type, r->conf.voters[i]);
-    m->term = term;
-    m->index = sp_log_last_index (&r->log);
-    m->log_term = sp_log_last_term (&r->log);
-    m->force = force;
-    send (r, m);
-  }
+      if (r->conf.voters[i] == r->id)
+        continue;
+      m = new_msg (r, type, r->conf.voters[i]);
+      m->term = term;
+      m->index = sp_log_last_index (&r->log);
+      m->log_term = sp_log_last_term (&r->log);
+      m->force = force;
+      send (r, m);
+    }
 }
 
 static void
 record_vote (SpRaft *r, guint64 from, gboolean granted, guint *yes, guint *no)
 {
-  if (!id_in (r->votes_from, r->n_votes, from) && r->n_votes < SP_RAFT_MAX_NODES) {
-    r->votes_from[r->n_votes] = from;
-    r->votes_granted[r->n_votes] = granted;
-    r->n_votes++;
-  }
+  if (!id_in (r->votes_from, r->n_votes, from) && r->n_votes < SP_RAFT_MAX_NODES)
+    {
+      r->votes_from[r->n_votes] = from;
+      r->votes_granted[r->n_votes] = granted;
+      r->n_votes++;
+    }
   *yes = *no = 0;
-  for (guint i = 0; i < r->n_votes; i++) {
-    if (!sp_raft_conf_is_voter (&r->conf, r->votes_from[i]))
-      continue;
-    if (r->votes_granted[i])
-      (*yes)++;
-    else
-      (*no)++;
-  }
+  for (guint i = 0; i < r->n_votes; i++)
+    {
+      if (!sp_raft_conf_is_voter (&r->conf, r->votes_from[i]))
+        continue;
+      if (r->votes_granted[i])
+        (*yes)++;
+      else
+        (*no)++;
+    }
 }
 
 static void
@@ -630,17 +651,21 @@ handle_vote_request (SpRaft *r, const SpRaftMsg *m)
   SpRaftMsg *resp;
 
   resp = reply (r, m, pre ? SP_RAFT_MSG_PREVOTE_RESP : SP_RAFT_MSG_VOTE_RESP);
-  if (can_vote && sp_log_is_up_to_date (&r->log, m->index, m->log_term)) {
-    /* A pre-vote answer carries the term asked about, so the
-     * pre-candidate can tell it from stale ones. */
-    resp->term = m->term;
-    if (!pre) {
-      r->vote = m->from;
-      r->election_elapsed = 0;
+  if (can_vote && sp_log_is_up_to_date (&r->log, m->index, m->log_term))
+    {
+      /* A pre-vote answer carries the term asked about, so the
+       * pre-candidate can tell it from stale ones. */
+      resp->term = m->term;
+      if (!pre)
+        {
+          r->vote = m->from;
+          r->election_elapsed = 0;
+        }
     }
-  } else {
-    resp->reject = TRUE;
-  }
+  else
+    {
+      resp->reject = TRUE;
+    }
 }
 
 static void
@@ -657,14 +682,17 @@ step_candidate (SpRaft *r, const SpRaftMsg *m)
     return;
 
   record_vote (r, m->from, !m->reject, &yes, &no);
-  if (yes >= quorum (r)) {
-    if (pre)
-      campaign (r, FALSE, FALSE);
-    else
-      become_leader (r);
-  } else if (no >= quorum (r)) {
-    become_follower (r, r->term, SP_RAFT_NONE);
-  }
+  if (yes >= quorum (r))
+    {
+      if (pre)
+        campaign (r, FALSE, FALSE);
+      else
+        become_leader (r);
+    }
+  else if (no >= quorum (r))
+    {
+      become_follower (r, r->term, SP_RAFT_NONE);
+    }
 }
 
 /* ---- follower ----------------------------------------------------------- */
@@ -676,17 +704,19 @@ handle_append (SpRaft *r, const SpRaftMsg *m)
   SpRaftMsg *resp = reply (r, m, SP_RAFT_MSG_APPEND_RESP);
   guint64 last_new;
 
-  if (m->index < log->committed) {
-    resp->index = log->committed;
-    return;
-  }
-  if (sp_log_maybe_append (log, m->index, m->log_term, m->entries, &last_new)) {
-    sp_log_commit_to (log, MIN (m->commit, last_new));
-    resp->index = last_new;
-    if (m->entries && m->entries->len > 0)
-      refresh_conf (r);
-    return;
-  }
+  if (m->index < log->committed)
+    {
+      resp->index = log->committed;
+      return;
+    }
+  if (sp_log_maybe_append (log, m->index, m->log_term, m->entries, &last_new))
+    {
+      sp_log_commit_to (log, MIN (m->commit, last_new));
+      resp->index = last_new;
+      if (m->entries && m->entries->len > 0)
+        refresh_conf (r);
+      return;
+    }
 
   /* Fast back-off (etcd's findConflictByTerm): tell the leader the last
    * index whose term is at most the term it assumed, so it can skip a whole
@@ -712,17 +742,19 @@ handle_snapshot (SpRaft *r, const SpRaftMsg *m)
   const SpRaftSnapshot *s = m->snapshot;
   SpRaftMsg *resp = reply (r, m, SP_RAFT_MSG_APPEND_RESP);
 
-  if (s->index <= log->committed) {
-    resp->index = log->committed;
-    return;
-  }
-  if (sp_log_match_term (log, s->index, s->term)) {
-    /* We hold the entry the snapshot ends with: everything before it is
-     * the same, so just commit it. */
-    sp_log_commit_to (log, s->index);
-    resp->index = log->committed;
-    return;
-  }
+  if (s->index <= log->committed)
+    {
+      resp->index = log->committed;
+      return;
+    }
+  if (sp_log_match_term (log, s->index, s->term))
+    {
+      /* We hold the entry the snapshot ends with: everything before it is
+       * the same, so just commit it. */
+      sp_log_commit_to (log, s->index);
+      resp->index = log->committed;
+      return;
+    }
   sp_log_restore (log, s);
   refresh_conf (r);
   resp->index = s->index;
@@ -731,27 +763,28 @@ handle_snapshot (SpRaft *r, const SpRaftMsg *m)
 static void
 step_follower (SpRaft *r, const SpRaftMsg *m)
 {
-  switch (m->type) {
-    case SP_RAFT_MSG_APPEND:
-    case SP_RAFT_MSG_HEARTBEAT:
-    case SP_RAFT_MSG_SNAPSHOT:
-      r->election_elapsed = 0;
-      r->since_leader = 0;
-      r->lead = m->from;
-      if (m->type == SP_RAFT_MSG_APPEND)
-        handle_append (r, m);
-      else if (m->type == SP_RAFT_MSG_HEARTBEAT)
-        handle_heartbeat (r, m);
-      else
-        handle_snapshot (r, m);
-      break;
-    case SP_RAFT_MSG_TIMEOUT_NOW:
-      if (is_voter (r))
-        campaign (r, FALSE, TRUE);
-      break;
-    default:
-      break;
-  }
+  switch (m->type)
+    {
+      case SP_RAFT_MSG_APPEND:
+      case SP_RAFT_MSG_HEARTBEAT:
+      case SP_RAFT_MSG_SNAPSHOT:
+        r->election_elapsed = 0;
+        r->since_leader = 0;
+        r->lead = m->from;
+        if (m->type == SP_RAFT_MSG_APPEND)
+          handle_append (r, m);
+        else if (m->type == SP_RAFT_MSG_HEARTBEAT)
+          handle_heartbeat (r, m);
+        else
+          handle_snapshot (r, m);
+        break;
+      case SP_RAFT_MSG_TIMEOUT_NOW:
+        if (is_voter (r))
+          campaign (r, FALSE, TRUE);
+        break;
+      default:
+        break;
+    }
 }
 
 /* ---- leader ------------------------------------------------------------- */
@@ -790,51 +823,57 @@ handle_append_resp (SpRaft *r, SpProgress *pr, const SpRaftMsg *m)
 {
   SpLog *log = &r->log;
 
-  if (m->reject) {
-    guint64 hint = m->hint_index;
+  if (m->reject)
+    {
+      guint64 hint = m->hint_index;
 
-    if (m->log_term > 0)
-      hint = sp_log_find_conflict_by_term (log, hint, m->log_term);
-    if (sp_progress_reject (pr, m->index, hint))
-      send_appends (r, pr, FALSE);
-    return;
-  }
+      if (m->log_term > 0)
+        hint = sp_log_find_conflict_by_term (log, hint, m->log_term);
+      if (sp_progress_reject (pr, m->index, hint))
+        send_appends (r, pr, FALSE);
+      return;
+    }
 
   if (m->index > sp_log_last_index (log))
     return;
-  if (sp_progress_update (pr, m->index)) {
-    if (pr->state == SP_PROGRESS_PROBE
-        || (pr->state == SP_PROGRESS_SNAPSHOT && pr->match >= pr->pending_snapshot))
-      sp_progress_become_replicate (pr);
-    if (maybe_commit (r))
-      r->need_bcast = TRUE;
-    if (pr->id == r->transferee && pr->match == sp_log_last_index (log)) {
-      send_timeout_now (r, pr->id);
-      return;
+  if (sp_progress_update (pr, m->index))
+    {
+      if (pr->state == SP_PROGRESS_PROBE
+          || (pr->state == SP_PROGRESS_SNAPSHOT && pr->match >= pr->pending_snapshot))
+        sp_progress_become_replicate (pr);
+      if (maybe_commit (r))
+        r->need_bcast = TRUE;
+      if (pr->id == r->transferee && pr->match == sp_log_last_index (log))
+        {
+          send_timeout_now (r, pr->id);
+          return;
+        }
     }
-  }
   send_appends (r, pr, FALSE);
 }
 
 static void
 handle_heartbeat_resp (SpRaft *r, SpProgress *pr, const SpRaftMsg *m)
 {
-  if (pr->state == SP_PROGRESS_SNAPSHOT) {
-    /* An InstallSnapshot may have been lost: try again after a while. */
-    if (r->now - pr->snapshot_sent_at < r->opts.election_ticks)
-      return;
-    sp_progress_become_probe (pr);
-  }
-  pr->probe_sent = FALSE;
-  if (pr->match < sp_log_last_index (&r->log)) {
-    /* Lost appends leave the window full; free a slot so an append goes
-     * out, whose rejection (if there is a gap) restarts probing. */
-    if (pr->state == SP_PROGRESS_REPLICATE && pr->inflight_count == pr->inflight_cap) {
-      pr->inflight_start = (pr->inflight_start + 1) % pr->inflight_cap;
-      pr->inflight_count--;
+  if (pr->state == SP_PROGRESS_SNAPSHOT)
+    {
+      /* An InstallSnapshot may have been lost: try again after a while. */
+      if (r->now - pr->snapshot_sent_at < r->opts.election_ticks)
+        return;
+      sp_progress_become_probe (pr);
     }
-    send_append (r, pr, TRUE);
-  }
+  pr->probe_sent = FALSE;
+  if (pr->match < sp_log_last_index (&r->log))
+    {
+      /* Lost appends leave the window full; free a slot so an append goes
+       * out, whose rejection (if there is a gap) restarts probing. */
+      if (pr->state == SP_PROGRESS_REPLICATE && pr->inflight_count == pr->inflight_cap)
+        {
+          pr->inflight_start = (pr->inflight_start + 1) % pr->inflight_cap;
+          pr->inflight_count--;
+        }
+      send_append (r, pr, TRUE);
+    }
 }
 
 static void
@@ -872,41 +911,48 @@ in_lease (const SpRaft *r)
 static gboolean
 validate (const SpRaft *r, const SpRaftMsg *m, GError **error)
 {
-  if (m->type >= SP_RAFT_MSG_N_TYPES) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "unknown message type %u", m->type);
-    return FALSE;
-  }
-  if (m->to != r->id || m->from == SP_RAFT_NONE || m->from == r->id) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                 "%s from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
-                 " is not for node %" G_GUINT64_FORMAT,
-                 sp_raft_msg_type_to_string (m->type), m->from, m->to, r->id);
-    return FALSE;
-  }
-  if (m->type == SP_RAFT_MSG_APPEND && m->entries) {
-    guint64 prev_term = m->log_term;
-
-    for (guint i = 0; i < m->entries->len; i++) {
-      const SpRaftEntry *e = &g_array_index (m->entries, SpRaftEntry, i);
-
-      if (e->index != m->index + 1 + i || e->term < prev_term || e->term > m->term
-          || (e->type == SP_RAFT_ENTRY_CONF) != (e->conf != NULL) || e->type > SP_RAFT_ENTRY_CONF
-          || (e->conf && e->conf->n_voters + e->conf->n_learners > SP_RAFT_MAX_NODES)) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                     "Append from %" G_GUINT64_FORMAT " has a bad entry at position %u", m->from,
-                     i);
-        return FALSE;
-      }
-      prev_term = e->term;
+  if (m->type >= SP_RAFT_MSG_N_TYPES)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "unknown message type %u", m->type);
+      return FALSE;
     }
-  }
+  if (m->to != r->id || m->from == SP_RAFT_NONE || m->from == r->id)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                   "%s from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+                   " is not for node %" G_GUINT64_FORMAT,
+                   sp_raft_msg_type_to_string (m->type), m->from, m->to, r->id);
+      return FALSE;
+    }
+  if (m->type == SP_RAFT_MSG_APPEND && m->entries)
+    {
+      guint64 prev_term = m->log_term;
+
+      for (guint i = 0; i < m->entries->len; i++)
+        {
+          const SpRaftEntry *e = &g_array_index (m->entries, SpRaftEntry, i);
+
+          if (e->index != m->index + 1 + i || e->term < prev_term || e->term > m->term
+              || (e->type == SP_RAFT_ENTRY_CONF) != (e->conf != NULL)
+              || e->type > SP_RAFT_ENTRY_CONF
+              || (e->conf && e->conf->n_voters + e->conf->n_learners > SP_RAFT_MAX_NODES))
+            {
+              g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                           "Append from %" G_GUINT64_FORMAT " has a bad entry at position %u",
+                           m->from, i);
+              return FALSE;
+            }
+          prev_term = e->term;
+        }
+    }
   if (m->type == SP_RAFT_MSG_SNAPSHOT
       && (!m->snapshot || m->snapshot->index == 0 || m->snapshot->term > m->term
-          || m->snapshot->conf.n_voters + m->snapshot->conf.n_learners > SP_RAFT_MAX_NODES)) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                 "Snapshot from %" G_GUINT64_FORMAT " is malformed", m->from);
-    return FALSE;
-  }
+          || m->snapshot->conf.n_voters + m->snapshot->conf.n_learners > SP_RAFT_MAX_NODES))
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                   "Snapshot from %" G_GUINT64_FORMAT " is malformed", m->from);
+      return FALSE;
+    }
   return TRUE;
 }
 
@@ -916,54 +962,65 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
   if (!validate (r, m, error))
     return FALSE;
 
-  if (m->term > r->term) {
-    gboolean vote_req = m->type == SP_RAFT_MSG_VOTE || m->type == SP_RAFT_MSG_PREVOTE;
+  if (m->term > r->term)
+    {
+      gboolean vote_req = m->type == SP_RAFT_MSG_VOTE || m->type == SP_RAFT_MSG_PREVOTE;
 
-    if (vote_req && !m->force && in_lease (r))
-      return TRUE;
-    if (m->type == SP_RAFT_MSG_PREVOTE || (m->type == SP_RAFT_MSG_PREVOTE_RESP && !m->reject)) {
-      /* about a future term: does not move ours */
-    } else {
-      gboolean from_leader = m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
-                             || m->type == SP_RAFT_MSG_SNAPSHOT
-                             || m->type == SP_RAFT_MSG_TIMEOUT_NOW;
+      if (vote_req && !m->force && in_lease (r))
+        return TRUE;
+      if (m->type == SP_RAFT_MSG_PREVOTE || (m->type == SP_RAFT_MSG_PREVOTE_RESP && !m->reject))
+        {
+          /* about a future term: does not move ours */
+        }
+      else
+        {
+          gboolean from_leader = m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+                                 || m->type == SP_RAFT_MSG_SNAPSHOT
+                                 || m->type == SP_RAFT_MSG_TIMEOUT_NOW;
 
-      become_follower (r, m->term, from_leader ? m->from : SP_RAFT_NONE);
+          become_follower (r, m->term, from_leader ? m->from : SP_RAFT_NONE);
+        }
     }
-  } else if (m->term < r->term) {
-    /* Tell a stale leader or pre-candidate about the newer term, so a
-     * leader cut off by a partition steps down when it heals. */
-    if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT)
-      reply (r, m, SP_RAFT_MSG_APPEND_RESP);
-    else if (m->type == SP_RAFT_MSG_PREVOTE)
-      reply (r, m, SP_RAFT_MSG_PREVOTE_RESP)->reject = TRUE;
-    return TRUE;
-  }
+  else if (m->term < r->term)
+    {
+      /* Tell a stale leader or pre-candidate about the newer term, so a
+       * leader cut off by a partition steps down when it heals. */
+      if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT)
+        reply (r, m, SP_RAFT_MSG_APPEND_RESP);
+      else if (m->type == SP_RAFT_MSG_PREVOTE)
+        reply (r, m, SP_RAFT_MSG_PREVOTE_RESP)->reject = TRUE;
+      return TRUE;
+    }
 
-  if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_VOTE) {
-    handle_vote_request (r, m);
-    return TRUE;
-  }
+  if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_VOTE)
+    {
+      handle_vote_request (r, m);
+      return TRUE;
+    }
 
-  switch (r->state) {
-    case STATE_LEADER:
-      step_leader (r, m);
-      break;
-    case STATE_PRE_CANDIDATE:
-    case STATE_CANDIDATE:
-      if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
-          || m->type == SP_RAFT_MSG_SNAPSHOT) {
-        /* A leader of our term exists. */
-        become_follower (r, r->term, m->from);
+  switch (r->state)
+    {
+      case STATE_LEADER:
+        step_leader (r, m);
+        break;
+      case STATE_PRE_CANDIDATE:
+      case STATE_CANDIDATE:
+        if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+            || m->type == SP_RAFT_MSG_SNAPSHOT)
+          {
+            /* A leader of our term exists. */
+            become_follower (r, r->term, m->from);
+            step_follower (r, m);
+          }
+        else
+          {
+            step_candidate (r, m);
+          }
+        break;
+      case STATE_FOLLOWER:
         step_follower (r, m);
-      } else {
-        step_candidate (r, m);
-      }
-      break;
-    case STATE_FOLLOWER:
-      step_follower (r, m);
-      break;
-  }
+        break;
+    }
   return TRUE;
 }
 
@@ -974,12 +1031,13 @@ sp_raft_tick (SpRaft *r)
   if (r->since_leader < G_MAXUINT)
     r->since_leader++;
 
-  if (r->state != STATE_LEADER) {
-    r->election_elapsed++;
-    if (is_voter (r) && r->election_elapsed >= r->randomized_timeout)
-      campaign (r, TRUE, FALSE);
-    return;
-  }
+  if (r->state != STATE_LEADER)
+    {
+      r->election_elapsed++;
+      if (is_voter (r) && r->election_elapsed >= r->randomized_timeout)
+        campaign (r, TRUE, FALSE);
+      return;
+    }
 
   r->since_leader = 0;
   if (r->transferee != SP_RAFT_NONE && ++r->transfer_elapsed >= r->opts.election_ticks)
@@ -994,31 +1052,35 @@ sp_raft_tick (SpRaft *r)
       if (r->prs[i].voter
           && (r->prs[i].id == r->id || r->now - r->prs[i].last_heard < r->opts.election_ticks))
         active++;
-    if (active < quorum (r)) {
-      become_follower (r, r->term, SP_RAFT_NONE);
-      return;
-    }
+    if (active < quorum (r))
+      {
+        become_follower (r, r->term, SP_RAFT_NONE);
+        return;
+      }
   }
 
-  if (++r->heartbeat_elapsed >= r->opts.heartbeat_ticks) {
-    r->heartbeat_elapsed = 0;
-    bcast_heartbeat (r);
-  }
+  if (++r->heartbeat_elapsed >= r->opts.heartbeat_ticks)
+    {
+      r->heartbeat_elapsed = 0;
+      bcast_heartbeat (r);
+    }
 }
 
 static gboolean
 check_leader (SpRaft *r, GError **error)
 {
-  if (r->state != STATE_LEADER) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER,
-                 "not the leader (leader: %" G_GUINT64_FORMAT ")", r->lead);
-    return FALSE;
-  }
-  if (r->transferee != SP_RAFT_NONE) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_TRANSFERRING,
-                 "leadership is being transferred to %" G_GUINT64_FORMAT, r->transferee);
-    return FALSE;
-  }
+  if (r->state != STATE_LEADER)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER,
+                   "not the leader (leader: %" G_GUINT64_FORMAT ")", r->lead);
+      return FALSE;
+    }
+  if (r->transferee != SP_RAFT_NONE)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_TRANSFERRING,
+                   "leadership is being transferred to %" G_GUINT64_FORMAT, r->transferee);
+      return FALSE;
+    }
   return TRUE;
 }
 
@@ -1046,72 +1108,82 @@ sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, guint64 *in
     return FALSE;
   /* Ongaro's fix for single-server changes: a new leader must first commit
    * an entry of its own term. */
-  if (sp_log_term (&r->log, r->log.committed) != r->term) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_READY,
-                 "the new leader has not committed an entry of its term yet");
-    return FALSE;
-  }
-  if (r->pending_conf_index > r->log.committed) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CONF_PENDING,
-                 "membership change at index %" G_GUINT64_FORMAT " is not committed yet",
-                 r->pending_conf_index);
-    return FALSE;
-  }
-  if (node == SP_RAFT_NONE) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "node id 0 is reserved");
-    return FALSE;
-  }
-
-  switch (op) {
-    case SP_RAFT_CONF_ADD_VOTER:
-    case SP_RAFT_CONF_ADD_LEARNER:
-      if (known || conf.n_voters + conf.n_learners >= SP_RAFT_MAX_NODES) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                     known ? "node %" G_GUINT64_FORMAT " is already a member"
-                           : "cannot add node %" G_GUINT64_FORMAT ": cluster is full",
-                     node);
-        return FALSE;
-      }
-      if (op == SP_RAFT_CONF_ADD_VOTER)
-        conf.voters[conf.n_voters++] = node;
-      else
-        conf.learners[conf.n_learners++] = node;
-      break;
-    case SP_RAFT_CONF_PROMOTE:
-      if (!sp_raft_conf_is_learner (&conf, node)) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                     "node %" G_GUINT64_FORMAT " is not a learner", node);
-        return FALSE;
-      }
-      pr = progress (r, node);
-      if (pr->match < r->log.committed || r->now - pr->last_heard >= r->opts.election_ticks) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_CAUGHT_UP,
-                     "learner %" G_GUINT64_FORMAT " is at %" G_GUINT64_FORMAT
-                     ", the log is committed to %" G_GUINT64_FORMAT,
-                     node, pr->match, r->log.committed);
-        return FALSE;
-      }
-      remove_id (conf.learners, &conf.n_learners, node);
-      conf.voters[conf.n_voters++] = node;
-      break;
-    case SP_RAFT_CONF_REMOVE:
-      if (!known) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                     "node %" G_GUINT64_FORMAT " is not a member", node);
-        return FALSE;
-      }
-      if (node == r->id) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                     "the leader cannot remove itself: transfer leadership first");
-        return FALSE;
-      }
-      if (!remove_id (conf.voters, &conf.n_voters, node))
-        remove_id (conf.learners, &conf.n_learners, node);
-      break;
-    default:
-      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "unknown membership change %d", op);
+  if (sp_log_term (&r->log, r->log.committed) != r->term)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_READY,
+                   "the new leader has not committed an entry of its term yet");
       return FALSE;
-  }
+    }
+  if (r->pending_conf_index > r->log.committed)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CONF_PENDING,
+                   "membership change at index %" G_GUINT64_FORMAT " is not committed yet",
+                   r->pending_conf_index);
+      return FALSE;
+    }
+  if (node == SP_RAFT_NONE)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "node id 0 is reserved");
+      return FALSE;
+    }
+
+  switch (op)
+    {
+      case SP_RAFT_CONF_ADD_VOTER:
+      case SP_RAFT_CONF_ADD_LEARNER:
+        if (known || conf.n_voters + conf.n_learners >= SP_RAFT_MAX_NODES)
+          {
+            g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                         known ? "node %" G_GUINT64_FORMAT " is already a member"
+                               : "cannot add node %" G_GUINT64_FORMAT ": cluster is full",
+                         node);
+            return FALSE;
+          }
+        if (op == SP_RAFT_CONF_ADD_VOTER)
+          conf.voters[conf.n_voters++] = node;
+        else
+          conf.learners[conf.n_learners++] = node;
+        break;
+      case SP_RAFT_CONF_PROMOTE:
+        if (!sp_raft_conf_is_learner (&conf, node))
+          {
+            g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                         "node %" G_GUINT64_FORMAT " is not a learner", node);
+            return FALSE;
+          }
+        pr = progress (r, node);
+        if (pr->match < r->log.committed || r->now - pr->last_heard >= r->opts.election_ticks)
+          {
+            g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_CAUGHT_UP,
+                         "learner %" G_GUINT64_FORMAT " is at %" G_GUINT64_FORMAT
+                         ", the log is committed to %" G_GUINT64_FORMAT,
+                         node, pr->match, r->log.committed);
+            return FALSE;
+          }
+        remove_id (conf.learners, &conf.n_learners, node);
+        conf.voters[conf.n_voters++] = node;
+        break;
+      case SP_RAFT_CONF_REMOVE:
+        if (!known)
+          {
+            g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                         "node %" G_GUINT64_FORMAT " is not a member", node);
+            return FALSE;
+          }
+        if (node == r->id)
+          {
+            g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                         "the leader cannot remove itself: transfer leadership first");
+            return FALSE;
+          }
+        if (!remove_id (conf.voters, &conf.n_voters, node))
+          remove_id (conf.learners, &conf.n_learners, node);
+        break;
+      default:
+        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID, "unknown membership change %d",
+                     op);
+        return FALSE;
+    }
 
   append_entry (r, SP_RAFT_ENTRY_CONF, NULL, &conf);
   r->pending_conf_index = sp_log_last_index (&r->log);
@@ -1126,35 +1198,42 @@ sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error)
 {
   SpProgress *pr = NULL;
 
-  if (r->state != STATE_LEADER) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER,
-                 "not the leader (leader: %" G_GUINT64_FORMAT ")", r->lead);
-    return FALSE;
-  }
+  if (r->state != STATE_LEADER)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER,
+                   "not the leader (leader: %" G_GUINT64_FORMAT ")", r->lead);
+      return FALSE;
+    }
   if (to == r->id)
     return TRUE;
-  if (to == SP_RAFT_NONE) {
-    for (guint i = 0; i < r->n_prs; i++) {
-      SpProgress *p = &r->prs[i];
+  if (to == SP_RAFT_NONE)
+    {
+      for (guint i = 0; i < r->n_prs; i++)
+        {
+          SpProgress *p = &r->prs[i];
 
-      if (p->id == r->id || !p->voter || r->now - p->last_heard >= r->opts.election_ticks)
-        continue;
-      if (!pr || p->match > pr->match)
-        pr = p;
+          if (p->id == r->id || !p->voter || r->now - p->last_heard >= r->opts.election_ticks)
+            continue;
+          if (!pr || p->match > pr->match)
+            pr = p;
+        }
+      if (!pr)
+        {
+          g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                       "no other reachable voter to hand leadership to");
+          return FALSE;
+        }
     }
-    if (!pr) {
-      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                   "no other reachable voter to hand leadership to");
-      return FALSE;
+  else
+    {
+      pr = progress (r, to);
+      if (!pr || !pr->voter)
+        {
+          g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                       "node %" G_GUINT64_FORMAT " is not a voter", to);
+          return FALSE;
+        }
     }
-  } else {
-    pr = progress (r, to);
-    if (!pr || !pr->voter) {
-      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                   "node %" G_GUINT64_FORMAT " is not a voter", to);
-      return FALSE;
-    }
-  }
 
   r->transferee = pr->id;
   r->transfer_elapsed = 0;
@@ -1171,13 +1250,14 @@ sp_raft_compact (SpRaft *r, guint64 index, GBytes *data, GError **error)
   SpRaftConf conf;
   guint64 ci, ct;
 
-  if (index <= r->log.snapshot->index || index > r->log.applied) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                 "cannot snapshot at %" G_GUINT64_FORMAT ": must be in (%" G_GUINT64_FORMAT
-                 ", %" G_GUINT64_FORMAT "]",
-                 index, r->log.snapshot->index, r->log.applied);
-    return FALSE;
-  }
+  if (index <= r->log.snapshot->index || index > r->log.applied)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                   "cannot snapshot at %" G_GUINT64_FORMAT ": must be in (%" G_GUINT64_FORMAT
+                   ", %" G_GUINT64_FORMAT "]",
+                   index, r->log.snapshot->index, r->log.applied);
+      return FALSE;
+    }
   recompute_conf (r, &conf, &ci, &ct, index);
   sp_log_compact (&r->log, index, &conf, data);
   return TRUE;
@@ -1191,51 +1271,58 @@ restore (SpRaft *r, const SpRaftRestore *rs, GError **error)
   SpLog *log = &r->log;
   const SpRaftHardState *hs = &rs->hard_state;
 
-  if (rs->snapshot && rs->snapshot->index > 0) {
-    sp_log_restore (log, rs->snapshot);
-    log->snapshot_unstable = FALSE;
-  }
-  if (rs->entries) {
-    for (guint i = 0; i < rs->entries->len; i++) {
-      const SpRaftEntry *e = &g_array_index (rs->entries, SpRaftEntry, i);
-
-      /* covered by the snapshot: the store may drop them lazily */
-      if (e->index <= log->snapshot->index)
-        continue;
-      if (e->index != sp_log_last_index (log) + 1 || e->term < sp_log_last_term (log)
-          || e->term > hs->term || (e->type == SP_RAFT_ENTRY_CONF) != (e->conf != NULL)) {
-        g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CORRUPT,
-                     "stored entry %u (index %" G_GUINT64_FORMAT ", term %" G_GUINT64_FORMAT
-                     ") does not follow index %" G_GUINT64_FORMAT " or the term",
-                     i, e->index, e->term, sp_log_last_index (log));
-        return FALSE;
-      }
-      sp_log_append (log, e, 1);
+  if (rs->snapshot && rs->snapshot->index > 0)
+    {
+      sp_log_restore (log, rs->snapshot);
+      log->snapshot_unstable = FALSE;
     }
-  }
-  if (hs->commit > sp_log_last_index (log) || hs->commit < log->snapshot->index) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CORRUPT,
-                 "stored commit index %" G_GUINT64_FORMAT " is outside the log [%" G_GUINT64_FORMAT
-                 ", %" G_GUINT64_FORMAT "]",
-                 hs->commit, log->snapshot->index, sp_log_last_index (log));
-    return FALSE;
-  }
+  if (rs->entries)
+    {
+      for (guint i = 0; i < rs->entries->len; i++)
+        {
+          const SpRaftEntry *e = &g_array_index (rs->entries, SpRaftEntry, i);
+
+          /* covered by the snapshot: the store may drop them lazily */
+          if (e->index <= log->snapshot->index)
+            continue;
+          if (e->index != sp_log_last_index (log) + 1 || e->term < sp_log_last_term (log)
+              || e->term > hs->term || (e->type == SP_RAFT_ENTRY_CONF) != (e->conf != NULL))
+            {
+              g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CORRUPT,
+                           "stored entry %u (index %" G_GUINT64_FORMAT ", term %" G_GUINT64_FORMAT
+                           ") does not follow index %" G_GUINT64_FORMAT " or the term",
+                           i, e->index, e->term, sp_log_last_index (log));
+              return FALSE;
+            }
+          sp_log_append (log, e, 1);
+        }
+    }
+  /* A commit below the snapshot is fine: the snapshot was stored and the
+   * hard state that followed it was not. */
+  if (hs->commit > sp_log_last_index (log))
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_CORRUPT,
+                   "stored commit index %" G_GUINT64_FORMAT
+                   " is outside the log [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT "]",
+                   hs->commit, log->snapshot->index, sp_log_last_index (log));
+      return FALSE;
+    }
   r->term = hs->term;
   r->vote = hs->vote;
   log->committed = MAX (hs->commit, log->snapshot->index);
   log->unstable_from = sp_log_last_index (log) + 1;
 
-  if (sp_log_last_index (log) == 0 && hs->term == 0 && rs->bootstrap
-      && rs->bootstrap->n_voters > 0) {
-    SpRaftEntry e = { .term = 1, .index = 1, .type = SP_RAFT_ENTRY_CONF };
+  if (sp_log_last_index (log) == 0 && hs->term == 0 && rs->bootstrap && rs->bootstrap->n_voters > 0)
+    {
+      SpRaftEntry e = { .term = 1, .index = 1, .type = SP_RAFT_ENTRY_CONF };
 
-    e.conf = g_rc_box_new (SpRaftConf);
-    *e.conf = *rs->bootstrap;
-    sp_log_append (log, &e, 1);
-    g_rc_box_release (e.conf);
-    r->term = 1;
-    log->committed = 1;
-  }
+      e.conf = g_rc_box_new (SpRaftConf);
+      *e.conf = *rs->bootstrap;
+      sp_log_append (log, &e, 1);
+      g_rc_box_release (e.conf);
+      r->term = 1;
+      log->committed = 1;
+    }
   /* What is on disk; a bootstrap makes the first ready carry the rest. */
   r->prev_hs = *hs;
   return TRUE;
@@ -1249,13 +1336,13 @@ sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *rs, GError **error)
   SpRaft *r;
 
   if (opts->id == SP_RAFT_NONE || opts->election_ticks < 3 || opts->heartbeat_ticks == 0
-      || opts->heartbeat_ticks >= opts->election_ticks
-      || opts->lease_ticks >= opts->election_ticks) {
-    g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
-                 "invalid options: need id > 0, election_ticks >= 3, "
-                 "0 < heartbeat_ticks < election_ticks and lease_ticks < election_ticks");
-    return NULL;
-  }
+      || opts->heartbeat_ticks >= opts->election_ticks || opts->lease_ticks >= opts->election_ticks)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                   "invalid options: need id > 0, election_ticks >= 3, "
+                   "0 < heartbeat_ticks < election_ticks and lease_ticks < election_ticks");
+      return NULL;
+    }
 
   r = g_new0 (SpRaft, 1);
   r->opts = *opts;
@@ -1271,11 +1358,12 @@ sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *rs, GError **error)
   r->msgs = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
   sp_log_init (&r->log);
 
-  if (!restore (r, rs ? rs : &empty, &local)) {
-    g_propagate_error (error, g_steal_pointer (&local));
-    sp_raft_free (r);
-    return NULL;
-  }
+  if (!restore (r, rs ? rs : &empty, &local))
+    {
+      g_propagate_error (error, g_steal_pointer (&local));
+      sp_raft_free (r);
+      return NULL;
+    }
   recompute_conf (r, &r->conf, &r->conf_index, &r->conf_term, G_MAXUINT64);
   r->state = STATE_FOLLOWER;
   reset_randomized_timeout (r);
@@ -1305,10 +1393,11 @@ hard_state (const SpRaft *r)
 static void
 flush (SpRaft *r)
 {
-  if (r->state == STATE_LEADER && r->need_bcast) {
-    r->need_bcast = FALSE;
-    bcast_append (r);
-  }
+  if (r->state == STATE_LEADER && r->need_bcast)
+    {
+      r->need_bcast = FALSE;
+      bcast_append (r);
+    }
 }
 
 gboolean
@@ -1366,21 +1455,23 @@ sp_raft_advance (SpRaft *r, SpRaftReady *rd)
   SpLog *log = &r->log;
 
   r->ready_outstanding = FALSE;
-  if (rd->entries->len > 0) {
-    const SpRaftEntry *e = &g_array_index (rd->entries, SpRaftEntry, rd->entries->len - 1);
+  if (rd->entries->len > 0)
+    {
+      const SpRaftEntry *e = &g_array_index (rd->entries, SpRaftEntry, rd->entries->len - 1);
 
-    /* The log may have been cut and regrown since: only what still
-     * matches is durable. */
-    if (sp_log_match_term (log, e->index, e->term) && log->unstable_from <= e->index + 1)
-      log->unstable_from = e->index + 1;
-  }
+      /* The log may have been cut and regrown since: only what still
+       * matches is durable. */
+      if (sp_log_match_term (log, e->index, e->term) && log->unstable_from <= e->index + 1)
+        log->unstable_from = e->index + 1;
+    }
   if (rd->snapshot && rd->snapshot->index == log->snapshot->index)
     log->snapshot_unstable = FALSE;
-  if (rd->committed->len > 0) {
-    const SpRaftEntry *e = &g_array_index (rd->committed, SpRaftEntry, rd->committed->len - 1);
+  if (rd->committed->len > 0)
+    {
+      const SpRaftEntry *e = &g_array_index (rd->committed, SpRaftEntry, rd->committed->len - 1);
 
-    log->applied = MAX (log->applied, e->index);
-  }
+      log->applied = MAX (log->applied, e->index);
+    }
 }
 
 void
@@ -1406,17 +1497,18 @@ sp_raft_id (const SpRaft *r)
 SpRaftRole
 sp_raft_role (const SpRaft *r)
 {
-  switch (r->state) {
-    case STATE_LEADER:
-      return SP_RAFT_LEADER;
-    case STATE_CANDIDATE:
-      return SP_RAFT_CANDIDATE;
-    case STATE_PRE_CANDIDATE:
-      return SP_RAFT_PRE_CANDIDATE;
-    case STATE_FOLLOWER:
-    default:
-      return is_voter (r) ? SP_RAFT_FOLLOWER : SP_RAFT_LEARNER;
-  }
+  switch (r->state)
+    {
+      case STATE_LEADER:
+        return SP_RAFT_LEADER;
+      case STATE_CANDIDATE:
+        return SP_RAFT_CANDIDATE;
+      case STATE_PRE_CANDIDATE:
+        return SP_RAFT_PRE_CANDIDATE;
+      case STATE_FOLLOWER:
+      default:
+        return is_voter (r) ? SP_RAFT_FOLLOWER : SP_RAFT_LEARNER;
+    }
 }
 
 guint64
@@ -1492,30 +1584,32 @@ sp_raft_lease_valid (const SpRaft *r)
 
   if (r->state != STATE_LEADER)
     return FALSE;
-  for (guint i = 0; i < r->n_prs; i++) {
-    const SpProgress *p = &r->prs[i];
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      const SpProgress *p = &r->prs[i];
 
-    if (!p->voter)
-      continue;
-    if (p->id == r->id || (p->lease_stamp != 0 && r->now - p->lease_stamp < r->opts.lease_ticks))
-      n++;
-  }
+      if (!p->voter)
+        continue;
+      if (p->id == r->id || (p->lease_stamp != 0 && r->now - p->lease_stamp < r->opts.lease_ticks))
+        n++;
+    }
   return n >= quorum (r);
 }
 
 guint
 sp_raft_progress (const SpRaft *r, SpRaftProgress out[SP_RAFT_MAX_NODES])
 {
-  for (guint i = 0; i < r->n_prs; i++) {
-    const SpProgress *p = &r->prs[i];
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      const SpProgress *p = &r->prs[i];
 
-    out[i] = (SpRaftProgress){
-      .id = p->id,
-      .voter = p->voter,
-      .match = p->match,
-      .next = p->next,
-      .recent = p->id == r->id || r->now - p->last_heard < r->opts.election_ticks,
-    };
-  }
+      out[i] = (SpRaftProgress){
+        .id = p->id,
+        .voter = p->voter,
+        .match = p->match,
+        .next = p->next,
+        .recent = p->id == r->id || r->now - p->last_heard < r->opts.election_ticks,
+      };
+    }
   return r->n_prs;
 }

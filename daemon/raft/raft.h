@@ -38,7 +38,8 @@ G_BEGIN_DECLS
 #define SP_RAFT_ERROR (sp_raft_error_quark ())
 GQuark sp_raft_error_quark (void);
 
-typedef enum {
+typedef enum
+{
   SP_RAFT_ERROR_NOT_LEADER,    /* propose/transfer/change on a non-leader */
   SP_RAFT_ERROR_TRANSFERRING,  /* leadership transfer in progress */
   SP_RAFT_ERROR_CONF_PENDING,  /* a membership change is not committed yet */
@@ -48,7 +49,8 @@ typedef enum {
   SP_RAFT_ERROR_CORRUPT,       /* restore state is inconsistent */
 } SpRaftError;
 
-typedef enum {
+typedef enum
+{
   SP_RAFT_FOLLOWER,
   SP_RAFT_PRE_CANDIDATE,
   SP_RAFT_CANDIDATE,
@@ -59,7 +61,8 @@ typedef enum {
 const char *sp_raft_role_to_string (SpRaftRole role);
 
 /* A configuration: who votes, who only replicates.  Plain value type. */
-typedef struct {
+typedef struct
+{
   guint64 voters[SP_RAFT_MAX_NODES];
   guint n_voters;
   guint64 learners[SP_RAFT_MAX_NODES];
@@ -70,12 +73,14 @@ gboolean sp_raft_conf_is_voter (const SpRaftConf *conf, guint64 id);
 gboolean sp_raft_conf_is_learner (const SpRaftConf *conf, guint64 id);
 gboolean sp_raft_conf_equal (const SpRaftConf *a, const SpRaftConf *b);
 
-typedef enum {
+typedef enum
+{
   SP_RAFT_ENTRY_NORMAL, /* application data (NULL data: leader's no-op) */
   SP_RAFT_ENTRY_CONF,   /* conf holds the whole configuration from here on */
 } SpRaftEntryType;
 
-typedef struct {
+typedef struct
+{
   guint64 term;
   guint64 index;
   SpRaftEntryType type;
@@ -89,7 +94,8 @@ void sp_raft_entry_clear (SpRaftEntry *e);
 /* A GArray of SpRaftEntry that releases its elements. */
 GArray *sp_raft_entries_new (guint reserve);
 
-typedef struct {
+typedef struct
+{
   guint64 index; /* last index the snapshot covers; 0 = none */
   guint64 term;
   SpRaftConf conf; /* configuration as of index */
@@ -99,13 +105,15 @@ typedef struct {
 SpRaftSnapshot *sp_raft_snapshot_copy (const SpRaftSnapshot *s);
 void sp_raft_snapshot_free (SpRaftSnapshot *s);
 
-typedef struct {
+typedef struct
+{
   guint64 term;
   guint64 vote;
   guint64 commit;
 } SpRaftHardState;
 
-typedef enum {
+typedef enum
+{
   SP_RAFT_MSG_PREVOTE,
   SP_RAFT_MSG_PREVOTE_RESP,
   SP_RAFT_MSG_VOTE,
@@ -133,7 +141,8 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
  *  HEARTBEAT_RESP:  context echoed
  *  SNAPSHOT:        snapshot
  *  TIMEOUT_NOW:     — */
-typedef struct {
+typedef struct
+{
   SpRaftMsgType type;
   guint64 from;
   guint64 to;
@@ -152,7 +161,8 @@ typedef struct {
 SpRaftMsg *sp_raft_msg_copy (const SpRaftMsg *m);
 void sp_raft_msg_free (SpRaftMsg *m);
 
-typedef struct {
+typedef struct
+{
   guint64 id;            /* this node, non-zero */
   guint heartbeat_ticks; /* leader heartbeat interval; default 1 */
   guint election_ticks;  /* minimum election timeout E; actual is random in [E, 2E) */
@@ -170,7 +180,8 @@ guint sp_raft_default_lease_ticks (guint election_ticks);
  * (non-NULL, n_voters > 0) makes a brand-new cluster member write the
  * initial configuration as entry 1 of term 1, identically on every initial
  * member.  A node joining an existing cluster starts with neither. */
-typedef struct {
+typedef struct
+{
   SpRaftHardState hard_state;
   const SpRaftSnapshot *snapshot; /* may be NULL */
   const GArray *entries;          /* of SpRaftEntry following the snapshot; may be NULL */
@@ -179,7 +190,8 @@ typedef struct {
 
 typedef struct _SpRaft SpRaft;
 
-typedef struct {
+typedef struct
+{
   /* soft state, always filled; *_changed tell what moved since last ready */
   SpRaftRole role;
   guint64 leader;
@@ -205,7 +217,8 @@ gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);
 /* Appends data (ref taken) to the leader's log; index_out gets its index. */
 gboolean sp_raft_propose (SpRaft *r, GBytes *data, guint64 *index_out, GError **error);
 
-typedef enum {
+typedef enum
+{
   SP_RAFT_CONF_ADD_VOTER,
   SP_RAFT_CONF_ADD_LEARNER,
   SP_RAFT_CONF_PROMOTE, /* learner -> voter, once caught up */
@@ -251,7 +264,8 @@ guint64 sp_raft_transfer_target (const SpRaft *r);        /* SP_RAFT_NONE if non
  * holds, no other node can become leader (given bounded clock drift). */
 gboolean sp_raft_lease_valid (const SpRaft *r);
 
-typedef struct {
+typedef struct
+{
   guint64 id;
   gboolean voter;
   guint64 match;   /* leader only: highest index known replicated */
