@@ -1,0 +1,375 @@
+/* Formats (GVariant, version first):
+ *   command  (qysst)      version, op, key, value, expected revision
+ *   snapshot (qta(sst)a(ss))  version, revision, (key, value, revision), (name, address)
+ */
+#include "store.h"
+
+#include <string.h>
+
+#define STORE_VERSION 1
+#define CMD_TYPE      "(qysst)"
+#define SNAP_TYPE     "(qta(sst)a(ss))"
+
+typedef enum
+{
+  OP_SET,
+  OP_DELETE,
+  OP_CAS,
+  OP_MEMBER,
+} Op;
+
+typedef struct
+{
+  char *value;
+  guint64 revision;
+} Item;
+
+struct _SpStore
+{
+  GHashTable *items;   /* key -> Item */
+  GHashTable *members; /* name -> address */
+  guint64 revision;
+  SpStoreWatch watch;
+  gpointer watch_data;
+};
+
+GQuark
+sp_store_error_quark (void)
+{
+  return g_quark_from_static_string ("sp-store-error-quark");
+}
+
+static void
+item_free (Item *item)
+{
+  g_free (item->value);
+  g_free (item);
+}
+
+static GHashTable *
+items_new (void)
+{
+  return g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)item_free);
+}
+
+static GHashTable *
+members_new (void)
+{
+  return g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+}
+
+SpStore *
+sp_store_new (void)
+{
+  SpStore *store = g_new0 (SpStore, 1);
+
+  store->items = items_new ();
+  store->members = members_new ();
+  return store;
+}
+
+void
+sp_store_free (SpStore *store)
+{
+  if (!store)
+    return;
+  g_hash_table_unref (store->items);
+  g_hash_table_unref (store->members);
+  g_free (store);
+}
+
+void
+sp_store_set_watch (SpStore *store, SpStoreWatch watch, gpointer user_data)
+{
+  store->watch = watch;
+  store->watch_data = user_data;
+}
+
+static gboolean
+check_string (const char *what, const char *s, gsize max, gboolean allow_empty, GError **error)
+{
+  gsize len = s ? strlen (s) : 0;
+
+  if (!s || (!allow_empty && len == 0))
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s must not be empty", what);
+      return FALSE;
+    }
+  if (len > max)
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                   "%s is %" G_GSIZE_FORMAT " bytes, the limit is %" G_GSIZE_FORMAT, what, len,
+                   max);
+      return FALSE;
+    }
+  if (!g_utf8_validate (s, len, NULL))
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is not valid UTF-8", what);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static GBytes *
+encode (Op op, const char *key, const char *value, guint64 expected)
+{
+  g_autoptr (GVariant) v = g_variant_ref_sink (
+      g_variant_new (CMD_TYPE, (guint16)STORE_VERSION, (guint8)op, key, value, expected));
+
+  return g_variant_get_data_as_bytes (v);
+}
+
+GBytes *
+sp_store_cmd_set (const char *key, const char *value, GError **error)
+{
+  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+      || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
+    return NULL;
+  return encode (OP_SET, key, value, 0);
+}
+
+GBytes *
+sp_store_cmd_delete (const char *key, GError **error)
+{
+  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error))
+    return NULL;
+  return encode (OP_DELETE, key, "", 0);
+}
+
+GBytes *
+sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value, GError **error)
+{
+  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+      || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
+    return NULL;
+  return encode (OP_CAS, key, value, expected_revision);
+}
+
+GBytes *
+sp_store_cmd_member (const char *name, const char *address, GError **error)
+{
+  if (!check_string ("member name", name, SP_STORE_MAX_KEY, FALSE, error)
+      || !check_string ("member address", address, SP_STORE_MAX_KEY, FALSE, error))
+    return NULL;
+  return encode (OP_MEMBER, name, address, 0);
+}
+
+/* Untrusted bytes to a GVariant of the given type, or an error. */
+static GVariant *
+decode (GBytes *bytes, const char *type, const char *what, GError **error)
+{
+  g_autoptr (GVariant) v = NULL;
+  guint16 version;
+
+  if (!bytes)
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is empty", what);
+      return NULL;
+    }
+  v = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type), bytes, FALSE));
+  if (!g_variant_is_normal_form (v))
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is malformed", what);
+      return NULL;
+    }
+  g_variant_get_child (v, 0, "q", &version);
+  if (version != STORE_VERSION)
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s has unknown version %u", what,
+                   version);
+      return NULL;
+    }
+  return g_steal_pointer (&v);
+}
+
+static void
+notify (SpStore *store, const char *key, const char *value)
+{
+  if (store->watch)
+    store->watch (key, value, store->revision, store->watch_data);
+}
+
+gboolean
+sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
+{
+  g_autoptr (GVariant) v = decode (cmd, CMD_TYPE, "store command", error);
+  const char *key, *value;
+  guint64 expected;
+  guint16 version;
+  guint8 op;
+  Item *item;
+
+  if (!v)
+    return FALSE;
+  g_variant_get (v, "(qy&s&st)", &version, &op, &key, &value, &expected);
+  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+      || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
+    return FALSE;
+  item = g_hash_table_lookup (store->items, key);
+
+  switch (op)
+    {
+      case OP_CAS:
+        if ((item ? item->revision : 0) != expected)
+          {
+            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT,
+                         "%s is at revision %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT, key,
+                         item ? item->revision : 0, expected);
+            return FALSE;
+          }
+        G_GNUC_FALLTHROUGH;
+      case OP_SET:
+        if (!item)
+          {
+            item = g_new0 (Item, 1);
+            g_hash_table_insert (store->items, g_strdup (key), item);
+          }
+        g_free (item->value);
+        item->value = g_strdup (value);
+        item->revision = ++store->revision;
+        notify (store, key, value);
+        break;
+      case OP_DELETE:
+        if (!item)
+          {
+            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND, "%s does not exist", key);
+            return FALSE;
+          }
+        g_hash_table_remove (store->items, key);
+        store->revision++;
+        notify (store, key, NULL);
+        break;
+      case OP_MEMBER:
+        g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));
+        store->revision++;
+        break;
+      default:
+        g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                     "store command has unknown operation %u", op);
+        return FALSE;
+    }
+  if (revision)
+    *revision = store->revision;
+  return TRUE;
+}
+
+guint64
+sp_store_revision (const SpStore *store)
+{
+  return store->revision;
+}
+
+const char *
+sp_store_get (const SpStore *store, const char *key, guint64 *revision)
+{
+  Item *item = g_hash_table_lookup (store->items, key);
+
+  if (revision)
+    *revision = item ? item->revision : 0;
+  return item ? item->value : NULL;
+}
+
+static int
+cmp_str (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(char *const *)a, *(char *const *)b);
+}
+
+GPtrArray *
+sp_store_list (const SpStore *store, const char *prefix)
+{
+  GPtrArray *keys = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter iter;
+  gpointer key;
+
+  g_hash_table_iter_init (&iter, store->items);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    if (g_str_has_prefix (key, prefix))
+      g_ptr_array_add (keys, g_strdup (key));
+  g_ptr_array_sort (keys, cmp_str);
+  return keys;
+}
+
+const char *
+sp_store_member_address (const SpStore *store, const char *name)
+{
+  return g_hash_table_lookup (store->members, name);
+}
+
+GBytes *
+sp_store_snapshot (const SpStore *store)
+{
+  g_autoptr (GPtrArray) keys = sp_store_list (store, "");
+  g_autoptr (GVariant) v = NULL;
+  GVariantBuilder items, members;
+  GHashTableIter iter;
+  gpointer name, address;
+
+  /* Sorted, so equal states give equal bytes on every node. */
+  g_variant_builder_init (&items, G_VARIANT_TYPE ("a(sst)"));
+  for (guint i = 0; i < keys->len; i++)
+    {
+      Item *item = g_hash_table_lookup (store->items, keys->pdata[i]);
+
+      g_variant_builder_add (&items, "(sst)", keys->pdata[i], item->value, item->revision);
+    }
+  g_variant_builder_init (&members, G_VARIANT_TYPE ("a(ss)"));
+  {
+    g_autoptr (GPtrArray) names = g_ptr_array_new ();
+
+    g_hash_table_iter_init (&iter, store->members);
+    while (g_hash_table_iter_next (&iter, &name, &address))
+      g_ptr_array_add (names, name);
+    g_ptr_array_sort (names, cmp_str);
+    for (guint i = 0; i < names->len; i++)
+      g_variant_builder_add (&members, "(ss)", names->pdata[i],
+                             g_hash_table_lookup (store->members, names->pdata[i]));
+  }
+  v = g_variant_ref_sink (
+      g_variant_new (SNAP_TYPE, (guint16)STORE_VERSION, store->revision, &items, &members));
+  return g_variant_get_data_as_bytes (v);
+}
+
+gboolean
+sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
+{
+  g_autoptr (GVariant) v = decode (snapshot, SNAP_TYPE, "store snapshot", error);
+  g_autoptr (GHashTable) items = items_new ();
+  g_autoptr (GHashTable) members = members_new ();
+  g_autoptr (GVariantIter) item_iter = NULL;
+  g_autoptr (GVariantIter) member_iter = NULL;
+  const char *key, *value;
+  guint64 revision, item_revision;
+  guint16 version;
+
+  if (!v)
+    return FALSE;
+  g_variant_get (v, SNAP_TYPE, &version, &revision, &item_iter, &member_iter);
+  while (g_variant_iter_next (item_iter, "(&s&st)", &key, &value, &item_revision))
+    {
+      Item *item;
+
+      if (item_revision > revision || !check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+          || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error)
+          || g_hash_table_contains (items, key))
+        {
+          if (error && !*error)
+            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                         "store snapshot: bad record for key %s", key);
+          return FALSE;
+        }
+      item = g_new0 (Item, 1);
+      item->value = g_strdup (value);
+      item->revision = item_revision;
+      g_hash_table_insert (items, g_strdup (key), item);
+    }
+  while (g_variant_iter_next (member_iter, "(&s&s)", &key, &value))
+    g_hash_table_insert (members, g_strdup (key), g_strdup (value));
+
+  g_hash_table_unref (store->items);
+  store->items = g_steal_pointer (&items);
+  g_hash_table_unref (store->members);
+  store->members = g_steal_pointer (&members);
+  store->revision = revision;
+  return TRUE;
+}

@@ -1,0 +1,65 @@
+/* The replicated state machine: a small key/value store with revisions,
+ * plus the address book of members (name -> address) that membership
+ * changes need.  Deterministic: the same committed entries give the same
+ * state on every node.  Commands are GVariants carried in NORMAL entries.
+ *
+ * Revisions: one counter for the whole store, bumped by every successful
+ * write; each key remembers the revision of its last write, which is what
+ * compare-and-swap compares. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define SP_STORE_MAX_KEY   256         /* bytes */
+#define SP_STORE_MAX_VALUE (64 * 1024) /* bytes */
+
+#define SP_STORE_ERROR (sp_store_error_quark ())
+GQuark sp_store_error_quark (void);
+
+typedef enum
+{
+  SP_STORE_ERROR_INVALID,   /* bad key/value/command (never applied) */
+  SP_STORE_ERROR_CONFLICT,  /* compare-and-swap: revision did not match */
+  SP_STORE_ERROR_NOT_FOUND, /* delete of a missing key */
+} SpStoreError;
+
+typedef struct _SpStore SpStore;
+
+/* Called after every applied change; value NULL means deleted. */
+typedef void (*SpStoreWatch) (const char *key, const char *value, guint64 revision,
+                              gpointer user_data);
+
+SpStore *sp_store_new (void);
+void sp_store_free (SpStore *store);
+void sp_store_set_watch (SpStore *store, SpStoreWatch watch, gpointer user_data);
+
+/* Commands to propose.  They validate their arguments (UTF-8, sizes). */
+GBytes *sp_store_cmd_set (const char *key, const char *value, GError **error);
+GBytes *sp_store_cmd_delete (const char *key, GError **error);
+/* expected_revision 0: the key must not exist. */
+GBytes *sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value,
+                          GError **error);
+GBytes *sp_store_cmd_member (const char *name, const char *address, GError **error);
+
+/* Applies a committed command.  On success *revision is the store revision
+ * after it.  A failed CAS or delete changes nothing; a malformed command
+ * (it can only come from a buggy or hostile peer) changes nothing either. */
+gboolean sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error);
+
+guint64 sp_store_revision (const SpStore *store);
+/* NULL when absent; *revision (may be NULL) gets the key's last write. */
+const char *sp_store_get (const SpStore *store, const char *key, guint64 *revision);
+/* Sorted keys starting with prefix ("" = all). */
+GPtrArray *sp_store_list (const SpStore *store, const char *prefix);
+/* Address of a member added at run time, or NULL. */
+const char *sp_store_member_address (const SpStore *store, const char *name);
+
+GBytes *sp_store_snapshot (const SpStore *store);
+/* Replaces the state; on error the store is unchanged. */
+gboolean sp_store_restore (SpStore *store, GBytes *snapshot, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpStore, sp_store_free)
+
+G_END_DECLS

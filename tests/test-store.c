@@ -1,0 +1,181 @@
+/* The replicated key/value state machine. */
+#include <check.h>
+#include <string.h>
+
+#include "store.h"
+
+static void
+apply_ok (SpStore *store, GBytes *cmd, guint64 *revision)
+{
+  g_autoptr (GError) error = NULL;
+
+  ck_assert_ptr_nonnull (cmd);
+  ck_assert_msg (sp_store_apply (store, cmd, revision, &error), "%s", error ? error->message : "");
+  g_bytes_unref (cmd);
+}
+
+START_TEST (test_set_get_revisions)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  guint64 rev, key_rev;
+
+  ck_assert_ptr_null (sp_store_get (store, "vip", &key_rev));
+  ck_assert_uint_eq (key_rev, 0);
+  apply_ok (store, sp_store_cmd_set ("vip", "10.77.0.100", NULL), &rev);
+  ck_assert_uint_eq (rev, 1);
+  apply_ok (store, sp_store_cmd_set ("other", "x", NULL), &rev);
+  apply_ok (store, sp_store_cmd_set ("vip", "10.77.0.101", NULL), &rev);
+  ck_assert_uint_eq (rev, 3);
+  ck_assert_str_eq (sp_store_get (store, "vip", &key_rev), "10.77.0.101");
+  ck_assert_uint_eq (key_rev, 3);
+  ck_assert_uint_eq (sp_store_revision (store), 3);
+}
+END_TEST
+
+START_TEST (test_compare_and_swap)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (GBytes) stale = NULL;
+  g_autoptr (GError) error = NULL;
+  guint64 rev;
+
+  /* expected 0: create only if absent */
+  apply_ok (store, sp_store_cmd_cas ("lock", 0, "alpha", NULL), &rev);
+  stale = sp_store_cmd_cas ("lock", 0, "beta", NULL);
+  ck_assert (!sp_store_apply (store, stale, NULL, &error));
+  ck_assert (g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT));
+  ck_assert_ptr_nonnull (strstr (error->message, "lock"));
+  ck_assert_str_eq (sp_store_get (store, "lock", NULL), "alpha");
+  ck_assert_uint_eq (sp_store_revision (store), rev);
+
+  apply_ok (store, sp_store_cmd_cas ("lock", rev, "beta", NULL), NULL);
+  ck_assert_str_eq (sp_store_get (store, "lock", NULL), "beta");
+}
+END_TEST
+
+START_TEST (test_delete_and_list)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (GBytes) missing = sp_store_cmd_delete ("nope", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) keys = NULL;
+
+  apply_ok (store, sp_store_cmd_set ("svc/b", "2", NULL), NULL);
+  apply_ok (store, sp_store_cmd_set ("svc/a", "1", NULL), NULL);
+  apply_ok (store, sp_store_cmd_set ("other", "3", NULL), NULL);
+  apply_ok (store, sp_store_cmd_delete ("svc/b", NULL), NULL);
+  ck_assert (!sp_store_apply (store, missing, NULL, &error));
+  ck_assert (g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND));
+
+  apply_ok (store, sp_store_cmd_set ("svc/c", "4", NULL), NULL);
+  keys = sp_store_list (store, "svc/");
+  ck_assert_uint_eq (keys->len, 2);
+  ck_assert_str_eq (keys->pdata[0], "svc/a");
+  ck_assert_str_eq (keys->pdata[1], "svc/c");
+}
+END_TEST
+
+START_TEST (test_bad_input)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *big = g_strnfill (SP_STORE_MAX_VALUE + 1, 'x');
+  g_autoptr (GBytes) garbage = g_bytes_new_static ("\x01\x02\x03garbage", 10);
+
+  ck_assert_ptr_null (sp_store_cmd_set ("k", big, &error));
+  ck_assert_ptr_nonnull (strstr (error->message, "limit"));
+  g_clear_error (&error);
+  ck_assert_ptr_null (sp_store_cmd_set ("bad\xff", "v", &error));
+  ck_assert_ptr_nonnull (strstr (error->message, "UTF-8"));
+  g_clear_error (&error);
+  ck_assert_ptr_null (sp_store_cmd_set ("", "v", &error));
+  g_clear_error (&error);
+
+  ck_assert (!sp_store_apply (store, garbage, NULL, &error));
+  ck_assert (g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID));
+  ck_assert_uint_eq (sp_store_revision (store), 0);
+}
+END_TEST
+
+static void
+record (const char *key, const char *value, guint64 revision, gpointer user_data)
+{
+  g_ptr_array_add (user_data, g_strdup_printf ("%s=%s@%" G_GUINT64_FORMAT, key,
+                                               value ? value : "(deleted)", revision));
+}
+
+START_TEST (test_watch)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (GPtrArray) seen = g_ptr_array_new_with_free_func (g_free);
+
+  sp_store_set_watch (store, record, seen);
+  apply_ok (store, sp_store_cmd_set ("a", "1", NULL), NULL);
+  apply_ok (store, sp_store_cmd_delete ("a", NULL), NULL);
+  ck_assert_uint_eq (seen->len, 2);
+  ck_assert_str_eq (seen->pdata[0], "a=1@1");
+  ck_assert_str_eq (seen->pdata[1], "a=(deleted)@2");
+}
+END_TEST
+
+START_TEST (test_snapshot_restore)
+{
+  g_autoptr (SpStore) a = sp_store_new ();
+  g_autoptr (SpStore) b = sp_store_new ();
+  g_autoptr (SpStore) c = sp_store_new ();
+  g_autoptr (GBytes) snap_a = NULL;
+  g_autoptr (GBytes) snap_c = NULL;
+  g_autoptr (GBytes) bad = g_bytes_new_static ("xx", 2);
+  g_autoptr (GError) error = NULL;
+
+  /* Same commands, same state, same bytes: what replicas rely on. */
+  for (int i = 0; i < 50; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("k%d", i % 7);
+      g_autofree char *value = g_strdup_printf ("v%d", i);
+
+      apply_ok (a, sp_store_cmd_set (key, value, NULL), NULL);
+      apply_ok (b, sp_store_cmd_set (key, value, NULL), NULL);
+    }
+  apply_ok (a, sp_store_cmd_member ("delta", "127.0.0.1:7404", NULL), NULL);
+  apply_ok (b, sp_store_cmd_member ("delta", "127.0.0.1:7404", NULL), NULL);
+  snap_a = sp_store_snapshot (a);
+  {
+    g_autoptr (GBytes) snap_b = sp_store_snapshot (b);
+
+    ck_assert (g_bytes_equal (snap_a, snap_b));
+  }
+
+  ck_assert (sp_store_restore (c, snap_a, NULL));
+  snap_c = sp_store_snapshot (c);
+  ck_assert (g_bytes_equal (snap_a, snap_c));
+  ck_assert_str_eq (sp_store_get (c, "k3", NULL), sp_store_get (a, "k3", NULL));
+  ck_assert_str_eq (sp_store_member_address (c, "delta"), "127.0.0.1:7404");
+  ck_assert_uint_eq (sp_store_revision (c), sp_store_revision (a));
+
+  ck_assert (!sp_store_restore (c, bad, &error));
+  ck_assert_uint_eq (sp_store_revision (c), sp_store_revision (a));
+}
+END_TEST
+
+int
+main (void)
+{
+  Suite *s = suite_create ("store");
+  TCase *tc = tcase_create ("kv");
+  SRunner *sr;
+  int failed;
+
+  tcase_add_test (tc, test_set_get_revisions);
+  tcase_add_test (tc, test_compare_and_swap);
+  tcase_add_test (tc, test_delete_and_list);
+  tcase_add_test (tc, test_bad_input);
+  tcase_add_test (tc, test_watch);
+  tcase_add_test (tc, test_snapshot_restore);
+  suite_add_tcase (s, tc);
+  sr = srunner_create (s);
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? 0 : 1;
+}
