@@ -31,6 +31,8 @@ struct _SpStore
   guint64 revision;
   SpStoreWatch watch;
   gpointer watch_data;
+  SpStoreMemberFunc member_watch;
+  gpointer member_watch_data;
 };
 
 GQuark
@@ -83,6 +85,13 @@ sp_store_set_watch (SpStore *store, SpStoreWatch watch, gpointer user_data)
 {
   store->watch = watch;
   store->watch_data = user_data;
+}
+
+void
+sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer user_data)
+{
+  store->member_watch = watch;
+  store->member_watch_data = user_data;
 }
 
 static gboolean
@@ -242,6 +251,8 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
       case OP_MEMBER:
         g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));
         store->revision++;
+        if (store->member_watch)
+          store->member_watch (key, value, store->member_watch_data);
         break;
       default:
         g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
@@ -294,6 +305,17 @@ const char *
 sp_store_member_address (const SpStore *store, const char *name)
 {
   return g_hash_table_lookup (store->members, name);
+}
+
+void
+sp_store_foreach_member (const SpStore *store, SpStoreMemberFunc func, gpointer user_data)
+{
+  GHashTableIter iter;
+  gpointer name, address;
+
+  g_hash_table_iter_init (&iter, store->members);
+  while (g_hash_table_iter_next (&iter, &name, &address))
+    func (name, address, user_data);
 }
 
 GBytes *

@@ -55,6 +55,10 @@ const char *sp_store_get (const SpStore *store, const char *key, guint64 *revisi
 GPtrArray *sp_store_list (const SpStore *store, const char *prefix);
 /* Address of a member added at run time, or NULL. */
 const char *sp_store_member_address (const SpStore *store, const char *name);
+typedef void (*SpStoreMemberFunc) (const char *name, const char *address, gpointer user_data);
+void sp_store_foreach_member (const SpStore *store, SpStoreMemberFunc func, gpointer user_data);
+/* Called after a member record is applied. */
+void sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer user_data);
 
 GBytes *sp_store_snapshot (const SpStore *store);
 /* Replaces the state; on error the store is unchanged. */

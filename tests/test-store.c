@@ -104,17 +104,31 @@ record (const char *key, const char *value, guint64 revision, gpointer user_data
                                                value ? value : "(deleted)", revision));
 }
 
+static void
+record_member (const char *name, const char *address, gpointer user_data)
+{
+  g_ptr_array_add (user_data, g_strdup_printf ("%s@%s", name, address));
+}
+
 START_TEST (test_watch)
 {
   g_autoptr (SpStore) store = sp_store_new ();
   g_autoptr (GPtrArray) seen = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) members = g_ptr_array_new_with_free_func (g_free);
 
   sp_store_set_watch (store, record, seen);
+  sp_store_set_member_watch (store, record_member, members);
   apply_ok (store, sp_store_cmd_set ("a", "1", NULL), NULL);
   apply_ok (store, sp_store_cmd_delete ("a", NULL), NULL);
+  apply_ok (store, sp_store_cmd_member ("delta", "127.0.0.1:7404", NULL), NULL);
   ck_assert_uint_eq (seen->len, 2);
   ck_assert_str_eq (seen->pdata[0], "a=1@1");
   ck_assert_str_eq (seen->pdata[1], "a=(deleted)@2");
+  ck_assert_uint_eq (members->len, 1);
+  ck_assert_str_eq (members->pdata[0], "delta@127.0.0.1:7404");
+  g_ptr_array_set_size (members, 0);
+  sp_store_foreach_member (store, record_member, members);
+  ck_assert_uint_eq (members->len, 1);
 }
 END_TEST
 
