@@ -1,0 +1,1672 @@
+/* The simulator: a discrete-event loop over a binary heap of events, a
+ * simulated network and disk per node, and the checkers.  See sim.h. */
+#include "sim.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "raft.h"
+
+#define U64 "%" G_GUINT64_FORMAT
+
+#define MAX_LIVE       9  /* nodes in existence (up or down) at once */
+#define MAX_ID         40 /* node ids handed out per schedule */
+#define MIN_VOTERS     3
+#define TICK_US        10000
+#define DRIFT_PPM      20000 /* each node's tick period is off by up to 2 % */
+#define ELECTION_TICKS 10
+#define HEAL_BOUND_US  (50 * 2 * ELECTION_TICKS * TICK_US) /* 50 longest election timeouts */
+#define MAX_BACKLOG    32 /* uncommitted entries a client lets a leader have */
+#define TRACE_RING     256
+#define NOTE_LEN       112
+#define MAX_READIES    1000 /* per event: more means the core never settles */
+
+typedef enum
+{
+  NODE_UNUSED,
+  NODE_UP,
+  NODE_DOWN,
+  NODE_GONE, /* removed from the cluster and shut down for good */
+} NodeState;
+
+typedef struct
+{
+  guint64 id;
+  NodeState state;
+  SpRaft *raft;
+  guint incarnation;
+  guint64 period_us;
+
+  /* disk: survives crashes */
+  SpRaftHardState hs;
+  SpRaftSnapshot *snap;
+  GArray *log; /* of SpRaftEntry, following snap */
+
+  /* state machine: applied index and hash chain; lost on a crash */
+  guint64 applied;
+  guint64 chain;
+  guint64 applied_at_crash;
+
+  /* what the checks saw last */
+  SpRaftRole role;
+  guint64 term;
+  guint64 leader;
+  guint64 commit;
+  guint64 vote_term; /* newest term it voted in, and for whom */
+  guint64 vote_for;
+  gboolean retire; /* its removal committed: shut it down after this event */
+} Node;
+
+typedef enum
+{
+  EV_TICK,
+  EV_DELIVER,
+  EV_CHAOS,
+  EV_RESTART,
+  EV_UNCUT,
+  EV_HEAL,
+} EventKind;
+
+typedef struct
+{
+  guint64 time;
+  guint64 seq; /* ties in time go in scheduling order */
+  EventKind kind;
+  guint64 node;
+  guint incarnation;
+  gboolean dup;
+  SpRaftMsg *msg;
+} Event;
+
+typedef struct
+{
+  guint64 term;
+  guint64 chain;
+  guint64 node;        /* who applied it first: the leader that committed it */
+  guint64 commit_term; /* and that leader's term */
+} Committed;
+
+/* One (index, term) stored by some node: what it holds and follows. */
+typedef struct
+{
+  guint64 term;
+  guint64 hash;
+  guint64 prev_term;
+  guint64 node;
+  guint next; /* next sighting at the same index; 0 ends */
+} Sighting;
+
+typedef struct
+{
+  SpRaftConfOp op;
+  guint64 node;
+  guint64 index;
+  guint64 term;
+} PendingChange;
+
+/* Chaos actions.  Each schedule draws its own mix (swarm testing): a
+ * schedule without writes, say, is where lease bugs show. */
+typedef enum
+{
+  ACT_PROPOSE,
+  ACT_COMPACT,
+  ACT_CRASH,
+  ACT_PARTITION,
+  ACT_ISOLATE,
+  ACT_CUT,
+  ACT_UNCUT,
+  ACT_ADD,
+  ACT_PROMOTE,
+  ACT_REMOVE,
+  ACT_TRANSFER,
+  N_ACTIONS
+} Action;
+
+static const guint base_weight[N_ACTIONS] = { 40, 10, 5, 3, 2, 3, 3, 3, 4, 3, 4 };
+
+typedef enum
+{
+  REC_NOTE,
+  REC_RECV,
+  REC_LOST,
+  REC_STATE,
+} RecKind;
+
+/* A trace line, formatted only when printed: recording must stay cheap. */
+typedef struct
+{
+  guint64 time;
+  guint64 node;
+  RecKind kind;
+  const char *why; /* LOST: the reason; STATE: the event that caused it */
+  /* RECV, LOST */
+  SpRaftMsgType type;
+  guint64 from, to, term, log_term, index, commit, hint, context;
+  guint n_entries;
+  gboolean reject, force, dup;
+  /* STATE */
+  SpRaftRole role, old_role;
+  guint64 old_term, leader, applied;
+  char note[NOTE_LEN];
+} Rec;
+
+struct _SpSim
+{
+  SpSimOptions opts;
+  SpSimStats stats;
+  guint64 rng;
+  guint64 now;
+  guint64 seq;
+  GArray *heap; /* of Event: a binary min-heap on (time, seq) */
+
+  Node nodes[MAX_ID + 1];
+  guint64 next_id;
+  gboolean cut[MAX_ID + 1][MAX_ID + 1]; /* cut[a][b]: a's messages to b are lost */
+  guint drop_ppm;
+  guint dup_ppm;
+  guint64 max_delay_us; /* delays are uniform in [1 ms, this] */
+  guint max_inflight;
+  guint max_msg_entries;
+  guint quick_restart_ppm; /* crashes that come back within 50 ms */
+  guint weight[N_ACTIONS];
+  guint weight_sum;
+  guint64 chaos_gap_us; /* mean time between chaos actions */
+  gboolean leased;      /* some node held a valid lease after the last event */
+
+  gboolean healing;
+  guint64 heal_at;
+  guint64 marker_index; /* the liveness probe: a write made after the heal */
+  guint64 marker_term;
+  guint64 marker_leader;
+  gboolean done;
+
+  GArray *leaders;   /* guint64 leader by term */
+  GArray *committed; /* Committed by index; [0] is the empty state */
+  SpRaftConf committed_conf;
+  GArray *sightings;  /* Sighting; [0] is unused */
+  GArray *sight_head; /* guint first sighting by index */
+  GArray *pending;    /* PendingChange awaiting the verdict of the log */
+  guint64 payload_seq;
+
+  Rec ring[TRACE_RING];
+  guint64 n_recs;
+  char *failure;
+};
+
+/* ---- randomness and hashing --------------------------------------------- */
+
+static guint64
+mix64 (guint64 z)
+{
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static guint64
+combine (guint64 h, guint64 v)
+{
+  return mix64 (h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)));
+}
+
+/* splitmix64 */
+static guint64
+rnd (SpSim *s)
+{
+  return mix64 (s->rng += 0x9e3779b97f4a7c15ULL);
+}
+
+static guint64
+rnd_below (SpSim *s, guint64 n)
+{
+  return rnd (s) % n;
+}
+
+static guint64
+rnd_between (SpSim *s, guint64 lo, guint64 hi)
+{
+  return lo + rnd (s) % (hi - lo + 1);
+}
+
+static gboolean
+chance (SpSim *s, guint ppm)
+{
+  return rnd (s) % 1000000 < ppm;
+}
+
+static guint64
+entry_hash (const SpRaftEntry *e)
+{
+  guint64 h = combine (0x5350, e->type);
+  gsize len = 0;
+  const guint8 *p = e->data ? g_bytes_get_data (e->data, &len) : NULL;
+
+  h = combine (h, e->data ? len : G_MAXUINT64);
+  for (gsize i = 0; i < len; i++)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  if (e->conf)
+    {
+      for (guint i = 0; i < e->conf->n_voters; i++)
+        h = combine (h, e->conf->voters[i]);
+      h = combine (h, 0);
+      for (guint i = 0; i < e->conf->n_learners; i++)
+        h = combine (h, e->conf->learners[i]);
+    }
+  return mix64 (h);
+}
+
+static guint64
+chain_next (guint64 chain, const SpRaftEntry *e)
+{
+  return combine (combine (combine (chain, e->index), e->term), entry_hash (e));
+}
+
+/* Snapshot data: the state machine, i.e. (applied index, chain hash). */
+static GBytes *
+snap_encode (guint64 index, guint64 chain)
+{
+  guint64 v[2] = { GUINT64_TO_LE (index), GUINT64_TO_LE (chain) };
+
+  return g_bytes_new (v, sizeof v);
+}
+
+static gboolean
+snap_decode (const SpRaftSnapshot *snap, guint64 *index, guint64 *chain)
+{
+  guint64 v[2];
+
+  if (!snap->data || g_bytes_get_size (snap->data) != sizeof v)
+    return FALSE;
+  memcpy (v, g_bytes_get_data (snap->data, NULL), sizeof v);
+  *index = GUINT64_FROM_LE (v[0]);
+  *chain = GUINT64_FROM_LE (v[1]);
+  return TRUE;
+}
+
+/* ---- trace -------------------------------------------------------------- */
+
+static void
+format_rec (const Rec *r, GString *out)
+{
+  g_string_append_printf (out, "[%3" G_GUINT64_FORMAT ".%06" G_GUINT64_FORMAT "] ",
+                          r->time / 1000000, r->time % 1000000);
+  if (r->node)
+    g_string_append_printf (out, "n" U64 " ", r->node);
+  else
+    g_string_append (out, "-- ");
+
+  switch (r->kind)
+    {
+      case REC_NOTE:
+        g_string_append (out, r->note);
+        return;
+      case REC_STATE:
+        g_string_append (out, sp_raft_role_to_string (r->old_role));
+        if (r->role != r->old_role)
+          g_string_append_printf (out, " -> %s", sp_raft_role_to_string (r->role));
+        g_string_append_printf (out, ", term " U64, r->old_term);
+        if (r->term != r->old_term)
+          g_string_append_printf (out, " -> " U64, r->term);
+        g_string_append_printf (out, ", leader n" U64 ", commit " U64 ", applied " U64 " (%s)",
+                                r->leader, r->commit, r->applied, r->why);
+        return;
+      case REC_RECV:
+        g_string_append (out, r->dup ? "recv dup " : "recv ");
+        break;
+      case REC_LOST:
+        g_string_append (out, "lost ");
+        break;
+    }
+
+  g_string_append_printf (out, "%s " U64 "->" U64 " t" U64, sp_raft_msg_type_to_string (r->type),
+                          r->from, r->to, r->term);
+  switch (r->type)
+    {
+      case SP_RAFT_MSG_PREVOTE:
+      case SP_RAFT_MSG_VOTE:
+        g_string_append_printf (out, " last " U64 "/t" U64 "%s", r->index, r->log_term,
+                                r->force ? " force" : "");
+        break;
+      case SP_RAFT_MSG_PREVOTE_RESP:
+      case SP_RAFT_MSG_VOTE_RESP:
+        g_string_append (out, r->reject ? " rejected" : " granted");
+        break;
+      case SP_RAFT_MSG_APPEND:
+        g_string_append_printf (out, " prev " U64 "/t" U64 " entries %u commit " U64, r->index,
+                                r->log_term, r->n_entries, r->commit);
+        break;
+      case SP_RAFT_MSG_APPEND_RESP:
+        if (r->reject)
+          g_string_append_printf (out, " reject " U64 " hint " U64 "/t" U64, r->index, r->hint,
+                                  r->log_term);
+        else
+          g_string_append_printf (out, " match " U64, r->index);
+        break;
+      case SP_RAFT_MSG_HEARTBEAT:
+        g_string_append_printf (out, " commit " U64 " stamp " U64, r->commit, r->context);
+        break;
+      case SP_RAFT_MSG_HEARTBEAT_RESP:
+        g_string_append_printf (out, " stamp " U64, r->context);
+        break;
+      case SP_RAFT_MSG_SNAPSHOT:
+        g_string_append_printf (out, " snapshot " U64 "/t" U64, r->index, r->log_term);
+        break;
+      case SP_RAFT_MSG_TIMEOUT_NOW:
+      case SP_RAFT_MSG_N_TYPES:
+      default:
+        break;
+    }
+  if (r->kind == REC_LOST)
+    g_string_append_printf (out, " (%s)", r->why);
+}
+
+static Rec *
+rec_new (SpSim *s, RecKind kind, guint64 node)
+{
+  Rec *r = &s->ring[s->n_recs++ % TRACE_RING];
+
+  r->time = s->now;
+  r->kind = kind;
+  r->node = node;
+  return r;
+}
+
+static void
+rec_done (SpSim *s, const Rec *r)
+{
+  g_autoptr (GString) line = NULL;
+
+  if (!s->opts.print_trace)
+    return;
+  line = g_string_new (NULL);
+  format_rec (r, line);
+  g_print ("%s\n", line->str);
+}
+
+static void G_GNUC_PRINTF (3, 4) note (SpSim *s, guint64 node, const char *fmt, ...)
+{
+  Rec *r = rec_new (s, REC_NOTE, node);
+  va_list ap;
+
+  va_start (ap, fmt);
+  g_vsnprintf (r->note, sizeof r->note, fmt, ap);
+  va_end (ap);
+  rec_done (s, r);
+}
+
+static void
+rec_msg (SpSim *s, RecKind kind, guint64 node, const SpRaftMsg *m, const char *why, gboolean dup)
+{
+  Rec *r = rec_new (s, kind, node);
+
+  r->why = why;
+  r->dup = dup;
+  r->type = m->type;
+  r->from = m->from;
+  r->to = m->to;
+  r->term = m->term;
+  r->log_term = m->snapshot ? m->snapshot->term : m->log_term;
+  r->index = m->snapshot ? m->snapshot->index : m->index;
+  r->commit = m->commit;
+  r->hint = m->hint_index;
+  r->context = m->context;
+  r->n_entries = m->entries ? m->entries->len : 0;
+  r->reject = m->reject;
+  r->force = m->force;
+  rec_done (s, r);
+}
+
+static void G_GNUC_PRINTF (2, 3) fail (SpSim *s, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (s->failure)
+    return;
+  va_start (ap, fmt);
+  s->failure = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  /* Just the property: the whole message does not fit a trace line. */
+  note (s, 0, "FAILED: %.*s", (int)strcspn (s->failure, ":"), s->failure);
+}
+
+/* ---- event queue -------------------------------------------------------- */
+
+static gboolean
+before (const Event *a, const Event *b)
+{
+  return a->time < b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+static void
+push (SpSim *s, guint64 delay, EventKind kind, guint64 node, SpRaftMsg *msg, gboolean dup)
+{
+  Event e = {
+    .time = s->now + delay,
+    .seq = s->seq++,
+    .kind = kind,
+    .node = node,
+    .incarnation = node ? s->nodes[node].incarnation : 0,
+    .dup = dup,
+    .msg = msg,
+  };
+  Event *h;
+  guint i;
+
+  g_array_append_val (s->heap, e);
+  h = (Event *)s->heap->data;
+  for (i = s->heap->len - 1; i > 0 && before (&e, &h[(i - 1) / 2]); i = (i - 1) / 2)
+    h[i] = h[(i - 1) / 2];
+  h[i] = e;
+}
+
+static gboolean
+pop (SpSim *s, Event *out)
+{
+  Event *h = (Event *)s->heap->data;
+  guint n = s->heap->len, i = 0;
+  Event last;
+
+  if (n == 0)
+    return FALSE;
+  *out = h[0];
+  last = h[--n];
+  for (;;)
+    {
+      guint c = 2 * i + 1;
+
+      if (c >= n)
+        break;
+      if (c + 1 < n && before (&h[c + 1], &h[c]))
+        c++;
+      if (!before (&h[c], &last))
+        break;
+      h[i] = h[c];
+      i = c;
+    }
+  if (n > 0)
+    h[i] = last;
+  g_array_set_size (s->heap, n);
+  return TRUE;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static Node *
+node_get (SpSim *s, guint64 id)
+{
+  if (id == 0 || id > MAX_ID || s->nodes[id].state == NODE_UNUSED)
+    return NULL;
+  return &s->nodes[id];
+}
+
+static guint
+count_existing (SpSim *s)
+{
+  guint n = 0;
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    if (s->nodes[id].state == NODE_UP || s->nodes[id].state == NODE_DOWN)
+      n++;
+  return n;
+}
+
+static Node *
+pick_up (SpSim *s)
+{
+  Node *up[MAX_ID];
+  guint n = 0;
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    if (s->nodes[id].state == NODE_UP)
+      up[n++] = &s->nodes[id];
+  return n ? up[rnd_below (s, n)] : NULL;
+}
+
+static Node *
+pick_leader (SpSim *s)
+{
+  Node *leaders[MAX_ID];
+  guint n = 0;
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    if (s->nodes[id].state == NODE_UP && sp_raft_role (s->nodes[id].raft) == SP_RAFT_LEADER)
+      leaders[n++] = &s->nodes[id];
+  return n ? leaders[rnd_below (s, n)] : NULL;
+}
+
+static guint64
+disk_snap_index (const Node *n)
+{
+  return n->snap ? n->snap->index : 0;
+}
+
+static guint64
+durable_commit (const Node *n)
+{
+  return MAX (n->hs.commit, disk_snap_index (n));
+}
+
+/* ---- checks ------------------------------------------------------------- */
+
+/* Log matching: one (index, term) always holds the same entry after the
+ * same previous term, whoever stores it. */
+static void
+check_sighting (SpSim *s, const Node *n, const SpRaftEntry *e, guint64 prev_term)
+{
+  guint64 hash = entry_hash (e);
+  Sighting new = { e->term, hash, prev_term, n->id, 0 };
+  guint *head;
+
+  if (s->sight_head->len <= e->index)
+    g_array_set_size (s->sight_head, e->index + 1);
+  head = &g_array_index (s->sight_head, guint, e->index);
+  for (guint i = *head; i; i = g_array_index (s->sightings, Sighting, i).next)
+    {
+      const Sighting *o = &g_array_index (s->sightings, Sighting, i);
+
+      if (o->term != e->term)
+        continue;
+      if (o->hash != hash || o->prev_term != prev_term)
+        fail (s,
+              "log matching: n" U64 " stores index " U64 " term " U64
+              " (content %016" G_GINT64_MODIFIER "x, after term " U64 ") but n" U64
+              " stored it with content %016" G_GINT64_MODIFIER "x after term " U64,
+              n->id, e->index, e->term, hash, prev_term, o->node, o->hash, o->prev_term);
+      return;
+    }
+  new.next = *head;
+  *head = s->sightings->len;
+  g_array_append_val (s->sightings, new);
+}
+
+/* Election safety. */
+static void
+check_leader (SpSim *s, const Node *n, guint64 term)
+{
+  guint64 *leader;
+
+  if (s->leaders->len <= term)
+    g_array_set_size (s->leaders, term + 1);
+  leader = &g_array_index (s->leaders, guint64, term);
+  if (*leader == 0)
+    {
+      *leader = n->id;
+      s->stats.elections++;
+    }
+  else if (*leader != n->id)
+    {
+      fail (s, "election safety: n" U64 " and n" U64 " were both leader in term " U64, *leader,
+            n->id, term);
+    }
+}
+
+/* Leader completeness: a leader holds every entry committed in an earlier
+ * term.  (A stale candidate may still win a lower term after a later term
+ * committed entries: those it need not have.) */
+static void
+check_completeness (SpSim *s, const Node *n)
+{
+  guint64 first = sp_raft_first_index (n->raft);
+  guint64 term = sp_raft_term (n->raft);
+
+  for (guint64 i = MAX (first, 1); i < s->committed->len; i++)
+    {
+      const Committed *c = &g_array_index (s->committed, Committed, i);
+      guint64 t = sp_raft_term_at (n->raft, i);
+
+      if (c->commit_term < term && t != c->term)
+        {
+          fail (s,
+                "leader completeness: n" U64 " leads term " U64 " but holds term " U64
+                " at index " U64 ", where n" U64 " committed an entry of term " U64 " in term " U64,
+                n->id, term, t, i, c->node, c->term, c->commit_term);
+          return;
+        }
+    }
+}
+
+/* A node votes at most once per term, crashes notwithstanding. */
+static void
+check_vote (SpSim *s, Node *n, guint64 term, guint64 candidate)
+{
+  if (term == n->vote_term && candidate != n->vote_for)
+    fail (s, "vote uniqueness: n" U64 " voted for n" U64 " and for n" U64 " in term " U64, n->id,
+          n->vote_for, candidate, term);
+  if (term >= n->vote_term)
+    {
+      n->vote_term = term;
+      n->vote_for = candidate;
+    }
+}
+
+/* Lease safety: at no instant do two live nodes hold a valid lease. */
+static void
+check_leases (SpSim *s)
+{
+  const Node *holder = NULL;
+
+  s->leased = FALSE;
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    {
+      const Node *n = &s->nodes[id];
+
+      if (n->state != NODE_UP || !sp_raft_lease_valid (n->raft))
+        continue;
+      if (holder)
+        {
+          fail (s,
+                "lease safety: n" U64 " (term " U64 ") and n" U64 " (term " U64
+                ") both hold a valid leader lease",
+                holder->id, sp_raft_term (holder->raft), n->id, sp_raft_term (n->raft));
+          return;
+        }
+      holder = n;
+      s->leased = TRUE;
+    }
+}
+
+static void
+resolve_changes (SpSim *s, const SpRaftEntry *e)
+{
+  for (guint i = 0; i < s->pending->len;)
+    {
+      const PendingChange *p = &g_array_index (s->pending, PendingChange, i);
+      gboolean ok = p->term == e->term;
+      Node *n = node_get (s, p->node);
+
+      if (p->index != e->index)
+        {
+          i++;
+          continue;
+        }
+      /* A removed node, or one whose addition was lost, has no future. */
+      if (n && ((ok && p->op == SP_RAFT_CONF_REMOVE) || (!ok && p->op == SP_RAFT_CONF_ADD_LEARNER)))
+        n->retire = TRUE;
+      note (s, 0, "membership change for n" U64 " at index " U64 " term " U64 " %s", p->node,
+            p->index, p->term, ok ? "committed" : "lost");
+      g_array_remove_index_fast (s->pending, i);
+    }
+}
+
+/* State-machine safety: every application of an index anywhere yields the
+ * same chain hash.  The first one defines it. */
+static void
+commit_global (SpSim *s, const Node *n, const SpRaftEntry *e, guint64 chain)
+{
+  Committed c = { e->term, chain, n->id, sp_raft_term (n->raft) };
+
+  if (e->index < s->committed->len)
+    {
+      const Committed *o = &g_array_index (s->committed, Committed, e->index);
+
+      if (o->term != e->term || o->chain != chain)
+        fail (s,
+              "state-machine safety: n" U64 " applied index " U64 " of term " U64
+              " (chain %016" G_GINT64_MODIFIER "x) but n" U64 " applied term " U64
+              " (chain %016" G_GINT64_MODIFIER "x) there",
+              n->id, e->index, e->term, chain, o->node, o->term, o->chain);
+      return;
+    }
+  g_array_append_val (s->committed, c);
+  if (e->type == SP_RAFT_ENTRY_NORMAL && e->data)
+    s->stats.committed++;
+  if (e->type == SP_RAFT_ENTRY_CONF)
+    {
+      s->committed_conf = *e->conf;
+      if (e->index > 1)
+        s->stats.conf_changes++;
+    }
+  resolve_changes (s, e);
+}
+
+/* A state machine restored from a snapshot must be one that existed. */
+static void
+check_snapshot_state (SpSim *s, const Node *n, const SpRaftSnapshot *snap, guint64 index,
+                      guint64 chain)
+{
+  const Committed *c;
+
+  if (index != snap->index)
+    {
+      fail (s, "state-machine safety: n" U64 " got a snapshot at " U64 " holding the state at " U64,
+            n->id, snap->index, index);
+      return;
+    }
+  if (index >= s->committed->len)
+    {
+      fail (s,
+            "state-machine safety: n" U64 " got a snapshot at " U64 " but nobody applied that far",
+            n->id, index);
+      return;
+    }
+  c = &g_array_index (s->committed, Committed, index);
+  if (c->term != snap->term || c->chain != chain)
+    fail (s,
+          "state-machine safety: n" U64 " got a snapshot at " U64 " of term " U64
+          " that differs from what n" U64 " applied there (term " U64 ")",
+          n->id, index, snap->term, c->node, c->term);
+}
+
+/* ---- a node's ready ----------------------------------------------------- */
+
+static void
+persist (SpSim *s, Node *n, const SpRaftReady *rd)
+{
+  if (rd->snapshot)
+    {
+      sp_raft_snapshot_free (n->snap);
+      n->snap = sp_raft_snapshot_copy (rd->snapshot);
+      g_array_set_size (n->log, 0);
+    }
+  if (rd->entries->len > 0)
+    {
+      const SpRaftEntry *first = &g_array_index (rd->entries, SpRaftEntry, 0);
+      guint64 base = disk_snap_index (n);
+      guint64 prev_term = sp_raft_term_at (n->raft, first->index - 1);
+
+      if (first->index <= base || first->index > base + n->log->len + 1)
+        {
+          fail (s,
+                "durability: n" U64 " must store entries from " U64 " but its disk holds (" U64
+                ", " U64 "]",
+                n->id, first->index, base, base + n->log->len);
+          return;
+        }
+      g_array_set_size (n->log, first->index - base - 1);
+      for (guint i = 0; i < rd->entries->len; i++)
+        {
+          const SpRaftEntry *e = &g_array_index (rd->entries, SpRaftEntry, i);
+          SpRaftEntry copy;
+
+          check_sighting (s, n, e, prev_term);
+          prev_term = e->term;
+          sp_raft_entry_copy (&copy, e);
+          g_array_append_val (n->log, copy);
+        }
+    }
+  if (rd->hard_state_changed)
+    n->hs = rd->hard_state;
+}
+
+static void
+apply (SpSim *s, Node *n, const SpRaftReady *rd)
+{
+  if (rd->snapshot)
+    {
+      guint64 index, chain;
+
+      if (!snap_decode (rd->snapshot, &index, &chain))
+        {
+          fail (s, "state-machine safety: n" U64 " got a snapshot without its data", n->id);
+          return;
+        }
+      if (index < n->applied)
+        {
+          fail (s,
+                "state-machine safety: n" U64 " installs a snapshot at " U64
+                " after applying up to " U64,
+                n->id, index, n->applied);
+          return;
+        }
+      check_snapshot_state (s, n, rd->snapshot, index, chain);
+      n->applied = index;
+      n->chain = chain;
+      s->stats.snapshots++;
+      note (s, n->id, "installed snapshot " U64 "/t" U64, index, rd->snapshot->term);
+    }
+  for (guint i = 0; i < rd->committed->len && !s->failure; i++)
+    {
+      const SpRaftEntry *e = &g_array_index (rd->committed, SpRaftEntry, i);
+      guint64 chain;
+
+      if (e->index != n->applied + 1)
+        {
+          fail (s, "state-machine safety: n" U64 " applies index " U64 " right after " U64, n->id,
+                e->index, n->applied);
+          return;
+        }
+      /* Applied but not durably committed would be un-applied by a crash. */
+      if (durable_commit (n) < e->index)
+        {
+          fail (s, "durability: n" U64 " applies index " U64 " but its disk says commit " U64,
+                n->id, e->index, durable_commit (n));
+          return;
+        }
+      chain = chain_next (n->chain, e);
+      commit_global (s, n, e, chain);
+      n->applied = e->index;
+      n->chain = chain;
+    }
+}
+
+static void net_send (SpSim *s, const SpRaftMsg *m);
+
+/* After every event that touched a node: role, term and commit moves. */
+static void
+observe (SpSim *s, Node *n, const char *cause)
+{
+  SpRaftRole role = sp_raft_role (n->raft);
+  guint64 term = sp_raft_term (n->raft);
+  guint64 leader = sp_raft_leader (n->raft);
+  guint64 commit = sp_raft_commit_index (n->raft);
+
+  if (term < n->term)
+    fail (s, "sanity: n" U64 " went back from term " U64 " to " U64, n->id, n->term, term);
+  if (commit < n->commit)
+    fail (s, "sanity: n" U64 " commit index went back from " U64 " to " U64, n->id, n->commit,
+          commit);
+  if (role != n->role || term != n->term || leader != n->leader)
+    {
+      Rec *r = rec_new (s, REC_STATE, n->id);
+
+      r->why = cause;
+      r->old_role = n->role;
+      r->role = role;
+      r->old_term = n->term;
+      r->term = term;
+      r->leader = leader;
+      r->commit = commit;
+      r->applied = n->applied;
+      rec_done (s, r);
+    }
+  if (role == SP_RAFT_CANDIDATE && (n->role != SP_RAFT_CANDIDATE || n->term != term))
+    check_vote (s, n, term, n->id);
+  if (role == SP_RAFT_LEADER)
+    {
+      check_leader (s, n, term);
+      if (n->role != SP_RAFT_LEADER || n->term != term)
+        check_completeness (s, n);
+    }
+  n->role = role;
+  n->term = term;
+  n->leader = leader;
+  n->commit = commit;
+}
+
+/* Persist, send, apply, advance: in that order, until nothing is left. */
+static void
+drain (SpSim *s, Node *n, const char *cause)
+{
+  guint rounds = 0;
+
+  while (!s->failure && sp_raft_has_ready (n->raft))
+    {
+      g_autoptr (SpRaftReady) rd = sp_raft_ready (n->raft);
+
+      if (++rounds > MAX_READIES)
+        {
+          fail (s, "sanity: n" U64 " keeps producing readies", n->id);
+          return;
+        }
+      persist (s, n, rd);
+      for (guint i = 0; i < rd->messages->len && !s->failure; i++)
+        net_send (s, g_ptr_array_index (rd->messages, i));
+      apply (s, n, rd);
+      sp_raft_advance (n->raft, rd);
+    }
+  if (!s->failure)
+    observe (s, n, cause);
+}
+
+/* ---- network ------------------------------------------------------------ */
+
+static void
+net_send (SpSim *s, const SpRaftMsg *m)
+{
+  Node *to = node_get (s, m->to);
+  Node *from = node_get (s, m->from);
+  const char *lost = NULL;
+
+  if (m->type == SP_RAFT_MSG_VOTE_RESP && !m->reject && from)
+    check_vote (s, from, m->term, m->to);
+  if (!to || to->state == NODE_GONE)
+    lost = "no such node";
+  else if (m->from <= MAX_ID && s->cut[m->from][m->to])
+    lost = "partition";
+  else if (chance (s, s->drop_ppm))
+    lost = "dropped";
+  if (lost)
+    {
+      rec_msg (s, REC_LOST, m->from, m, lost, FALSE);
+      return;
+    }
+  push (s, rnd_between (s, 1000, s->max_delay_us), EV_DELIVER, 0, sp_raft_msg_copy (m), FALSE);
+  if (chance (s, s->dup_ppm))
+    push (s, rnd_between (s, 1000, s->max_delay_us), EV_DELIVER, 0, sp_raft_msg_copy (m), TRUE);
+}
+
+static void
+deliver (SpSim *s, const Event *ev)
+{
+  const SpRaftMsg *m = ev->msg;
+  Node *n = node_get (s, m->to);
+  g_autoptr (GError) error = NULL;
+
+  if (!n || n->state != NODE_UP)
+    {
+      rec_msg (s, REC_LOST, m->to, m, "receiver down", ev->dup);
+      return;
+    }
+  rec_msg (s, REC_RECV, m->to, m, NULL, ev->dup);
+  if (!sp_raft_step (n->raft, m, &error))
+    {
+      fail (s, "well-formed messages: n" U64 " rejected a %s from n" U64 ": %s", n->id,
+            sp_raft_msg_type_to_string (m->type), m->from, error->message);
+      return;
+    }
+  drain (s, n, "recv");
+}
+
+/* ---- node lifecycle ----------------------------------------------------- */
+
+static void
+node_init (SpSim *s, guint64 id)
+{
+  Node *n = &s->nodes[id];
+  gint64 drift = (gint64)rnd_below (s, 2 * DRIFT_PPM + 1) - DRIFT_PPM;
+
+  *n = (Node){ 0 };
+  n->id = id;
+  n->state = NODE_DOWN;
+  n->period_us = (guint64)(TICK_US + TICK_US * drift / 1000000);
+  n->log = sp_raft_entries_new (0);
+}
+
+/* Boots a node from what its disk holds (plus bootstrap for a founder). */
+static void
+node_start (SpSim *s, Node *n, const SpRaftConf *bootstrap)
+{
+  SpRaftOptions o = {
+    .id = n->id,
+    .heartbeat_ticks = 1,
+    .election_ticks = ELECTION_TICKS,
+    .lease_ticks = sp_raft_default_lease_ticks (ELECTION_TICKS),
+    .max_inflight = s->max_inflight,
+    .max_msg_entries = s->max_msg_entries,
+    .seed = combine (combine (s->opts.seed, n->id), n->incarnation + 1),
+  };
+  SpRaftRestore rs = {
+    .hard_state = n->hs,
+    .snapshot = n->snap,
+    .entries = n->log,
+    .bootstrap = bootstrap,
+  };
+  g_autoptr (GError) error = NULL;
+  guint64 index = 0, chain = 0;
+
+  n->incarnation++;
+  n->raft = sp_raft_new (&o, &rs, &error);
+  if (!n->raft)
+    {
+      fail (s, "durability: n" U64 " cannot start from its disk: %s", n->id, error->message);
+      return;
+    }
+  n->state = NODE_UP;
+  note (s, n->id,
+        "%s (incarnation %u): disk term " U64 " vote n" U64 " commit " U64 ", snapshot " U64
+        ", " U64 " entries",
+        n->incarnation > 1 ? "restart" : "start", n->incarnation, n->hs.term, n->hs.vote,
+        n->hs.commit, disk_snap_index (n), (guint64)n->log->len);
+
+  /* Nothing applied may be lost, and terms only move forward. */
+  if (durable_commit (n) < n->applied_at_crash)
+    fail (s,
+          "durability: n" U64 " applied up to " U64 " before crashing, but its disk commits " U64,
+          n->id, n->applied_at_crash, durable_commit (n));
+  if (sp_raft_term (n->raft) < n->term)
+    fail (s, "sanity: n" U64 " restarted in term " U64 " after term " U64, n->id,
+          sp_raft_term (n->raft), n->term);
+
+  if (n->snap && !snap_decode (n->snap, &index, &chain))
+    fail (s, "durability: n" U64 " stored a snapshot without its data", n->id);
+  else if (n->snap)
+    check_snapshot_state (s, n, n->snap, index, chain);
+  n->applied = index;
+  n->chain = chain;
+  n->role = sp_raft_role (n->raft);
+  n->term = sp_raft_term (n->raft);
+  n->leader = sp_raft_leader (n->raft);
+  n->commit = sp_raft_commit_index (n->raft);
+
+  push (s, rnd_between (s, 1, n->period_us), EV_TICK, n->id, NULL, FALSE);
+  drain (s, n, "start");
+}
+
+static void
+node_crash (SpSim *s, Node *n)
+{
+  guint64 down = chance (s, s->quick_restart_ppm) ? rnd_between (s, 1000, 50000)
+                                                  : rnd_between (s, 100000, 2000000);
+
+  g_clear_pointer (&n->raft, sp_raft_free);
+  n->state = NODE_DOWN;
+  n->applied_at_crash = n->applied;
+  n->applied = n->chain = 0;
+  s->stats.crashes++;
+  note (s, n->id, "crash, down for %" G_GUINT64_FORMAT " ms", down / 1000);
+  push (s, down, EV_RESTART, n->id, NULL, FALSE);
+}
+
+static void
+node_retire (SpSim *s, Node *n)
+{
+  g_clear_pointer (&n->raft, sp_raft_free);
+  g_clear_pointer (&n->snap, sp_raft_snapshot_free);
+  g_clear_pointer (&n->log, g_array_unref);
+  n->state = NODE_GONE;
+  n->retire = FALSE;
+  note (s, n->id, "shut down for good");
+}
+
+/* ---- client and fault actions ------------------------------------------- */
+
+static GBytes *
+make_payload (SpSim *s)
+{
+  guint8 buf[64];
+  gsize len = rnd_between (s, 8, sizeof buf);
+  guint64 seq = GUINT64_TO_LE (++s->payload_seq);
+
+  memcpy (buf, &seq, sizeof seq);
+  for (gsize i = sizeof seq; i < len; i++)
+    buf[i] = (guint8)rnd (s);
+  return g_bytes_new (buf, len);
+}
+
+static void
+client_propose (SpSim *s)
+{
+  /* Mostly through a leader; non-leaders refusing is part of the game. */
+  Node *n = chance (s, 850000) ? pick_leader (s) : NULL;
+  guint k = rnd_between (s, 1, 4), ok = 0;
+  guint64 index = 0;
+
+  if (!n && !(n = pick_up (s)))
+    return;
+  /* Clients wait for commits: a backlog the cluster cannot ship would
+   * only make the heal phase slow, not find bugs. */
+  if (sp_raft_role (n->raft) == SP_RAFT_LEADER
+      && sp_raft_last_index (n->raft) - sp_raft_commit_index (n->raft) >= MAX_BACKLOG)
+    return;
+  for (guint i = 0; i < k; i++)
+    {
+      g_autoptr (GBytes) data = make_payload (s);
+
+      if (sp_raft_propose (n->raft, data, &index, NULL))
+        ok++;
+    }
+  s->stats.proposals += ok;
+  s->stats.refused += k - ok;
+  if (ok)
+    note (s, n->id, "propose %u: %u accepted, up to index " U64, k, ok, index);
+  else
+    note (s, n->id, "propose %u: refused (%s)", k, sp_raft_role_to_string (sp_raft_role (n->raft)));
+  drain (s, n, "propose");
+}
+
+static void
+client_membership (SpSim *s, SpRaftConfOp op)
+{
+  static const char *const names[] = { "add voter", "add learner", "promote", "remove" };
+  Node *l = pick_leader (s);
+  const SpRaftConf *conf;
+  guint64 ids[SP_RAFT_MAX_NODES], target, index = 0;
+  guint n_ids = 0;
+  g_autoptr (GError) error = NULL;
+
+  if (!l)
+    return;
+  conf = sp_raft_conf (l->raft);
+  switch (op)
+    {
+      case SP_RAFT_CONF_ADD_LEARNER:
+        if (count_existing (s) >= MAX_LIVE || s->next_id > MAX_ID)
+          return;
+        ids[n_ids++] = s->next_id;
+        break;
+      case SP_RAFT_CONF_PROMOTE:
+        for (guint i = 0; i < conf->n_learners; i++)
+          ids[n_ids++] = conf->learners[i];
+        break;
+      case SP_RAFT_CONF_REMOVE:
+        for (guint i = 0; i < conf->n_learners; i++)
+          ids[n_ids++] = conf->learners[i];
+        for (guint i = 0; i < conf->n_voters && conf->n_voters > MIN_VOTERS; i++)
+          if (conf->voters[i] != l->id)
+            ids[n_ids++] = conf->voters[i];
+        break;
+      case SP_RAFT_CONF_ADD_VOTER:
+      default:
+        return;
+    }
+  if (n_ids == 0)
+    return;
+  target = ids[rnd_below (s, n_ids)];
+  if (!sp_raft_change_membership (l->raft, op, target, &index, &error))
+    {
+      s->stats.refused++;
+      note (s, l->id, "%s n" U64 " refused: %s", names[op], target, error->message);
+      return;
+    }
+  note (s, l->id, "%s n" U64 " at index " U64, names[op], target, index);
+  g_array_append_vals (s->pending, &(PendingChange){ op, target, index, sp_raft_term (l->raft) },
+                       1);
+  if (op == SP_RAFT_CONF_ADD_LEARNER)
+    {
+      /* A brand-new node: nothing persisted, no bootstrap. */
+      s->next_id++;
+      node_init (s, target);
+      node_start (s, &s->nodes[target], NULL);
+    }
+  drain (s, l, "membership");
+}
+
+static void
+client_transfer (SpSim *s)
+{
+  Node *l = pick_leader (s);
+  const SpRaftConf *conf;
+  guint64 to = SP_RAFT_NONE;
+  g_autoptr (GError) error = NULL;
+
+  if (!l)
+    return;
+  conf = sp_raft_conf (l->raft);
+  if (chance (s, 750000) && conf->n_voters > 0)
+    to = conf->voters[rnd_below (s, conf->n_voters)];
+  if (sp_raft_transfer_leadership (l->raft, to, &error))
+    {
+      s->stats.transfers++;
+      note (s, l->id, "transfer leadership to n" U64, to);
+    }
+  else
+    {
+      s->stats.refused++;
+      note (s, l->id, "transfer to n" U64 " refused: %s", to, error->message);
+    }
+  drain (s, l, "transfer");
+}
+
+static void
+compact (SpSim *s, Node *n)
+{
+  guint64 base, index;
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!n)
+    return;
+  base = sp_raft_first_index (n->raft) - 1;
+  if (n->applied <= base)
+    return;
+  index = chance (s, 700000) ? n->applied : rnd_between (s, base + 1, n->applied);
+  data = snap_encode (index, g_array_index (s->committed, Committed, index).chain);
+  if (!sp_raft_compact (n->raft, index, data, &error))
+    {
+      fail (s, "sanity: n" U64 " cannot compact at " U64 " (applied " U64 "): %s", n->id, index,
+            n->applied, error->message);
+      return;
+    }
+  /* The application stores its own snapshot; entries it covers go. */
+  g_array_remove_range (n->log, 0, (guint)MIN (index - disk_snap_index (n), n->log->len));
+  sp_raft_snapshot_free (n->snap);
+  n->snap = sp_raft_snapshot_copy (sp_raft_snapshot (n->raft));
+  s->stats.compactions++;
+  note (s, n->id, "compact at " U64, index);
+  drain (s, n, "compact");
+}
+
+static void
+partition (SpSim *s)
+{
+  guint64 ids[MAX_ID];
+  gboolean side[MAX_ID + 1] = { FALSE };
+  guint n = 0, n_a = 0;
+  g_autoptr (GString) a = g_string_new (NULL);
+  g_autoptr (GString) b = g_string_new (NULL);
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    if (s->nodes[id].state == NODE_UP || s->nodes[id].state == NODE_DOWN)
+      ids[n++] = id;
+  if (n < 2)
+    return;
+  for (guint i = 0; i < n; i++)
+    if ((side[ids[i]] = rnd_below (s, 2) == 1))
+      n_a++;
+  if (n_a == 0 || n_a == n)
+    side[ids[rnd_below (s, n)]] = n_a == 0;
+  for (guint i = 0; i < n; i++)
+    {
+      g_string_append_printf (side[ids[i]] ? a : b, " n" U64, ids[i]);
+      for (guint j = 0; j < n; j++)
+        if (side[ids[i]] != side[ids[j]])
+          s->cut[ids[i]][ids[j]] = TRUE;
+    }
+  note (s, 0, "partition {%s } | {%s }", a->str, b->str);
+  push (s, rnd_between (s, 100000, 2000000), EV_UNCUT, 0, NULL, FALSE);
+}
+
+static void
+cut_one_way (SpSim *s)
+{
+  /* From a leader, often: a follower that stops hearing it campaigns while
+   * the others still ack the leader's lease. */
+  Node *a = chance (s, 500000) ? pick_leader (s) : NULL, *b = pick_up (s);
+
+  if (!a)
+    a = pick_up (s);
+
+  if (!a || !b || a == b)
+    return;
+  s->cut[a->id][b->id] = TRUE;
+  note (s, 0, "cut n" U64 " -> n" U64, a->id, b->id);
+  push (s, rnd_between (s, 100000, 2000000), EV_UNCUT, 0, NULL, FALSE);
+}
+
+/* Cuts the leader off: both ways, or only what it sends or receives. */
+static void
+isolate_leader (SpSim *s)
+{
+  static const char *const modes[] = { "both ways", "outgoing", "incoming" };
+  Node *l = pick_leader (s);
+  guint mode = (guint)rnd_below (s, 3);
+
+  if (!l)
+    return;
+  for (guint64 id = 1; id < s->next_id; id++)
+    {
+      if (id == l->id)
+        continue;
+      if (mode != 2)
+        s->cut[l->id][id] = TRUE;
+      if (mode != 1)
+        s->cut[id][l->id] = TRUE;
+    }
+  note (s, 0, "isolate leader n" U64 " (%s)", l->id, modes[mode]);
+  push (s, rnd_between (s, 100000, 2000000), EV_UNCUT, 0, NULL, FALSE);
+}
+
+static void
+uncut (SpSim *s)
+{
+  memset (s->cut, 0, sizeof s->cut);
+  note (s, 0, "network healed");
+}
+
+static void
+crash_one (SpSim *s)
+{
+  /* Leaders are the interesting victims. */
+  Node *n = chance (s, 400000) ? pick_leader (s) : NULL;
+
+  if (n || (n = pick_up (s)))
+    node_crash (s, n);
+}
+
+static void
+chaos (SpSim *s)
+{
+  if (s->healing)
+    {
+      /* Keep compacting, leaders above all: restarted nodes must be
+       * caught up by snapshot. */
+      if (chance (s, 100000))
+        {
+          Node *n = chance (s, 500000) ? pick_leader (s) : NULL;
+
+          compact (s, n ? n : pick_up (s));
+        }
+    }
+  else if (s->weight_sum > 0)
+    {
+      guint roll = (guint)rnd_below (s, s->weight_sum);
+      Action a = 0;
+
+      while (roll >= s->weight[a])
+        roll -= s->weight[a++];
+      switch (a)
+        {
+          case ACT_PROPOSE:
+            client_propose (s);
+            break;
+          case ACT_COMPACT:
+            compact (s, pick_up (s));
+            break;
+          case ACT_CRASH:
+            crash_one (s);
+            break;
+          case ACT_PARTITION:
+            partition (s);
+            break;
+          case ACT_ISOLATE:
+            isolate_leader (s);
+            break;
+          case ACT_CUT:
+            cut_one_way (s);
+            break;
+          case ACT_UNCUT:
+            uncut (s);
+            break;
+          case ACT_ADD:
+            client_membership (s, SP_RAFT_CONF_ADD_LEARNER);
+            break;
+          case ACT_PROMOTE:
+            client_membership (s, SP_RAFT_CONF_PROMOTE);
+            break;
+          case ACT_REMOVE:
+            client_membership (s, SP_RAFT_CONF_REMOVE);
+            break;
+          case ACT_TRANSFER:
+            client_transfer (s);
+            break;
+          case N_ACTIONS:
+          default:
+            g_assert_not_reached ();
+        }
+    }
+  push (s, rnd_between (s, 1, 2 * s->chaos_gap_us), EV_CHAOS, 0, NULL, FALSE);
+}
+
+static void
+heal (SpSim *s)
+{
+  s->healing = TRUE;
+  s->heal_at = s->now;
+  s->drop_ppm = s->dup_ppm = 0;
+  memset (s->cut, 0, sizeof s->cut);
+  note (s, 0, "heal: no more loss, partitions or crashes; every node restarts");
+  for (guint64 id = 1; id < s->next_id && !s->failure; id++)
+    if (s->nodes[id].state == NODE_DOWN)
+      node_start (s, &s->nodes[id], NULL);
+}
+
+/* ---- liveness ----------------------------------------------------------- */
+
+static gboolean
+all_applied (SpSim *s, guint64 index)
+{
+  const SpRaftConf *c = &s->committed_conf;
+
+  for (guint i = 0; i < c->n_voters + c->n_learners; i++)
+    {
+      guint64 id = i < c->n_voters ? c->voters[i] : c->learners[i - c->n_voters];
+      Node *n = node_get (s, id);
+
+      if (!n || n->state != NODE_UP || n->applied < index)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+fail_liveness (SpSim *s)
+{
+  g_autoptr (GString) d = g_string_new (NULL);
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    {
+      const Node *n = &s->nodes[id];
+
+      if (n->state == NODE_UP)
+        g_string_append_printf (d,
+                                "; n" U64 " %s term " U64 " leader n" U64 " last " U64
+                                " commit " U64 " applied " U64 "%s",
+                                id, sp_raft_role_to_string (sp_raft_role (n->raft)),
+                                sp_raft_term (n->raft), sp_raft_leader (n->raft),
+                                sp_raft_last_index (n->raft), sp_raft_commit_index (n->raft),
+                                n->applied, sp_raft_lease_valid (n->raft) ? " (lease)" : "");
+    }
+  fail (s,
+        "liveness: %.1f s after the heal no write made through a leased leader was applied by "
+        "every member (probe index " U64 " term " U64 ")%s",
+        HEAL_BOUND_US / 1e6, s->marker_index, s->marker_term, d->str);
+}
+
+static void
+check_liveness (SpSim *s)
+{
+  if (s->marker_index && s->marker_index < s->committed->len)
+    {
+      if (g_array_index (s->committed, Committed, s->marker_index).term != s->marker_term)
+        {
+          note (s, 0, "liveness probe at " U64 " lost", s->marker_index);
+          s->marker_index = 0;
+        }
+      else if (all_applied (s, s->marker_index))
+        {
+          s->done = TRUE;
+          s->stats.heal_us = s->now - s->heal_at;
+          note (s, 0, "liveness: probe at " U64 " applied by every member", s->marker_index);
+          return;
+        }
+    }
+  else if (s->marker_index)
+    {
+      Node *l = node_get (s, s->marker_leader);
+
+      /* Its leader is gone: try again through the next one. */
+      if (!l || l->state != NODE_UP || sp_raft_role (l->raft) != SP_RAFT_LEADER
+          || sp_raft_term (l->raft) != s->marker_term)
+        s->marker_index = 0;
+    }
+
+  if (!s->marker_index)
+    {
+      for (guint64 id = 1; id < s->next_id; id++)
+        {
+          Node *n = &s->nodes[id];
+          g_autoptr (GBytes) data = NULL;
+
+          if (n->state != NODE_UP || !sp_raft_lease_valid (n->raft))
+            continue;
+          data = make_payload (s);
+          if (sp_raft_propose (n->raft, data, &s->marker_index, NULL))
+            {
+              s->marker_term = sp_raft_term (n->raft);
+              s->marker_leader = id;
+              note (s, id, "liveness probe proposed at " U64, s->marker_index);
+              drain (s, n, "probe");
+            }
+          break;
+        }
+    }
+  if (!s->failure && s->now - s->heal_at > HEAL_BOUND_US)
+    fail_liveness (s);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void
+handle (SpSim *s, const Event *ev)
+{
+  Node *n = ev->node ? &s->nodes[ev->node] : NULL;
+
+  switch (ev->kind)
+    {
+      case EV_TICK:
+        if (n->state != NODE_UP || n->incarnation != ev->incarnation)
+          break;
+        sp_raft_tick (n->raft);
+        drain (s, n, "tick");
+        push (s, n->period_us, EV_TICK, n->id, NULL, FALSE);
+        break;
+      case EV_DELIVER:
+        deliver (s, ev);
+        break;
+      case EV_CHAOS:
+        chaos (s);
+        break;
+      case EV_RESTART:
+        if (n->state == NODE_DOWN && n->incarnation == ev->incarnation)
+          node_start (s, n, NULL);
+        break;
+      case EV_UNCUT:
+        if (!s->healing)
+          uncut (s);
+        break;
+      case EV_HEAL:
+        heal (s);
+        break;
+    }
+}
+
+SpSim *
+sp_sim_new (const SpSimOptions *opts)
+{
+  SpSim *s = g_new0 (SpSim, 1);
+
+  s->opts = *opts;
+  s->rng = mix64 (opts->seed ^ 0x73706172726f77ULL);
+  s->heap = g_array_new (FALSE, FALSE, sizeof (Event));
+  s->leaders = g_array_new (FALSE, TRUE, sizeof (guint64));
+  s->committed = g_array_new (FALSE, TRUE, sizeof (Committed));
+  g_array_set_size (s->committed, 1);
+  s->sightings = g_array_new (FALSE, TRUE, sizeof (Sighting));
+  g_array_set_size (s->sightings, 1);
+  s->sight_head = g_array_new (FALSE, TRUE, sizeof (guint));
+  s->pending = g_array_new (FALSE, FALSE, sizeof (PendingChange));
+  return s;
+}
+
+void
+sp_sim_free (SpSim *s)
+{
+  if (!s)
+    return;
+  for (guint i = 0; i < s->heap->len; i++)
+    sp_raft_msg_free (g_array_index (s->heap, Event, i).msg);
+  for (guint64 id = 1; id <= MAX_ID; id++)
+    {
+      Node *n = &s->nodes[id];
+
+      sp_raft_free (n->raft);
+      sp_raft_snapshot_free (n->snap);
+      if (n->log)
+        g_array_unref (n->log);
+    }
+  g_array_unref (s->heap);
+  g_array_unref (s->leaders);
+  g_array_unref (s->committed);
+  g_array_unref (s->sightings);
+  g_array_unref (s->sight_head);
+  g_array_unref (s->pending);
+  g_free (s->failure);
+  g_free (s);
+}
+
+gboolean
+sp_sim_run (SpSim *s)
+{
+  SpRaftConf conf = { 0 };
+  g_autoptr (GString) mix = g_string_new (NULL);
+  guint64 chaos_us;
+
+  g_return_val_if_fail (s->opts.n_nodes >= 1 && s->opts.n_nodes <= MAX_LIVE, FALSE);
+
+  s->drop_ppm = (guint)rnd_below (s, 200001);
+  s->dup_ppm = (guint)rnd_below (s, 30001);
+  /* A fast network is where an overlong lease shows; small appends make
+   * leaders commit entries of older terms one by one. */
+  s->max_delay_us = (guint64[]){ 2000, 5000, 10000, 30000, 30000 }[rnd_below (s, 5)];
+  s->max_inflight = (guint)rnd_between (s, 1, 4);
+  s->max_msg_entries = (guint)rnd_between (s, 1, 8);
+  /* A node back at once must not help anyone take over a leased leader. */
+  s->quick_restart_ppm = (guint[]){ 100000, 300000, 900000 }[rnd_below (s, 3)];
+  chaos_us = rnd_between (s, 3000000, 8000000);
+  s->chaos_gap_us = (guint64[]){ 5000, 20000, 60000 }[rnd_below (s, 3)];
+  for (guint a = 0; a < N_ACTIONS; a++)
+    {
+      /* off, normal, twice or three times as often */
+      s->weight[a] = base_weight[a] * (guint)rnd_below (s, 4);
+      s->weight_sum += s->weight[a];
+      g_string_append_printf (mix, " %u", s->weight[a]);
+    }
+  note (s, 0, "seed " U64 ": %u nodes, %.1f %% loss, %.1f %% duplication, %.1f s of chaos",
+        s->opts.seed, s->opts.n_nodes, s->drop_ppm / 1e4, s->dup_ppm / 1e4, chaos_us / 1e6);
+  note (s, 0, "delays 1-" U64 " ms, %u appends in flight of up to %u entries, %u %% quick restarts",
+        s->max_delay_us / 1000, s->max_inflight, s->max_msg_entries, s->quick_restart_ppm / 10000);
+  note (s, 0, "an action every %" G_GUINT64_FORMAT " ms on average, weights%s",
+        s->chaos_gap_us / 1000, mix->str);
+
+  for (guint i = 1; i <= s->opts.n_nodes; i++)
+    conf.voters[conf.n_voters++] = i;
+  s->committed_conf = conf;
+  s->next_id = s->opts.n_nodes + 1;
+  for (guint64 id = 1; id < s->next_id; id++)
+    node_init (s, id);
+  for (guint64 id = 1; id < s->next_id && !s->failure; id++)
+    node_start (s, &s->nodes[id], &conf);
+  push (s, rnd_between (s, 1000, 50000), EV_CHAOS, 0, NULL, FALSE);
+  push (s, chaos_us, EV_HEAL, 0, NULL, FALSE);
+
+  while (!s->failure && !s->done)
+    {
+      Event ev;
+
+      if (!pop (s, &ev))
+        {
+          fail (s, "sanity: nothing left to simulate");
+          break;
+        }
+      if (s->leased)
+        s->stats.leased_us += ev.time - s->now;
+      s->now = ev.time;
+      s->stats.events++;
+      handle (s, &ev);
+      sp_raft_msg_free (ev.msg);
+      for (guint64 id = 1; id < s->next_id; id++)
+        if (s->nodes[id].retire)
+          node_retire (s, &s->nodes[id]);
+      if (!s->failure)
+        check_leases (s);
+      if (!s->failure && s->healing)
+        check_liveness (s);
+    }
+  s->stats.sim_us = s->now;
+  return s->failure == NULL;
+}
+
+const SpSimStats *
+sp_sim_get_stats (const SpSim *s)
+{
+  return &s->stats;
+}
+
+const char *
+sp_sim_get_failure (const SpSim *s)
+{
+  return s->failure;
+}
+
+char *
+sp_sim_get_trace (const SpSim *s, guint max_lines)
+{
+  GString *out = g_string_new (NULL);
+  guint64 n = MIN (MIN (s->n_recs, (guint64)TRACE_RING), (guint64)max_lines);
+
+  for (guint64 i = s->n_recs - n; i < s->n_recs; i++)
+    {
+      format_rec (&s->ring[i % TRACE_RING], out);
+      g_string_append_c (out, '\n');
+    }
+  return g_string_free (out, FALSE);
+}
+
+void
+sp_sim_stats_add (SpSimStats *sum, const SpSimStats *s)
+{
+  sum->events += s->events;
+  sum->sim_us += s->sim_us;
+  sum->elections += s->elections;
+  sum->proposals += s->proposals;
+  sum->refused += s->refused;
+  sum->committed += s->committed;
+  sum->snapshots += s->snapshots;
+  sum->compactions += s->compactions;
+  sum->conf_changes += s->conf_changes;
+  sum->transfers += s->transfers;
+  sum->crashes += s->crashes;
+  sum->leased_us += s->leased_us;
+  sum->heal_us = MAX (sum->heal_us, s->heal_us);
+}
