@@ -1,0 +1,74 @@
+/* sparrowd's configuration: /etc/sparrow/sparrow.conf (GKeyFile) and the
+ * drop-ins sparrow.conf.d/NAME.conf beside it, applied in name order (a key
+ * in a drop-in overrides the same key before it).
+ *
+ *   [node]
+ *   name = alpha                     this member's name (required)
+ *   listen = 192.0.2.1:7400          host:port, IPv6 as [2001:db8::1]:7400 (required)
+ *   data-dir = /var/lib/sparrow
+ *   [cluster]
+ *   initial-members = alpha=192.0.2.1:7400;beta=192.0.2.2:7400;gamma=192.0.2.3:7400
+ *   heartbeat-ms = 50
+ *   election-ms = 400                minimum election timeout
+ *   join = false                     true: join an existing cluster (never bootstrap;
+ *                                    initial-members then only tells where peers are)
+ *   [tls]
+ *   ca = /etc/sparrow/tls/ca.pem
+ *   cert = /etc/sparrow/tls/node.pem
+ *   key = /etc/sparrow/tls/node.key
+ *   insecure = false                 true: plaintext (warned at every start)
+ *
+ * Every error names the file, the group/key and what was expected; unknown
+ * groups/keys are warnings, not errors. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define SP_CONFIG_DEFAULT_PATH     "/etc/sparrow/sparrow.conf"
+#define SP_CONFIG_DEFAULT_DATA_DIR "/var/lib/sparrow"
+
+#define SP_CONFIG_ERROR (sp_config_error_quark ())
+GQuark sp_config_error_quark (void);
+
+typedef enum
+{
+  SP_CONFIG_ERROR_PARSE,   /* not a key file: message has file and line */
+  SP_CONFIG_ERROR_MISSING, /* a required key is absent */
+  SP_CONFIG_ERROR_INVALID, /* a value is not what was expected */
+} SpConfigError;
+
+typedef struct
+{
+  char *name;
+  char *host; /* literal address or host name, without brackets */
+  guint16 port;
+} SpConfigMember;
+
+typedef struct
+{
+  char *path; /* main file as given */
+  char *node_name;
+  char *listen_host;
+  guint16 listen_port;
+  char *data_dir;
+  GPtrArray *initial_members; /* of SpConfigMember*, may be empty */
+  guint heartbeat_ms;
+  guint election_ms;
+  gboolean join;
+  char *tls_ca;
+  char *tls_cert;
+  char *tls_key;
+  gboolean insecure;
+} SpConfig;
+
+/* warnings (may be NULL) receives one string per warning. */
+SpConfig *sp_config_load (const char *path, GPtrArray *warnings, GError **error);
+void sp_config_free (SpConfig *config);
+/* The initial member called name, or NULL. */
+const SpConfigMember *sp_config_find_member (const SpConfig *config, const char *name);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConfig, sp_config_free)
+
+G_END_DECLS
