@@ -1,0 +1,1099 @@
+/* Peer-to-peer transport: see transport.h for the contract.
+ *
+ * Lifecycle.  Every TCP connection, dialed or accepted, is an SpConn.  Each
+ * pending asynchronous operation holds a reference to its SpConn; closing
+ * one (peer removed, error, sp_transport_free) cancels its GCancellable and
+ * clears conn->transport, so a callback that completes later sees a closed
+ * connection and only drops its reference.  Nothing asynchronous ever points
+ * at the SpTransport or an SpPeer directly.
+ *
+ * Outgoing: dial (GSocketClient) -> TLS handshake -> hello -> batches of
+ * queued frames.  A read stays pending on it to notice the peer closing.
+ * On any failure the peer is redialed after a backoff.
+ * Incoming: TLS handshake -> hello (who is talking) -> frames, each handed
+ * to the receive callback once it decodes and is addressed correctly.
+ *
+ * Identity (TLS).  The TLS stack verifies the peer chain against the cluster
+ * CA (accept-certificate refuses anything it flags).  The name is checked
+ * here, by equality with the certificate's CN or a DNS subjectAltName: when
+ * dialing, against the member we meant to reach (right after the
+ * handshake); when accepting, against the name in the peer's hello. */
+#include "transport.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "wire.h"
+
+#define SP_QUEUE_LIMIT_DEFAULT 4096
+#define SP_BACKOFF_MIN_MS      50
+#define SP_BACKOFF_MAX_MS      2000
+/* Dialing: connect + handshake; accepting: handshake + hello.  Bounds what
+ * a silent peer can hold (a handshake occupies a worker thread). */
+#define SP_SETUP_TIMEOUT_MS 10000
+/* Largest hello accepted: before it, the peer is anonymous. */
+#define SP_HELLO_MAX   1024
+#define SP_HELLO_TYPE  "(qts)"
+#define SP_BATCH_MAX   64           /* frames per write */
+#define SP_BATCH_BYTES (256 * 1024) /* a write takes no more frames past this */
+/* Frame type of the hello: it is not a Raft message and is never dropped. */
+#define SP_FRAME_HELLO SP_RAFT_MSG_N_TYPES
+
+typedef struct _SpPeer SpPeer;
+
+typedef struct
+{
+  SpRaftMsgType type;
+  guint8 header[4];
+  GBytes *payload;
+} SpFrame;
+
+typedef struct
+{
+  grefcount ref;
+  SpTransport *transport; /* NULL once closed */
+  SpPeer *peer;           /* outgoing connections only; NULL once closed */
+  char *address;          /* for log lines */
+  GCancellable *cancellable;
+  GSocketConnection *socket;
+  GIOStream *stream; /* the socket, or the TLS connection over it */
+  gulong accept_handler;
+  char *refusal;        /* why accept-certificate refused the peer */
+  gboolean handshaking; /* a worker thread uses the socket */
+  GSource *deadline;    /* until set up */
+  guint8 header[4];     /* frame being read */
+  guint8 *payload;
+  guint32 payload_len;
+  guint64 peer_id; /* accepted connections: from the hello, 0 before */
+  gboolean warned_misaddressed;
+  GPtrArray *batch;       /* outgoing: SpFrame being written, NULL when idle */
+  GOutputVector *vectors; /* ... and their buffers */
+} SpConn;
+
+struct _SpPeer
+{
+  SpTransport *transport;
+  guint64 id;
+  char *name;
+  char *host;
+  guint16 port;
+  GQueue queue;    /* of SpFrame, oldest first */
+  guint64 dropped; /* since the last log line about it */
+  gint64 drop_logged;
+  SpConn *conn; /* being set up or connected */
+  gboolean connected;
+  gint64 connected_since;
+  guint backoff_ms; /* next redial delay; 0 = the minimum */
+  GSource *retry;
+  gboolean unreachable_logged;
+};
+
+struct _SpTransport
+{
+  guint64 id;
+  char *name;
+  GTlsCertificate *certificate;
+  GTlsDatabase *ca;
+  guint queue_limit;
+  SpTransportReceive receive;
+  gpointer user_data;
+  GMainContext *context; /* where timeouts go, like GIO's callbacks */
+  GSocketService *service;
+  guint16 port;
+  GSocketClient *client;
+  GHashTable *peers;    /* &peer->id -> SpPeer */
+  GHashTable *incoming; /* set of SpConn, one reference each */
+};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static SpFrame *
+frame_new (SpRaftMsgType type, GBytes *payload)
+{
+  SpFrame *f = g_new0 (SpFrame, 1);
+
+  f->type = type;
+  f->payload = g_bytes_ref (payload);
+  sp_wire_frame_header (g_bytes_get_size (payload), f->header);
+  return f;
+}
+
+static void
+frame_free (gpointer data)
+{
+  SpFrame *f = data;
+
+  g_bytes_unref (f->payload);
+  g_free (f);
+}
+
+static GSource *
+timeout_new (SpTransport *t, guint ms, GSourceFunc func, gpointer data, GDestroyNotify destroy)
+{
+  GSource *source = g_timeout_source_new (ms);
+
+  g_source_set_callback (source, func, data, destroy);
+  g_source_attach (source, t->context);
+  return source;
+}
+
+static void
+timeout_clear (GSource **source)
+{
+  if (*source)
+    {
+      g_source_destroy (*source);
+      g_clear_pointer (source, g_source_unref);
+    }
+}
+
+static char *
+host_port (const char *host, guint16 port)
+{
+  return strchr (host, ':') ? g_strdup_printf ("[%s]:%u", host, port)
+                            : g_strdup_printf ("%s:%u", host, port);
+}
+
+/* An RFC 4514 subject ("CN=alpha,O=x") has an attribute CN=name.  Escaped
+ * separators are skipped so "O=a\,CN=alpha" does not count. */
+static gboolean
+subject_has_cn (const char *subject, const char *name)
+{
+  gsize len = strlen (name);
+  const char *p = subject;
+
+  while (*p)
+    {
+      const char *start = p;
+
+      for (; *p && *p != ',' && *p != '+'; p++)
+        if (*p == '\\' && p[1])
+          p++;
+      if ((gsize)(p - start) == 3 + len && g_ascii_strncasecmp (start, "CN=", 3) == 0
+          && memcmp (start + 3, name, len) == 0)
+        return TRUE;
+      if (*p)
+        p++;
+    }
+  return FALSE;
+}
+
+/* The member name must equal the CN or a DNS subjectAltName: no wildcards,
+ * no case folding. */
+static gboolean
+cert_has_name (GTlsCertificate *cert, const char *name)
+{
+  g_autoptr (GPtrArray) dns_names = NULL;
+  g_autofree char *subject = NULL;
+  gsize len = strlen (name);
+
+  if (!cert)
+    return FALSE;
+  g_object_get (cert, "dns-names", &dns_names, "subject-name", &subject, NULL);
+  for (guint i = 0; dns_names && i < dns_names->len; i++)
+    {
+      gsize size;
+      const char *dns = g_bytes_get_data (g_ptr_array_index (dns_names, i), &size);
+
+      if (size == len && memcmp (dns, name, len) == 0)
+        return TRUE;
+    }
+  return subject && subject_has_cn (subject, name);
+}
+
+static char *
+describe_cert_errors (GTlsCertificateFlags errors)
+{
+  static const struct
+  {
+    GTlsCertificateFlags flag;
+    const char *text;
+  } reasons[] = {
+    { G_TLS_CERTIFICATE_UNKNOWN_CA, "not issued by the cluster CA" },
+    { G_TLS_CERTIFICATE_BAD_IDENTITY, "wrong name" },
+    { G_TLS_CERTIFICATE_NOT_ACTIVATED, "not valid yet" },
+    { G_TLS_CERTIFICATE_EXPIRED, "expired" },
+    { G_TLS_CERTIFICATE_REVOKED, "revoked" },
+    { G_TLS_CERTIFICATE_INSECURE, "insecure algorithm" },
+    { G_TLS_CERTIFICATE_GENERIC_ERROR, "invalid" },
+  };
+  g_autoptr (GString) s = g_string_new ("certificate refused: ");
+  const char *separator = "";
+
+  for (gsize i = 0; i < G_N_ELEMENTS (reasons); i++)
+    if (errors & reasons[i].flag)
+      {
+        g_string_append_printf (s, "%s%s", separator, reasons[i].text);
+        separator = ", ";
+      }
+  return g_string_free (g_steal_pointer (&s), FALSE);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static SpConn *
+conn_new (SpTransport *t, SpPeer *peer, char *address)
+{
+  SpConn *conn = g_new0 (SpConn, 1);
+
+  g_ref_count_init (&conn->ref);
+  conn->transport = t;
+  conn->peer = peer;
+  conn->address = address;
+  conn->cancellable = g_cancellable_new ();
+  return conn;
+}
+
+static SpConn *
+conn_ref (SpConn *conn)
+{
+  g_ref_count_inc (&conn->ref);
+  return conn;
+}
+
+static void
+conn_unref (gpointer data)
+{
+  SpConn *conn = data;
+
+  if (!g_ref_count_dec (&conn->ref))
+    return;
+  g_assert (!conn->transport && !conn->deadline && !conn->accept_handler);
+  g_clear_pointer (&conn->batch, g_ptr_array_unref);
+  g_free (conn->vectors);
+  g_free (conn->payload);
+  g_free (conn->refusal);
+  g_clear_object (&conn->stream);
+  g_clear_object (&conn->socket);
+  g_object_unref (conn->cancellable);
+  g_free (conn->address);
+  g_free (conn);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConn, conn_unref)
+
+/* Callers hold a reference: closing drops the deadline's. */
+static void
+conn_close (SpConn *conn)
+{
+  if (!conn->transport)
+    return;
+  conn->transport = NULL;
+  conn->peer = NULL;
+  timeout_clear (&conn->deadline);
+  g_cancellable_cancel (conn->cancellable);
+  if (conn->accept_handler)
+    g_clear_signal_handler (&conn->accept_handler, conn->stream);
+  /* A handshake thread may be polling the socket: on_handshake closes it. */
+  if (conn->socket && !conn->handshaking)
+    g_io_stream_close (G_IO_STREAM (conn->socket), NULL, NULL);
+}
+
+static void peer_lost (SpPeer *peer);
+static void peer_flush (SpPeer *peer);
+static void conn_read_header (SpConn *conn);
+static void conn_established (SpConn *conn);
+
+/* An unreachable peer is logged once, until it answers again. */
+static GLogLevelFlags
+peer_unreachable_level (SpPeer *peer)
+{
+  gboolean first = !peer->unreachable_logged;
+
+  peer->unreachable_logged = TRUE;
+  return first ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_DEBUG;
+}
+
+/* Logs why, closes conn and, when it was dialed, schedules the redial. */
+static void conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
+    G_GNUC_PRINTF (3, 4);
+
+static void
+conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
+{
+  SpTransport *t = conn->transport;
+  g_autofree char *why = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  why = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  g_log (G_LOG_DOMAIN, level, "%s: %s", conn->address, why);
+  if (conn->peer)
+    {
+      peer_lost (conn->peer);
+      return;
+    }
+  conn_close (conn);
+  g_hash_table_remove (t->incoming, conn);
+}
+
+static gboolean
+on_deadline (gpointer data)
+{
+  SpConn *conn = data;
+
+  timeout_clear (&conn->deadline);
+  conn_fail (conn, conn->peer ? peer_unreachable_level (conn->peer) : G_LOG_LEVEL_WARNING,
+             "not set up within %d s; closing", SP_SETUP_TIMEOUT_MS / 1000);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+conn_arm_deadline (SpConn *conn)
+{
+  conn->deadline = timeout_new (conn->transport, SP_SETUP_TIMEOUT_MS, on_deadline, conn_ref (conn),
+                                conn_unref);
+}
+
+/* Emitted on a client only when verification found errors, on a server for
+ * every client certificate. */
+static gboolean
+on_accept_certificate (GTlsConnection *tls, GTlsCertificate *cert, GTlsCertificateFlags errors,
+                       gpointer data)
+{
+  SpConn *conn = data;
+
+  /* A dialer checks the name itself after the handshake (exact match,
+   * rather than the TLS stack's host name rules). */
+  if (conn->peer)
+    errors &= ~G_TLS_CERTIFICATE_BAD_IDENTITY;
+  if (errors == 0)
+    return TRUE;
+  g_free (conn->refusal);
+  conn->refusal = describe_cert_errors (errors);
+  return FALSE;
+}
+
+static void
+on_handshake (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (SpConn) conn = data;
+  g_autoptr (GError) error = NULL;
+  gboolean ok = g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error);
+  GTlsCertificate *cert;
+
+  conn->handshaking = FALSE;
+  if (!conn->transport)
+    {
+      g_io_stream_close (G_IO_STREAM (conn->socket), NULL, NULL);
+      return;
+    }
+  g_clear_signal_handler (&conn->accept_handler, conn->stream);
+  if (!ok)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "TLS handshake failed: %s",
+                 conn->refusal ? conn->refusal : error->message);
+      return;
+    }
+  if (!conn->peer)
+    {
+      conn_read_header (conn); /* the hello */
+      return;
+    }
+
+  cert = g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream));
+  if (!cert_has_name (cert, conn->peer->name))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "certificate refused: not issued to %s",
+                 conn->peer->name);
+      return;
+    }
+  conn_established (conn);
+}
+
+/* Wraps conn->socket in TLS (either side) and starts the handshake. */
+static void
+conn_start_tls (SpConn *conn)
+{
+  SpTransport *t = conn->transport;
+  g_autoptr (GError) error = NULL;
+  GIOStream *tls;
+
+  if (conn->peer)
+    {
+      g_autoptr (GSocketConnectable) identity
+          = g_network_address_new (conn->peer->name, conn->peer->port);
+
+      tls = g_tls_client_connection_new (G_IO_STREAM (conn->socket), identity, &error);
+    }
+  else
+    {
+      tls = g_tls_server_connection_new (G_IO_STREAM (conn->socket), t->certificate, &error);
+      if (tls)
+        g_object_set (tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
+    }
+  if (!tls)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "cannot start TLS: %s", error->message);
+      return;
+    }
+  g_clear_object (&conn->stream);
+  conn->stream = tls;
+  g_tls_connection_set_certificate (G_TLS_CONNECTION (tls), t->certificate);
+  g_tls_connection_set_database (G_TLS_CONNECTION (tls), t->ca);
+  /* Frames are length-prefixed, so a truncation is seen anyway; and
+   * connections are torn down without a close_notify (never blocking). */
+  g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
+  conn->accept_handler
+      = g_signal_connect (tls, "accept-certificate", G_CALLBACK (on_accept_certificate), conn);
+  conn->handshaking = TRUE;
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, conn->cancellable,
+                                    on_handshake, conn_ref (conn));
+}
+
+/* ---- receiving ----------------------------------------------------------- */
+
+static void
+conn_hello (SpConn *conn, GBytes *bytes)
+{
+  SpTransport *t = conn->transport;
+  g_autoptr (GVariant) v = NULL;
+  g_autoptr (GPtrArray) stale = g_ptr_array_new ();
+  gsize size;
+  const guint8 *p = g_bytes_get_data (bytes, &size);
+  guint16 version;
+  guint64 id;
+  const char *name;
+  SpPeer *known;
+  GHashTableIter iter;
+  SpConn *other;
+  char *address;
+
+  if (size < 2)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "malformed hello; closing");
+      return;
+    }
+  version = p[0] | (guint16)(p[1] << 8);
+  if (version != SP_WIRE_VERSION)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "speaks wire version %u, this build %u; closing",
+                 version, SP_WIRE_VERSION);
+      return;
+    }
+  v = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (SP_HELLO_TYPE), bytes, FALSE));
+  if (!g_variant_is_normal_form (v))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "malformed hello; closing");
+      return;
+    }
+  if (G_BYTE_ORDER == G_BIG_ENDIAN)
+    {
+      GVariant *swapped = g_variant_byteswap (v);
+
+      g_variant_unref (v);
+      v = swapped;
+    }
+  g_variant_get (v, "(qt&s)", NULL, &id, &name);
+
+  if (id == SP_RAFT_NONE || id == t->id)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "hello claims id %016" G_GINT64_MODIFIER "x; closing",
+                 id);
+      return;
+    }
+  if (t->certificate
+      && !cert_has_name (g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream)),
+                         name))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "certificate refused: claims to be %s but the certificate is not issued to it; "
+                 "closing",
+                 name);
+      return;
+    }
+  known = g_hash_table_lookup (t->peers, &id);
+  if (known && !g_str_equal (known->name, name))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "claims to be %s with the id %016" G_GINT64_MODIFIER "x of %s; closing", name, id,
+                 known->name);
+      return;
+    }
+
+  timeout_clear (&conn->deadline);
+  conn->peer_id = id;
+  address = g_strdup_printf ("%s (%s)", name, conn->address);
+  g_free (conn->address);
+  conn->address = address;
+  g_debug ("%s: connected", conn->address);
+
+  /* A peer dials again only when its previous connection died, perhaps
+   * without a word reaching us (reboot): drop that one. */
+  g_hash_table_iter_init (&iter, t->incoming);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&other, NULL))
+    if (other != conn && other->peer_id == id)
+      g_ptr_array_add (stale, other);
+  for (guint i = 0; i < stale->len; i++)
+    {
+      other = g_ptr_array_index (stale, i);
+      conn_close (other);
+      g_hash_table_remove (t->incoming, other);
+    }
+}
+
+static void
+conn_deliver (SpConn *conn, GBytes *bytes)
+{
+  SpTransport *t = conn->transport;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (SpRaftMsg) m = sp_wire_msg_from_bytes (bytes, &error);
+
+  if (!m)
+    {
+      g_warning ("%s: dropping a malformed message: %s", conn->address, error->message);
+      return;
+    }
+  if (m->from != conn->peer_id || m->to != t->id)
+    {
+      if (!conn->warned_misaddressed)
+        g_warning ("%s: dropping a message from %016" G_GINT64_MODIFIER
+                   "x to %016" G_GINT64_MODIFIER "x on this connection (further ones "
+                   "are dropped silently)",
+                   conn->address, m->from, m->to);
+      conn->warned_misaddressed = TRUE;
+      return;
+    }
+  /* May free the transport; conn stays valid (the caller's reference). */
+  t->receive (m, t->user_data);
+}
+
+static void
+on_payload (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (SpConn) conn = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bytes = NULL;
+  gsize n = 0;
+
+  g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &n, &error);
+  if (!conn->transport)
+    return;
+  if (error)
+    {
+      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
+      return;
+    }
+  if (n < conn->payload_len)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "closed within a frame (%" G_GSIZE_FORMAT " of %u bytes)", n, conn->payload_len);
+      return;
+    }
+  bytes = g_bytes_new_take (g_steal_pointer (&conn->payload), conn->payload_len);
+  if (conn->peer_id == 0)
+    conn_hello (conn, bytes);
+  else
+    conn_deliver (conn, bytes);
+  if (conn->transport)
+    conn_read_header (conn);
+}
+
+static void
+on_header (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (SpConn) conn = data;
+  g_autoptr (GError) error = NULL;
+  gsize n = 0;
+  guint32 len;
+
+  g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &n, &error);
+  if (!conn->transport)
+    return;
+  if (conn->peer)
+    {
+      /* Peers never write on the connections we dialed. */
+      if (n > 0)
+        conn_fail (conn, G_LOG_LEVEL_WARNING, "unexpected data from the peer; closing");
+      else
+        conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s",
+                   error ? error->message : "closed by the peer");
+      return;
+    }
+  if (error)
+    {
+      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
+      return;
+    }
+  if (n == 0)
+    {
+      conn_fail (conn, G_LOG_LEVEL_DEBUG, "closed by the peer");
+      return;
+    }
+  if (n < sizeof conn->header)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "closed within a frame header");
+      return;
+    }
+  if (!sp_wire_frame_parse_header (conn->header, &len, &error))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "%s; closing", error->message);
+      return;
+    }
+  if (conn->peer_id == 0 && len > SP_HELLO_MAX)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "hello of %u bytes, at most %u; closing", len,
+                 SP_HELLO_MAX);
+      return;
+    }
+  conn->payload_len = len;
+  conn->payload = g_malloc (MAX (len, 1));
+  g_input_stream_read_all_async (g_io_stream_get_input_stream (conn->stream), conn->payload, len,
+                                 G_PRIORITY_DEFAULT, conn->cancellable, on_payload,
+                                 conn_ref (conn));
+}
+
+static void
+conn_read_header (SpConn *conn)
+{
+  g_input_stream_read_all_async (g_io_stream_get_input_stream (conn->stream), conn->header,
+                                 sizeof conn->header, G_PRIORITY_DEFAULT, conn->cancellable,
+                                 on_header, conn_ref (conn));
+}
+
+static gboolean
+on_incoming (GSocketService *service, GSocketConnection *socket, GObject *source_object,
+             gpointer data)
+{
+  SpTransport *t = data;
+  g_autoptr (GSocketAddress) remote = g_socket_connection_get_remote_address (socket, NULL);
+  SpConn *conn = conn_new (t, NULL,
+                           remote ? g_socket_connectable_to_string (G_SOCKET_CONNECTABLE (remote))
+                                  : g_strdup ("unknown address"));
+
+  g_hash_table_add (t->incoming, conn);
+  conn->socket = g_object_ref (socket);
+  conn->stream = g_object_ref (G_IO_STREAM (socket));
+  conn_arm_deadline (conn);
+  if (t->certificate)
+    conn_start_tls (conn);
+  else
+    conn_read_header (conn);
+  return TRUE;
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+static void
+on_written (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (SpConn) conn = data;
+  g_autoptr (GError) error = NULL;
+
+  g_output_stream_writev_all_finish (G_OUTPUT_STREAM (source), result, NULL, &error);
+  if (!conn->transport)
+    return;
+  g_clear_pointer (&conn->batch, g_ptr_array_unref);
+  g_clear_pointer (&conn->vectors, g_free);
+  if (error)
+    {
+      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
+      return;
+    }
+  peer_flush (conn->peer);
+}
+
+/* Writes the oldest queued frames, a batch at a time. */
+static void
+peer_flush (SpPeer *peer)
+{
+  SpConn *conn = peer->conn;
+  gsize bytes = 0;
+
+  if (!peer->connected || conn->batch || g_queue_is_empty (&peer->queue))
+    return;
+  conn->batch = g_ptr_array_new_with_free_func (frame_free);
+  while (!g_queue_is_empty (&peer->queue) && conn->batch->len < SP_BATCH_MAX
+         && bytes < SP_BATCH_BYTES)
+    {
+      SpFrame *f = g_queue_pop_head (&peer->queue);
+
+      g_ptr_array_add (conn->batch, f);
+      bytes += sizeof f->header + g_bytes_get_size (f->payload);
+    }
+  conn->vectors = g_new (GOutputVector, 2 * conn->batch->len);
+  for (guint i = 0; i < conn->batch->len; i++)
+    {
+      SpFrame *f = g_ptr_array_index (conn->batch, i);
+
+      conn->vectors[2 * i].buffer = f->header;
+      conn->vectors[2 * i].size = sizeof f->header;
+      conn->vectors[2 * i + 1].buffer
+          = g_bytes_get_data (f->payload, &conn->vectors[2 * i + 1].size);
+    }
+  g_output_stream_writev_all_async (g_io_stream_get_output_stream (conn->stream), conn->vectors,
+                                    2 * conn->batch->len, G_PRIORITY_DEFAULT, conn->cancellable,
+                                    on_written, conn_ref (conn));
+}
+
+static SpFrame *
+hello_frame (SpTransport *t)
+{
+  g_autoptr (GVariant) v
+      = g_variant_ref_sink (g_variant_new ("(qts)", (guint16)SP_WIRE_VERSION, t->id, t->name));
+  g_autoptr (GVariant) le
+      = G_BYTE_ORDER == G_BIG_ENDIAN ? g_variant_byteswap (v) : g_variant_ref (v);
+  g_autoptr (GBytes) bytes = g_variant_get_data_as_bytes (le);
+
+  return frame_new (SP_FRAME_HELLO, bytes);
+}
+
+/* Dialed, and authenticated with TLS: the hello goes first. */
+static void
+conn_established (SpConn *conn)
+{
+  SpPeer *peer = conn->peer;
+
+  timeout_clear (&conn->deadline);
+  peer->connected = TRUE;
+  peer->connected_since = g_get_monotonic_time ();
+  g_queue_push_head (&peer->queue, hello_frame (conn->transport));
+  conn_read_header (conn);
+  peer_flush (peer);
+}
+
+static void
+on_connected (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (SpConn) conn = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnection) socket
+      = g_socket_client_connect_finish (G_SOCKET_CLIENT (source), result, &error);
+  SpPeer *peer = conn->peer;
+
+  if (!conn->transport)
+    return;
+  if (!socket)
+    {
+      conn_fail (conn, peer_unreachable_level (peer), "cannot connect: %s (retrying)",
+                 error->message);
+      return;
+    }
+  /* Raft messages are small and latency-bound; writes are batched. */
+  g_socket_set_option (g_socket_connection_get_socket (socket), IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+  conn->socket = g_steal_pointer (&socket);
+  conn->stream = g_object_ref (G_IO_STREAM (conn->socket));
+  if (peer->unreachable_logged)
+    g_message ("%s: reachable again", conn->address);
+  peer->unreachable_logged = FALSE;
+  if (conn->transport->certificate)
+    conn_start_tls (conn);
+  else
+    conn_established (conn);
+}
+
+static void
+peer_dial (SpPeer *peer)
+{
+  g_autoptr (GSocketConnectable) target = g_network_address_new (peer->host, peer->port);
+  g_autofree char *where = host_port (peer->host, peer->port);
+
+  peer->conn = conn_new (peer->transport, peer, g_strdup_printf ("%s (%s)", peer->name, where));
+  conn_arm_deadline (peer->conn);
+  g_socket_client_connect_async (peer->transport->client, target, peer->conn->cancellable,
+                                 on_connected, conn_ref (peer->conn));
+}
+
+static gboolean
+on_retry (gpointer data)
+{
+  SpPeer *peer = data;
+
+  timeout_clear (&peer->retry);
+  peer_dial (peer);
+  return G_SOURCE_REMOVE;
+}
+
+/* Drops the connection (and the frames it did not write yet: Raft
+ * retransmits) without redialing. */
+static void
+peer_close (SpPeer *peer)
+{
+  timeout_clear (&peer->retry);
+  if (peer->conn)
+    {
+      conn_close (peer->conn);
+      g_clear_pointer (&peer->conn, conn_unref);
+    }
+  peer->connected = FALSE;
+}
+
+static void
+peer_lost (SpPeer *peer)
+{
+  guint delay;
+
+  /* Only a connection that held resets the backoff: one refused right
+   * after the handshake must not be redialed in a tight loop. */
+  if (peer->connected
+      && g_get_monotonic_time () - peer->connected_since
+             >= SP_BACKOFF_MAX_MS * G_TIME_SPAN_MILLISECOND)
+    peer->backoff_ms = 0;
+  peer_close (peer);
+  delay = MAX (peer->backoff_ms, SP_BACKOFF_MIN_MS);
+  peer->backoff_ms = MIN (delay * 2, SP_BACKOFF_MAX_MS);
+  peer->retry = timeout_new (peer->transport, delay, on_retry, peer, NULL);
+}
+
+static void
+peer_free (gpointer data)
+{
+  SpPeer *peer = data;
+
+  peer_close (peer);
+  g_queue_clear_full (&peer->queue, frame_free);
+  g_free (peer->name);
+  g_free (peer->host);
+  g_free (peer);
+}
+
+/* Makes room for one frame: the oldest Append or Heartbeat goes first,
+ * the oldest of any kind if there is none. */
+static void
+peer_drop_one (SpPeer *peer)
+{
+  GList *victim = NULL;
+  gint64 now = g_get_monotonic_time ();
+
+  for (GList *l = peer->queue.head; l && !victim; l = l->next)
+    {
+      SpFrame *f = l->data;
+
+      if (f->type == SP_RAFT_MSG_APPEND || f->type == SP_RAFT_MSG_HEARTBEAT)
+        victim = l;
+    }
+  if (!victim)
+    victim = peer->queue.head;
+  frame_free (victim->data);
+  g_queue_delete_link (&peer->queue, victim);
+  peer->dropped++;
+  if (now - peer->drop_logged >= G_USEC_PER_SEC)
+    {
+      g_warning ("peer %s: send queue full (%u messages), dropped %" G_GUINT64_FORMAT
+                 " message(s) since the last report",
+                 peer->name, peer->transport->queue_limit, peer->dropped);
+      peer->dropped = 0;
+      peer->drop_logged = now;
+    }
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+SpTransport *
+sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gpointer user_data)
+{
+  SpTransport *t;
+
+  g_return_val_if_fail (opts && opts->id != SP_RAFT_NONE && opts->name && receive, NULL);
+  g_return_val_if_fail (!opts->certificate == !opts->ca, NULL);
+
+  t = g_new0 (SpTransport, 1);
+  t->id = opts->id;
+  t->name = g_strdup (opts->name);
+  t->certificate = opts->certificate ? g_object_ref (opts->certificate) : NULL;
+  t->ca = opts->ca ? g_object_ref (opts->ca) : NULL;
+  t->queue_limit = opts->queue_limit ? opts->queue_limit : SP_QUEUE_LIMIT_DEFAULT;
+  t->receive = receive;
+  t->user_data = user_data;
+  t->context = g_main_context_ref_thread_default ();
+  t->client = g_socket_client_new ();
+  /* Cluster traffic goes straight to the member, never through a proxy. */
+  g_socket_client_set_enable_proxy (t->client, FALSE);
+  t->peers = g_hash_table_new_full (g_int64_hash, g_int64_equal, NULL, peer_free);
+  t->incoming = g_hash_table_new_full (NULL, NULL, conn_unref, NULL);
+  t->service = g_socket_service_new ();
+  g_signal_connect (t->service, "incoming", G_CALLBACK (on_incoming), t);
+  if (!t->certificate)
+    g_warning ("transport of %s: insecure mode, plaintext and unauthenticated peers", t->name);
+  return t;
+}
+
+void
+sp_transport_free (SpTransport *t)
+{
+  GHashTableIter iter;
+  SpConn *conn;
+
+  if (!t)
+    return;
+  g_signal_handlers_disconnect_by_data (t->service, t);
+  g_socket_service_stop (t->service);
+  g_socket_listener_close (G_SOCKET_LISTENER (t->service));
+  g_object_unref (t->service);
+  g_hash_table_destroy (t->peers);
+  g_hash_table_iter_init (&iter, t->incoming);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&conn, NULL))
+    conn_close (conn);
+  g_hash_table_destroy (t->incoming);
+  g_object_unref (t->client);
+  g_main_context_unref (t->context);
+  g_clear_object (&t->certificate);
+  g_clear_object (&t->ca);
+  g_free (t->name);
+  g_free (t);
+}
+
+/* A host name is resolved synchronously: this is a start-up call. */
+gboolean
+sp_transport_listen (SpTransport *t, const char *host, guint16 port, GError **error)
+{
+  g_autolist (GInetAddress) addresses = NULL;
+  GInetAddress *literal = g_inet_address_new_from_string (host);
+
+  if (literal)
+    addresses = g_list_prepend (NULL, literal);
+  else
+    {
+      addresses = g_resolver_lookup_by_name (g_resolver_get_default (), host, NULL, error);
+      if (!addresses)
+        return FALSE;
+    }
+  for (GList *l = addresses; l; l = l->next)
+    {
+      g_autoptr (GSocketAddress) address = g_inet_socket_address_new (l->data, port);
+      g_autoptr (GSocketAddress) effective = NULL;
+
+      if (!g_socket_listener_add_address (G_SOCKET_LISTENER (t->service), address,
+                                          G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL,
+                                          &effective, error))
+        return FALSE;
+      /* Every address of the name on the port the first one got. */
+      port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (effective));
+      if (t->port == 0)
+        t->port = port;
+    }
+  return TRUE;
+}
+
+guint16
+sp_transport_local_port (SpTransport *t)
+{
+  return t->port;
+}
+
+void
+sp_transport_set_peer (SpTransport *t, guint64 id, const char *name, const char *host, guint16 port)
+{
+  SpPeer *peer = g_hash_table_lookup (t->peers, &id);
+
+  g_return_if_fail (id != SP_RAFT_NONE && name && host);
+
+  if (peer && g_str_equal (peer->name, name) && g_str_equal (peer->host, host)
+      && peer->port == port)
+    return;
+  if (peer)
+    {
+      peer_close (peer);
+      g_free (peer->name);
+      g_free (peer->host);
+    }
+  else
+    {
+      peer = g_new0 (SpPeer, 1);
+      peer->transport = t;
+      peer->id = id;
+      g_queue_init (&peer->queue);
+      g_hash_table_insert (t->peers, &peer->id, peer);
+    }
+  peer->name = g_strdup (name);
+  peer->host = g_strdup (host);
+  peer->port = port;
+  peer->backoff_ms = 0;
+  peer->unreachable_logged = FALSE;
+  peer_dial (peer);
+}
+
+void
+sp_transport_remove_peer (SpTransport *t, guint64 id)
+{
+  g_hash_table_remove (t->peers, &id);
+}
+
+void
+sp_transport_send (SpTransport *t, const SpRaftMsg *m)
+{
+  SpPeer *peer = g_hash_table_lookup (t->peers, &m->to);
+  g_autoptr (GBytes) payload = NULL;
+
+  if (!peer)
+    return;
+  payload = sp_wire_msg_to_bytes (m);
+  if (g_bytes_get_size (payload) > SP_WIRE_MAX_FRAME)
+    {
+      g_warning ("peer %s: dropping a %s message of %" G_GSIZE_FORMAT " bytes (at most %u)",
+                 peer->name, sp_raft_msg_type_to_string (m->type), g_bytes_get_size (payload),
+                 SP_WIRE_MAX_FRAME);
+      return;
+    }
+  if (g_queue_get_length (&peer->queue) >= t->queue_limit)
+    peer_drop_one (peer);
+  g_queue_push_tail (&peer->queue, frame_new (m->type, payload));
+  peer_flush (peer);
+}
+
+gboolean
+sp_transport_peer_connected (SpTransport *t, guint64 id)
+{
+  SpPeer *peer = g_hash_table_lookup (t->peers, &id);
+
+  return peer && peer->connected;
+}
+
+/* GLib's own messages name the file in some cases (I/O), not in others
+ * (parsing). */
+static void
+prefix_file (GError **error, const char *file)
+{
+  if (error && *error && !strstr ((*error)->message, file))
+    g_prefix_error (error, "%s: ", file);
+}
+
+gboolean
+sp_transport_load_tls (const char *cert_file, const char *key_file, const char *ca_file,
+                       GTlsCertificate **certificate, GTlsDatabase **ca, GError **error)
+{
+  g_autoptr (GTlsCertificate) alone = NULL;
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) db = NULL;
+  /* GTlsFileDatabase wants an absolute path */
+  g_autofree char *ca_path = g_canonicalize_filename (ca_file, NULL);
+  GTlsCertificateFlags errors = 0;
+
+  /* The certificate on its own first, so an error names the right file. */
+  alone = g_tls_certificate_new_from_file (cert_file, error);
+  if (!alone)
+    {
+      prefix_file (error, cert_file);
+      return FALSE;
+    }
+  cert = g_tls_certificate_new_from_files (cert_file, key_file, error);
+  if (!cert)
+    {
+      prefix_file (error, key_file);
+      return FALSE;
+    }
+  db = g_tls_file_database_new (ca_path, error);
+  if (!db)
+    {
+      prefix_file (error, ca_file);
+      return FALSE;
+    }
+  /* Fail at start-up rather than at every handshake. */
+  errors |= g_tls_database_verify_chain (db, cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_CLIENT, NULL,
+                                         NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
+  errors |= g_tls_database_verify_chain (db, cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER, NULL,
+                                         NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
+  if (errors != 0)
+    {
+      g_autofree char *why = describe_cert_errors (errors);
+
+      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s (CA %s)", cert_file,
+                   why, ca_file);
+      return FALSE;
+    }
+  *certificate = g_steal_pointer (&cert);
+  *ca = g_steal_pointer (&db);
+  return TRUE;
+}

@@ -1,0 +1,1002 @@
+/* The peer transport over real sockets on the loopback (127.0.0.1, and ::1
+ * when the machine has it).  Certificates are made at run time with
+ * tools/sparrow-certs ($SPARROW_CERTS).  Every wait is bounded. */
+#include <check.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "transport.h"
+#include "wire.h"
+
+#define WAIT_MS 10000
+
+/* ---- logging --------------------------------------------------------------- */
+
+typedef struct
+{
+  GLogLevelFlags level;
+  char *message;
+} Logged;
+
+static GPtrArray *logged;
+static guint log_handler;
+static guint net_log_handler; /* glib-networking's warnings count too */
+static guint tick;
+
+static void
+logged_free (gpointer data)
+{
+  Logged *l = data;
+
+  g_free (l->message);
+  g_free (l);
+}
+
+static void
+record_log (const char *domain, GLogLevelFlags level, const char *message, gpointer data)
+{
+  Logged *l = g_new0 (Logged, 1);
+
+  l->level = level & G_LOG_LEVEL_MASK;
+  l->message = g_strdup (message);
+  g_ptr_array_add (logged, l);
+  if (!(level & G_LOG_LEVEL_DEBUG))
+    fprintf (stderr, "  [%s] %s\n", level & G_LOG_LEVEL_WARNING ? "warning" : "log", message);
+}
+
+/* Warnings logged that start with prefix and contain text. */
+static guint
+warned (const char *prefix, const char *text)
+{
+  guint n = 0;
+
+  for (guint i = 0; i < logged->len; i++)
+    {
+      Logged *l = g_ptr_array_index (logged, i);
+
+      if (l->level == G_LOG_LEVEL_WARNING && g_str_has_prefix (l->message, prefix)
+          && strstr (l->message, text))
+        n++;
+    }
+  return n;
+}
+
+/* ---- main loop ------------------------------------------------------------- */
+
+static gboolean
+keep_running (gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+static gint64
+deadline (guint ms)
+{
+  return g_get_monotonic_time () + ms * G_TIME_SPAN_MILLISECOND;
+}
+
+/* One iteration (at most ~10 ms: the tick), unless the deadline passed. */
+static gboolean
+before (gint64 end)
+{
+  if (g_get_monotonic_time () >= end)
+    return FALSE;
+  g_main_context_iteration (NULL, TRUE);
+  return TRUE;
+}
+
+#define WAIT_UNTIL(cond, ms) for (gint64 end_ = deadline (ms); !(cond) && before (end_);)
+
+static void
+run_for (guint ms)
+{
+  for (gint64 end = deadline (ms); before (end);)
+    ;
+}
+
+static void
+setup (void)
+{
+  logged = g_ptr_array_new_with_free_func (logged_free);
+  log_handler = g_log_set_handler (G_LOG_DOMAIN, G_LOG_LEVEL_MASK, record_log, NULL);
+  net_log_handler = g_log_set_handler ("GLib-Net", G_LOG_LEVEL_MASK, record_log, NULL);
+  g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
+  tick = g_timeout_add (10, keep_running, NULL);
+  /* idle worker threads exit instead of waiting for more work */
+  g_thread_pool_set_max_unused_threads (0);
+}
+
+static void
+teardown (void)
+{
+  /* Let cancelled operations finish, so leak checkers see them freed. */
+  run_for (200);
+  g_source_remove (tick);
+  g_log_remove_handler (G_LOG_DOMAIN, log_handler);
+  g_log_remove_handler ("GLib-Net", net_log_handler);
+  g_clear_pointer (&logged, g_ptr_array_unref);
+}
+
+/* Also outlives the TLS handshake threads (idle pool threads exit after
+ * 0.5 s, none kept: see setup): GCC 12's LeakSanitizer crashes at exit on
+ * live threads that ran the dlopen()ed GnuTLS backend. */
+static void
+teardown_tls (void)
+{
+  run_for (800);
+  teardown ();
+}
+
+/* ---- nodes ----------------------------------------------------------------- */
+
+typedef struct
+{
+  guint64 id;
+  SpTransport *t;
+  GPtrArray *got; /* of SpRaftMsg */
+  gboolean free_on_receive;
+} Node;
+
+static void
+on_receive (const SpRaftMsg *m, gpointer data)
+{
+  Node *n = data;
+
+  g_ptr_array_add (n->got, sp_raft_msg_copy (m));
+  if (n->free_on_receive)
+    g_clear_pointer (&n->t, sp_transport_free);
+}
+
+static Node *
+node_new (guint64 id, const char *name, GTlsCertificate *cert, GTlsDatabase *ca, guint limit)
+{
+  Node *n = g_new0 (Node, 1);
+  SpTransportOptions opts = { id, name, cert, ca, limit };
+
+  n->id = id;
+  n->got = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  n->t = sp_transport_new (&opts, on_receive, n);
+  ck_assert_ptr_nonnull (n->t);
+  return n;
+}
+
+static void
+node_listen (Node *n, const char *host, guint16 port)
+{
+  g_autoptr (GError) error = NULL;
+
+  ck_assert_msg (sp_transport_listen (n->t, host, port, &error), "listen: %s", error->message);
+  ck_assert_uint_ne (sp_transport_local_port (n->t), 0);
+  if (port)
+    ck_assert_uint_eq (sp_transport_local_port (n->t), port);
+}
+
+static void
+node_free (Node *n)
+{
+  g_clear_pointer (&n->t, sp_transport_free);
+  g_ptr_array_unref (n->got);
+  g_free (n);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Node, node_free)
+
+static void
+connect_to (Node *from, Node *to, const char *name, const char *host)
+{
+  sp_transport_set_peer (from->t, to->id, name, host, sp_transport_local_port (to->t));
+}
+
+/* ---- messages -------------------------------------------------------------- */
+
+static SpRaftMsg *
+msg_new (SpRaftMsgType type, guint64 from, guint64 to)
+{
+  SpRaftMsg *m = g_new0 (SpRaftMsg, 1);
+
+  m->type = type;
+  m->from = from;
+  m->to = to;
+  m->term = 7;
+  return m;
+}
+
+static SpRaftMsg *
+heartbeat (guint64 from, guint64 to, guint64 context)
+{
+  SpRaftMsg *m = msg_new (SP_RAFT_MSG_HEARTBEAT, from, to);
+
+  m->commit = 41;
+  m->context = context;
+  return m;
+}
+
+static void
+conf_fill (SpRaftConf *conf, guint n_voters, guint64 learner)
+{
+  for (guint i = 0; i < n_voters; i++)
+    conf->voters[conf->n_voters++] = i + 1;
+  if (learner)
+    conf->learners[conf->n_learners++] = learner;
+}
+
+/* Entries after prev: data, a no-op (NULL data), empty data and a
+ * configuration. */
+static SpRaftMsg *
+append (guint64 from, guint64 to, guint64 prev)
+{
+  SpRaftMsg *m = msg_new (SP_RAFT_MSG_APPEND, from, to);
+  SpRaftEntry e = { 0 };
+
+  m->index = prev;
+  m->log_term = 6;
+  m->commit = prev;
+  m->entries = sp_raft_entries_new (4);
+  for (guint i = 0; i < 4; i++)
+    {
+      e.term = 7;
+      e.index = prev + 1 + i;
+      e.type = i == 3 ? SP_RAFT_ENTRY_CONF : SP_RAFT_ENTRY_NORMAL;
+      e.data = i == 2 ? g_bytes_new (NULL, 0) : NULL;
+      e.conf = NULL;
+      if (i == 0)
+        {
+          char *command = g_strdup_printf ("set k%" G_GUINT64_FORMAT, prev);
+
+          e.data = g_bytes_new_take (command, strlen (command));
+        }
+      if (i == 3)
+        {
+          e.conf = g_rc_box_new0 (SpRaftConf);
+          conf_fill (e.conf, 3, 4);
+        }
+      g_array_append_val (m->entries, e);
+    }
+  return m;
+}
+
+static SpRaftMsg *
+snapshot (guint64 from, guint64 to, gsize size)
+{
+  SpRaftMsg *m = msg_new (SP_RAFT_MSG_SNAPSHOT, from, to);
+  guint8 *data = g_malloc (size);
+
+  for (gsize i = 0; i < size; i++)
+    data[i] = (guint8)(i * 31 + (i >> 8));
+  m->snapshot = g_new0 (SpRaftSnapshot, 1);
+  m->snapshot->index = 900;
+  m->snapshot->term = 6;
+  conf_fill (&m->snapshot->conf, 3, 0);
+  m->snapshot->data = g_bytes_new_take (data, size);
+  return m;
+}
+
+/* A mix of every shape, in an order the receiver must keep. */
+static GPtrArray *
+sample (guint64 from, guint64 to)
+{
+  GPtrArray *a = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  SpRaftMsg *m;
+
+  g_ptr_array_add (a, heartbeat (from, to, 1));
+  g_ptr_array_add (a, append (from, to, 10));
+  m = msg_new (SP_RAFT_MSG_VOTE, from, to);
+  m->index = 14;
+  m->log_term = 7;
+  m->force = TRUE;
+  g_ptr_array_add (a, m);
+  g_ptr_array_add (a, snapshot (from, to, 3 * 1024 * 1024 + 17));
+  m = msg_new (SP_RAFT_MSG_APPEND_RESP, from, to);
+  m->reject = TRUE;
+  m->index = 12;
+  m->hint_index = 9;
+  m->log_term = 5;
+  g_ptr_array_add (a, m);
+  g_ptr_array_add (a, append (from, to, 14));
+  g_ptr_array_add (a, heartbeat (from, to, 2));
+  return a;
+}
+
+static gboolean
+bytes_equal0 (GBytes *a, GBytes *b)
+{
+  return a == b || (a && b && g_bytes_equal (a, b));
+}
+
+static void
+assert_msg_equal (const SpRaftMsg *a, const SpRaftMsg *b, guint i)
+{
+  guint n = a->entries ? a->entries->len : 0;
+
+  ck_assert_msg (a->type == b->type, "message %u: type %s, expected %s", i,
+                 sp_raft_msg_type_to_string (a->type), sp_raft_msg_type_to_string (b->type));
+  ck_assert_uint_eq (a->from, b->from);
+  ck_assert_uint_eq (a->to, b->to);
+  ck_assert_uint_eq (a->term, b->term);
+  ck_assert_uint_eq (a->log_term, b->log_term);
+  ck_assert_uint_eq (a->index, b->index);
+  ck_assert_uint_eq (a->commit, b->commit);
+  ck_assert_uint_eq (a->hint_index, b->hint_index);
+  ck_assert_uint_eq (a->context, b->context);
+  ck_assert_int_eq (a->reject, b->reject);
+  ck_assert_int_eq (a->force, b->force);
+  ck_assert_uint_eq (n, b->entries ? b->entries->len : 0);
+  for (guint k = 0; k < n; k++)
+    {
+      const SpRaftEntry *x = &g_array_index (a->entries, SpRaftEntry, k);
+      const SpRaftEntry *y = &g_array_index (b->entries, SpRaftEntry, k);
+
+      ck_assert_uint_eq (x->term, y->term);
+      ck_assert_uint_eq (x->index, y->index);
+      ck_assert_int_eq (x->type, y->type);
+      ck_assert_msg (bytes_equal0 (x->data, y->data), "message %u entry %u: data differs", i, k);
+      ck_assert (!x->conf == !y->conf);
+      ck_assert (!x->conf || sp_raft_conf_equal (x->conf, y->conf));
+    }
+  ck_assert (!a->snapshot == !b->snapshot);
+  if (a->snapshot)
+    {
+      ck_assert_uint_eq (a->snapshot->index, b->snapshot->index);
+      ck_assert_uint_eq (a->snapshot->term, b->snapshot->term);
+      ck_assert (sp_raft_conf_equal (&a->snapshot->conf, &b->snapshot->conf));
+      ck_assert (bytes_equal0 (a->snapshot->data, b->snapshot->data));
+    }
+}
+
+static void
+send_all (Node *from, GPtrArray *msgs)
+{
+  for (guint i = 0; i < msgs->len; i++)
+    sp_transport_send (from->t, g_ptr_array_index (msgs, i));
+}
+
+static void
+assert_got (Node *n, GPtrArray *expected)
+{
+  ck_assert_uint_eq (n->got->len, expected->len);
+  for (guint i = 0; i < expected->len; i++)
+    assert_msg_equal (g_ptr_array_index (n->got, i), g_ptr_array_index (expected, i), i);
+}
+
+/* Both ways at once; everything arrives intact and in order. */
+static void
+exchange (Node *a, Node *b)
+{
+  g_autoptr (GPtrArray) ab = sample (a->id, b->id);
+  g_autoptr (GPtrArray) ba = sample (b->id, a->id);
+
+  g_ptr_array_set_size (a->got, 0);
+  g_ptr_array_set_size (b->got, 0);
+  send_all (a, ab);
+  send_all (b, ba);
+  WAIT_UNTIL (a->got->len >= ba->len && b->got->len >= ab->len, WAIT_MS);
+  run_for (50); /* nothing more may come */
+  assert_got (b, ab);
+  assert_got (a, ba);
+  ck_assert (sp_transport_peer_connected (a->t, b->id));
+  ck_assert (sp_transport_peer_connected (b->t, a->id));
+}
+
+/* ---- certificates ---------------------------------------------------------- */
+
+static char *certs_dir; /* NULL: openssl is missing */
+
+static void
+run_certs (const char *dir, const char *name)
+{
+  const char *script = g_getenv ("SPARROW_CERTS");
+  const char *argv[] = { "/bin/sh", script, name ? "node" : "ca", dir, name, NULL };
+  g_autoptr (GError) error = NULL;
+  g_autofree char *err = NULL;
+  int status;
+
+  if (!script)
+    ck_abort_msg ("SPARROW_CERTS is not set (path to tools/sparrow-certs)");
+  if (!g_spawn_sync (NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, &err,
+                     &status, &error)
+      || !g_spawn_check_wait_status (status, &error))
+    ck_abort_msg ("sparrow-certs %s %s: %s\n%s", dir, name ? name : "ca", error->message,
+                  err ? err : "");
+}
+
+/* Once for the whole suite: a cluster CA with alpha, beta and gamma, and a
+ * foreign CA ("other/") with its own beta. */
+static void
+make_certs (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other = NULL;
+  g_autofree char *openssl = g_find_program_in_path ("openssl");
+
+  if (!openssl)
+    return;
+  certs_dir = g_dir_make_tmp ("sparrow-transport-XXXXXX", &error);
+  ck_assert_msg (certs_dir, "%s", error ? error->message : "");
+  other = g_build_filename (certs_dir, "other", NULL);
+  run_certs (certs_dir, NULL);
+  run_certs (certs_dir, "alpha");
+  run_certs (certs_dir, "beta");
+  run_certs (certs_dir, "gamma");
+  run_certs (other, NULL);
+  run_certs (other, "beta");
+}
+
+static void
+remove_certs (void)
+{
+  const char *argv[] = { "rm", "-rf", certs_dir, NULL };
+
+  if (certs_dir)
+    g_spawn_sync (NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL,
+                  NULL);
+  g_clear_pointer (&certs_dir, g_free);
+}
+
+static gboolean
+have_certs (void)
+{
+  if (!certs_dir)
+    printf ("skipped: openssl not installed\n");
+  return certs_dir != NULL;
+}
+
+static char *
+cert_path (const char *sub, const char *file)
+{
+  return g_build_filename (certs_dir, sub ? sub : ".", file, NULL);
+}
+
+/* Node id with the certificate of cert_name (from the CA in cert_sub) that
+ * trusts the CA in ca_sub. */
+static Node *
+tls_node (guint64 id, const char *name, const char *cert_sub, const char *cert_name,
+          const char *ca_sub)
+{
+  g_autofree char *pem_name = g_strconcat (cert_name, ".pem", NULL);
+  g_autofree char *key_name = g_strconcat (cert_name, ".key", NULL);
+  g_autofree char *pem = cert_path (cert_sub, pem_name);
+  g_autofree char *key = cert_path (cert_sub, key_name);
+  g_autofree char *ca_file = cert_path (ca_sub, "ca.pem");
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) ca = NULL;
+  g_autoptr (GTlsDatabase) trusted = NULL;
+  g_autoptr (GError) error = NULL;
+  Node *n;
+
+  /* load_tls insists that the certificate comes from the CA it is given */
+  {
+    g_autofree char *own_ca = cert_path (cert_sub, "ca.pem");
+
+    ck_assert_msg (sp_transport_load_tls (pem, key, own_ca, &cert, &ca, &error), "%s",
+                   error ? error->message : "");
+  }
+  trusted = g_tls_file_database_new (ca_file, &error);
+  ck_assert_msg (trusted, "%s", error ? error->message : "");
+  n = node_new (id, name, cert, trusted, 0);
+  node_listen (n, "127.0.0.1", 0);
+  return n;
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+START_TEST (test_insecure_exchange)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+
+  ck_assert_uint_eq (warned ("transport of alpha", "insecure"), 1);
+  node_listen (a, "127.0.0.1", 0);
+  node_listen (b, "127.0.0.1", 0);
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  /* unknown peers are ignored */
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (1, 9, 0);
+
+    sp_transport_send (a->t, m);
+  }
+  exchange (a, b);
+  exchange (a, b);
+  ck_assert_uint_eq (warned ("", ""), 2); /* the two insecure-mode warnings only */
+}
+END_TEST
+
+START_TEST (test_ipv6_exchange)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_transport_listen (a->t, "::1", 0, &error))
+    {
+      printf ("skipped: no IPv6 loopback (::1): %s\n", error->message);
+      return;
+    }
+  node_listen (b, "::1", 0);
+  connect_to (a, b, "beta", "::1");
+  connect_to (b, a, "alpha", "::1");
+  exchange (a, b);
+}
+END_TEST
+
+START_TEST (test_tls_exchange)
+{
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) b = NULL;
+
+  if (!have_certs ())
+    return;
+  a = tls_node (1, "alpha", NULL, "alpha", NULL);
+  b = tls_node (2, "beta", NULL, "beta", NULL);
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b);
+  ck_assert_uint_eq (warned ("", ""), 0);
+}
+END_TEST
+
+/* beta's certificate from another CA: alpha refuses it.  The impostor
+ * trusts the cluster CA (so it gets as far as presenting its certificate);
+ * a second one trusts only its own CA and refuses alpha. */
+START_TEST (test_tls_foreign_ca)
+{
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) impostor = NULL;
+  g_autoptr (Node) stranger = NULL;
+  g_autofree char *expected = NULL;
+
+  if (!have_certs ())
+    return;
+  a = tls_node (1, "alpha", NULL, "alpha", NULL);
+  impostor = tls_node (2, "beta", "other", "beta", NULL);
+  connect_to (impostor, a, "alpha", "127.0.0.1");
+  for (guint i = 0; i < 5; i++)
+    {
+      g_autoptr (SpRaftMsg) m = heartbeat (2, 1, i);
+
+      sp_transport_send (impostor->t, m);
+    }
+  WAIT_UNTIL (warned ("127.0.0.1:", "not issued by the cluster CA"), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", "TLS handshake failed: certificate refused: not issued "
+                                           "by the cluster CA"),
+                     1);
+
+  stranger = tls_node (3, "beta", "other", "beta", "other");
+  connect_to (stranger, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (3, 1, 9);
+
+    sp_transport_send (stranger->t, m);
+  }
+  expected = g_strdup_printf ("alpha (127.0.0.1:%u): TLS handshake failed",
+                              sp_transport_local_port (a->t));
+  WAIT_UNTIL (warned (expected, "not issued by the cluster CA"), WAIT_MS);
+  ck_assert_uint_ge (warned (expected, "not issued by the cluster CA"), 1);
+  run_for (300);
+  ck_assert_uint_eq (a->got->len, 0);
+  ck_assert (!sp_transport_peer_connected (stranger->t, 1));
+}
+END_TEST
+
+START_TEST (test_tls_impersonation)
+{
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) gamma = NULL;
+  g_autoptr (Node) claims_beta = NULL;
+  g_autoptr (Node) takes_id = NULL;
+  g_autofree char *dialed = NULL;
+
+  if (!have_certs ())
+    return;
+  a = tls_node (1, "alpha", NULL, "alpha", NULL);
+  gamma = tls_node (3, "gamma", NULL, "gamma", NULL);
+
+  /* alpha means to reach beta (id 2) but finds gamma there */
+  connect_to (a, gamma, "beta", "127.0.0.1");
+  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", sp_transport_local_port (gamma->t));
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (1, 2, 1);
+
+    sp_transport_send (a->t, m);
+  }
+  dialed = g_strdup_printf ("beta (127.0.0.1:%u)", sp_transport_local_port (gamma->t));
+  WAIT_UNTIL (warned (dialed, "not issued to beta"), WAIT_MS);
+  ck_assert_uint_ge (warned (dialed, "certificate refused: not issued to beta"), 1);
+  ck_assert (!sp_transport_peer_connected (a->t, 2));
+
+  /* gamma's certificate, but the hello says beta */
+  claims_beta = tls_node (2, "beta", NULL, "gamma", NULL);
+  connect_to (claims_beta, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 2);
+
+    sp_transport_send (claims_beta->t, m);
+  }
+  WAIT_UNTIL (warned ("127.0.0.1:", "claims to be beta"), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", "certificate refused: claims to be beta"), 1);
+
+  /* gamma's certificate and name, but beta's id */
+  takes_id = tls_node (2, "gamma", NULL, "gamma", NULL);
+  connect_to (takes_id, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 3);
+
+    sp_transport_send (takes_id->t, m);
+  }
+  WAIT_UNTIL (warned ("127.0.0.1:", "claims to be gamma with the id 0000000000000002 of beta"),
+              WAIT_MS);
+  ck_assert_uint_ge (
+      warned ("127.0.0.1:", "claims to be gamma with the id 0000000000000002 of beta"), 1);
+
+  run_for (300);
+  ck_assert_uint_eq (a->got->len, 0);
+  ck_assert_uint_eq (gamma->got->len, 0);
+}
+END_TEST
+
+static void
+write_frame (GOutputStream *out, GBytes *payload)
+{
+  guint8 header[4];
+  gsize size;
+  const void *data = g_bytes_get_data (payload, &size);
+
+  sp_wire_frame_header (size, header);
+  g_output_stream_write_all (out, header, sizeof header, NULL, NULL, NULL);
+  g_output_stream_write_all (out, data, size, NULL, NULL, NULL);
+}
+
+static GBytes *
+hello (guint16 version, guint64 id, const char *name)
+{
+  g_autoptr (GVariant) v = g_variant_ref_sink (g_variant_new ("(qts)", version, id, name));
+  g_autoptr (GVariant) le
+      = G_BYTE_ORDER == G_BIG_ENDIAN ? g_variant_byteswap (v) : g_variant_ref (v);
+
+  return g_variant_get_data_as_bytes (le);
+}
+
+static GBytes *
+encoded (SpRaftMsg *m)
+{
+  g_autoptr (SpRaftMsg) owned = m;
+
+  return sp_wire_msg_to_bytes (owned);
+}
+
+static GSocketConnection *
+raw_connect (Node *to)
+{
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GError) error = NULL;
+  GSocketConnection *c = g_socket_client_connect_to_host (
+      client, "127.0.0.1", sp_transport_local_port (to->t), NULL, &error);
+
+  ck_assert_msg (c, "%s", error ? error->message : "");
+  /* reads below must not hang the test */
+  g_socket_set_timeout (g_socket_connection_get_socket (c), 5);
+  return c;
+}
+
+/* After the peer closed: EOF or a reset, not a timeout. */
+static void
+assert_closed (GSocketConnection *c)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 byte;
+  gssize n = g_input_stream_read (g_io_stream_get_input_stream (G_IO_STREAM (c)), &byte, 1, NULL,
+                                  &error);
+
+  ck_assert_int_le (n, 0);
+  ck_assert_msg (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT), "still open");
+}
+
+START_TEST (test_malformed_frames)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) raw = NULL;
+  g_autoptr (GSocketConnection) bad_hello = NULL;
+  g_autoptr (GSocketConnection) old_hello = NULL;
+  g_autoptr (GSocketConnection) big_hello = NULL;
+  g_autoptr (GBytes) garbage = g_bytes_new_static ("\x01\x00not a message", 15);
+  g_autoptr (GBytes) junk = g_bytes_new_static ("\x01\x00junk", 6);
+  g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 2, "beta");
+  g_autoptr (GBytes) h_old = hello (SP_WIRE_VERSION + 1, 2, "beta");
+  g_autoptr (GBytes) empty = g_bytes_new_static ("", 0);
+  g_autoptr (GBytes) big = g_bytes_new_take (g_malloc0 (2000), 2000);
+  const guint8 oversized[4] = { 0xff, 0xff, 0xff, 0xff };
+  GOutputStream *out;
+
+  node_listen (a, "127.0.0.1", 0);
+  raw = raw_connect (a);
+  out = g_io_stream_get_output_stream (G_IO_STREAM (raw));
+  write_frame (out, h);
+  write_frame (out, garbage); /* dropped, the connection stays */
+  write_frame (out, empty);   /* likewise */
+  {
+    g_autoptr (GBytes) ok = encoded (heartbeat (2, 1, 7));
+    g_autoptr (GBytes) not_from_peer = encoded (heartbeat (3, 1, 8));
+    g_autoptr (GBytes) not_to_us = encoded (heartbeat (2, 5, 9));
+    g_autoptr (GBytes) late = encoded (heartbeat (2, 1, 10));
+
+    write_frame (out, ok);
+    write_frame (out, not_from_peer);
+    write_frame (out, not_to_us);
+    g_output_stream_write_all (out, oversized, sizeof oversized, NULL, NULL, NULL);
+    write_frame (out, late); /* never read: the stream cannot be resynced */
+  }
+  WAIT_UNTIL (warned ("beta (127.0.0.1:", "at most"), WAIT_MS);
+  ck_assert_uint_eq (warned ("beta (127.0.0.1:", "dropping a malformed message"), 2);
+  ck_assert_uint_eq (warned ("beta (127.0.0.1:", "dropping a message from 0000000000000003"), 1);
+  ck_assert_uint_eq (warned ("beta (127.0.0.1:", "dropping a message"),
+                     1); /* once per connection */
+  ck_assert_uint_eq (warned ("beta (127.0.0.1:", "frame: 4294967295 bytes"), 1);
+  assert_closed (raw);
+  ck_assert_uint_eq (a->got->len, 1);
+  ck_assert_uint_eq (((SpRaftMsg *)g_ptr_array_index (a->got, 0))->context, 7);
+
+  /* broken hellos close the connection at once */
+  bad_hello = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (bad_hello)), junk);
+  old_hello = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (old_hello)), h_old);
+  big_hello = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (big_hello)), big);
+  WAIT_UNTIL (warned ("127.0.0.1:", "malformed hello") && warned ("127.0.0.1:", "wire version")
+                  && warned ("127.0.0.1:", "hello of 2000 bytes"),
+              WAIT_MS);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "malformed hello; closing"), 1);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "speaks wire version 2, this build 1"), 1);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "hello of 2000 bytes, at most"), 1);
+  assert_closed (bad_hello);
+  assert_closed (old_hello);
+  assert_closed (big_hello);
+
+  /* and a proper peer still gets through */
+  node_listen (b, "127.0.0.1", 0);
+  connect_to (b, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 11);
+
+    sp_transport_send (b->t, m);
+  }
+  WAIT_UNTIL (a->got->len >= 2, WAIT_MS);
+  ck_assert_uint_eq (a->got->len, 2);
+  ck_assert_uint_eq (((SpRaftMsg *)g_ptr_array_index (a->got, 1))->context, 11);
+}
+END_TEST
+
+START_TEST (test_reconnect)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  guint16 port;
+
+  node_listen (b, "127.0.0.1", 0);
+  port = sp_transport_local_port (b->t);
+  connect_to (a, b, "beta", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (1, 2, 100);
+
+    sp_transport_send (a->t, m);
+  }
+  WAIT_UNTIL (b->got->len == 1, WAIT_MS);
+  ck_assert_uint_eq (b->got->len, 1);
+
+  /* the receiver goes away: the sender notices and queues */
+  g_clear_pointer (&b, node_free);
+  WAIT_UNTIL (!sp_transport_peer_connected (a->t, 2), WAIT_MS);
+  ck_assert (!sp_transport_peer_connected (a->t, 2));
+  for (guint i = 0; i < 5; i++)
+    {
+      g_autoptr (SpRaftMsg) m = heartbeat (1, 2, i);
+
+      sp_transport_send (a->t, m);
+    }
+  run_for (300); /* a few refused redials */
+  ck_assert (!sp_transport_peer_connected (a->t, 2));
+
+  b = node_new (2, "beta", NULL, NULL, 0);
+  node_listen (b, "127.0.0.1", port);
+  WAIT_UNTIL (b->got->len >= 5, WAIT_MS);
+  run_for (50);
+  ck_assert_uint_eq (b->got->len, 5);
+  for (guint i = 0; i < 5; i++)
+    ck_assert_uint_eq (((SpRaftMsg *)g_ptr_array_index (b->got, i))->context, i);
+  ck_assert (sp_transport_peer_connected (a->t, 2));
+}
+END_TEST
+
+START_TEST (test_queue_bound)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 50);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  guint16 port;
+
+  /* a port nobody listens on, for now */
+  node_listen (b, "127.0.0.1", 0);
+  port = sp_transport_local_port (b->t);
+  g_clear_pointer (&b, node_free);
+
+  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", port);
+  {
+    g_autoptr (SpRaftMsg) vote = msg_new (SP_RAFT_MSG_VOTE, 1, 2);
+
+    sp_transport_send (a->t, vote);
+  }
+  for (guint i = 0; i < 50 + 100; i++)
+    {
+      g_autoptr (SpRaftMsg) m = heartbeat (1, 2, i);
+
+      sp_transport_send (a->t, m);
+    }
+  ck_assert_uint_eq (warned ("peer beta", "send queue full (50 messages)"), 1);
+  run_for (100);
+
+  b = node_new (2, "beta", NULL, NULL, 0);
+  node_listen (b, "127.0.0.1", port);
+  WAIT_UNTIL (b->got->len >= 50, WAIT_MS);
+  run_for (300);
+  /* the vote survives; the oldest heartbeats made room */
+  ck_assert_uint_eq (b->got->len, 50);
+  ck_assert_int_eq (((SpRaftMsg *)g_ptr_array_index (b->got, 0))->type, SP_RAFT_MSG_VOTE);
+  for (guint i = 1; i < 50; i++)
+    ck_assert_uint_eq (((SpRaftMsg *)g_ptr_array_index (b->got, i))->context, 100 + i);
+}
+END_TEST
+
+START_TEST (test_load_tls_errors)
+{
+  g_autofree char *pem = NULL;
+  g_autofree char *key = NULL;
+  g_autofree char *ca = NULL;
+  g_autofree char *foreign = NULL;
+  g_autofree char *missing = NULL;
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) db = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!have_certs ())
+    return;
+  pem = cert_path (NULL, "alpha.pem");
+  key = cert_path (NULL, "alpha.key");
+  ca = cert_path (NULL, "ca.pem");
+  foreign = cert_path ("other", "beta.pem");
+  missing = cert_path (NULL, "missing.pem");
+
+  ck_assert (!sp_transport_load_tls (missing, key, ca, &cert, &db, &error));
+  ck_assert_ptr_nonnull (strstr (error->message, missing));
+  g_clear_error (&error);
+  ck_assert (!sp_transport_load_tls (pem, missing, ca, &cert, &db, &error));
+  ck_assert_ptr_nonnull (strstr (error->message, missing));
+  g_clear_error (&error);
+  ck_assert (!sp_transport_load_tls (pem, key, missing, &cert, &db, &error));
+  ck_assert_ptr_nonnull (strstr (error->message, missing));
+  g_clear_error (&error);
+  ck_assert (!sp_transport_load_tls (pem, ca, ca, &cert, &db, &error)); /* not a key */
+  ck_assert_ptr_nonnull (strstr (error->message, ca));
+  g_clear_error (&error);
+  {
+    g_autofree char *foreign_key = cert_path ("other", "beta.key");
+
+    ck_assert (!sp_transport_load_tls (foreign, foreign_key, ca, &cert, &db, &error));
+    ck_assert_ptr_nonnull (strstr (error->message, foreign));
+    ck_assert_ptr_nonnull (strstr (error->message, "not issued by the cluster CA"));
+    g_clear_error (&error);
+  }
+  ck_assert_ptr_null (cert);
+  ck_assert_ptr_null (db);
+  ck_assert (sp_transport_load_tls (pem, key, ca, &cert, &db, &error));
+  ck_assert_ptr_nonnull (cert);
+  ck_assert_ptr_nonnull (db);
+  g_clear_object (&cert);
+  g_clear_object (&db);
+
+  /* relative paths, as a configuration file may have them */
+  {
+    g_autofree char *cwd = g_get_current_dir ();
+
+    ck_assert_int_eq (g_chdir (certs_dir), 0);
+    ck_assert_msg (sp_transport_load_tls ("alpha.pem", "alpha.key", "ca.pem", &cert, &db, &error),
+                   "%s", error ? error->message : "");
+    ck_assert_int_eq (g_chdir (cwd), 0);
+  }
+  ck_assert_uint_eq (warned ("", ""), 0);
+}
+END_TEST
+
+/* Teardown with operations in flight at every stage, and from inside the
+ * receive callback; the sanitizers and valgrind do the checking. */
+START_TEST (test_free_in_flight)
+{
+  g_autoptr (Node) receiver = node_new (2, "beta", NULL, NULL, 0);
+
+  node_listen (receiver, "127.0.0.1", 0);
+  receiver->free_on_receive = TRUE;
+  for (guint round = 0; round < 6; round++)
+    {
+      g_autoptr (Node) a = NULL;
+      g_autoptr (Node) b = NULL;
+
+      if (certs_dir)
+        {
+          a = tls_node (1, "alpha", NULL, "alpha", NULL);
+          b = tls_node (2, "beta", NULL, "beta", NULL);
+        }
+      else
+        {
+          a = node_new (1, "alpha", NULL, NULL, 0);
+          b = node_new (2, "beta", NULL, NULL, 0);
+          node_listen (b, "127.0.0.1", 0);
+        }
+      connect_to (a, b, "beta", "127.0.0.1");
+      {
+        g_autoptr (GPtrArray) msgs = sample (1, 2);
+
+        send_all (a, msgs);
+      }
+      /* stop after 0, 1, 2... iterations: dialing, handshaking, writing */
+      for (guint i = 0; i < round * round; i++)
+        g_main_context_iteration (NULL, FALSE);
+      if (round % 2)
+        g_clear_pointer (&b->t, sp_transport_free);
+      else
+        g_clear_pointer (&a->t, sp_transport_free);
+    }
+
+  /* the receive callback frees its own transport mid-batch */
+  {
+    g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+    g_autoptr (GPtrArray) msgs = sample (1, 2);
+
+    connect_to (a, receiver, "beta", "127.0.0.1");
+    send_all (a, msgs);
+    WAIT_UNTIL (!receiver->t, WAIT_MS);
+    run_for (100);
+    ck_assert_ptr_null (receiver->t);
+    ck_assert_uint_eq (receiver->got->len, 1);
+
+    /* removing a peer drops its queue; sending to it is then ignored */
+    sp_transport_remove_peer (a->t, 2);
+    send_all (a, msgs);
+    ck_assert (!sp_transport_peer_connected (a->t, 2));
+  }
+}
+END_TEST
+
+int
+main (void)
+{
+  Suite *s = suite_create ("transport");
+  TCase *plain = tcase_create ("plain");
+  TCase *tls = tcase_create ("tls");
+  SRunner *sr;
+  int failed;
+
+  tcase_add_checked_fixture (plain, setup, teardown);
+  tcase_set_timeout (plain, 60);
+  tcase_add_test (plain, test_insecure_exchange);
+  tcase_add_test (plain, test_ipv6_exchange);
+  tcase_add_test (plain, test_malformed_frames);
+  tcase_add_test (plain, test_reconnect);
+  tcase_add_test (plain, test_queue_bound);
+  suite_add_tcase (s, plain);
+
+  tcase_add_unchecked_fixture (tls, make_certs, remove_certs);
+  tcase_add_checked_fixture (tls, setup, teardown_tls);
+  tcase_set_timeout (tls, 60);
+  tcase_add_test (tls, test_tls_exchange);
+  tcase_add_test (tls, test_tls_foreign_ca);
+  tcase_add_test (tls, test_tls_impersonation);
+  tcase_add_test (tls, test_load_tls_errors);
+  tcase_add_test (tls, test_free_in_flight);
+  suite_add_tcase (s, tls);
+
+  sr = srunner_create (s);
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? 0 : 1;
+}
