@@ -1,0 +1,25 @@
+/* Publishes one SpNode on the bus: org.sparrow.cluster1.Manager and
+ * org.sparrow.cluster1.Store at /org/sparrow/cluster1 (dbus/org.sparrow.cluster1.xml is the
+ * contract).  Properties follow the node's; methods call the node
+ * asynchronously and answer when it has. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "node.h"
+
+G_BEGIN_DECLS
+
+#define SP_DBUS_NAME "org.sparrow.cluster1"
+#define SP_DBUS_PATH "/org/sparrow/cluster1"
+
+typedef struct _SpDBusService SpDBusService;
+
+SpDBusService *sp_dbus_service_new (SpNode *node);
+gboolean sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection,
+                                 GError **error);
+void sp_dbus_service_free (SpDBusService *service);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpDBusService, sp_dbus_service_free)
+
+G_END_DECLS

@@ -1,0 +1,207 @@
+/* sparrowd: wires the parts together and nothing else. */
+#include <glib-unix.h>
+#include <locale.h>
+
+#include "config.h"
+#include "dbus-service.h"
+#include "node.h"
+#include "notify.h"
+
+/* A stop that outlives this is cut short: systemd's stop timeout is longer. */
+#define STOP_BOUND_MS 5000
+
+typedef struct
+{
+  GMainLoop *loop;
+  SpNode *node;
+  SpDBusService *service;
+  guint bus_owner;
+  gboolean listening;
+  gboolean on_bus;
+  gboolean ready_sent;
+  int exit_code;
+} Daemon;
+
+static void
+maybe_ready (Daemon *d)
+{
+  if (d->listening && d->on_bus && !d->ready_sent)
+    {
+      d->ready_sent = TRUE;
+      sp_notify ("READY=1");
+    }
+}
+
+static void
+on_state_changed (SpNode *node, GParamSpec *pspec, Daemon *d)
+{
+  const char *role = sp_node_get_role (node);
+  const char *leader = sp_node_get_leader (node);
+  g_autofree char *term = g_strdup_printf ("%" G_GUINT64_FORMAT, sp_node_get_term (node));
+  g_autofree char *status
+      = g_strdup_printf ("STATUS=%s, term %s, leader %s", role, term, *leader ? leader : "unknown");
+
+  sp_notify (status);
+  g_log_structured (G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SPARROW_ROLE", role, "SPARROW_TERM", term,
+                    "SPARROW_LEADER", leader, "MESSAGE", "%s: %s in term %s, leader %s",
+                    sp_node_get_name (node), role, term, *leader ? leader : "unknown");
+}
+
+static void
+on_bus_acquired (GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  Daemon *d = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_dbus_service_export (d->service, connection, &error))
+    g_warning ("cannot export %s: %s", SP_DBUS_PATH, error->message);
+}
+
+static void
+on_name_acquired (GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  d->on_bus = TRUE;
+  maybe_ready (d);
+}
+
+static void
+on_name_lost (GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  /* Raft goes on without the bus; only administration is cut off. */
+  d->on_bus = FALSE;
+  g_warning ("%s: %s on the system bus", name,
+             connection ? "lost or not allowed to own the name" : "cannot connect");
+}
+
+static gboolean
+on_watchdog (gpointer user_data)
+{
+  /* Sent from the main loop: a loop that stalls stops feeding it. */
+  sp_notify ("WATCHDOG=1");
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_stopped (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  sp_node_stop_finish (SP_NODE (source), result, NULL);
+  g_main_loop_quit (d->loop);
+}
+
+static gboolean
+on_stop_bound (gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  g_warning ("stop took longer than %d ms, exiting anyway", STOP_BOUND_MS);
+  g_main_loop_quit (d->loop);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+on_terminate (gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  sp_notify ("STOPPING=1");
+  g_message ("stopping%s", g_str_equal (sp_node_get_role (d->node), "leader")
+                               ? ": handing leadership over first"
+                               : "");
+  sp_node_stop_async (d->node, on_stopped, d);
+  g_timeout_add (STOP_BOUND_MS, on_stop_bound, d);
+  return G_SOURCE_REMOVE;
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autofree char *config_path = NULL;
+  gboolean check_config = FALSE;
+  gboolean version = FALSE;
+  GOptionEntry entries[]
+      = { { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+            "Configuration file (default " SP_CONFIG_DEFAULT_PATH ")", "PATH" },
+          { "check-config", 0, 0, G_OPTION_ARG_NONE, &check_config,
+            "Validate the configuration and exit", NULL },
+          { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+          { NULL } };
+  g_autoptr (GOptionContext) context = g_option_context_new ("- sparrow cluster node");
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (SpConfig) config = NULL;
+  g_autoptr (GError) error = NULL;
+  guint64 watchdog;
+  Daemon d = { 0 };
+
+  setlocale (LC_ALL, "");
+  g_option_context_add_main_entries (context, entries, NULL);
+  if (!g_option_context_parse (context, &argc, &argv, &error))
+    {
+      g_printerr ("sparrowd: %s\n", error->message);
+      return 2;
+    }
+  if (version)
+    {
+      g_print ("sparrowd %s\n", SPARROW_VERSION);
+      return 0;
+    }
+
+  config = sp_config_load (config_path ? config_path : SP_CONFIG_DEFAULT_PATH, warnings, &error);
+  for (guint i = 0; i < warnings->len; i++)
+    g_printerr ("sparrowd: warning: %s\n", (char *)warnings->pdata[i]);
+  if (!config)
+    {
+      g_printerr ("sparrowd: %s\n", error->message);
+      return 1;
+    }
+  if (check_config)
+    {
+      g_print ("%s: configuration is valid (%u warning%s)\n", config->path, warnings->len,
+               warnings->len == 1 ? "" : "s");
+      return 0;
+    }
+  if (config->insecure)
+    g_warning ("TLS is off (insecure = true): peers are not authenticated and traffic is "
+               "plaintext");
+
+  d.node = sp_node_new (config, &error);
+  if (!d.node)
+    {
+      g_printerr ("sparrowd: %s\n", error->message);
+      return 1;
+    }
+  if (!sp_node_start (d.node, &error))
+    {
+      g_printerr ("sparrowd: cannot listen on %s port %u: %s\n", config->listen_host,
+                  config->listen_port, error->message);
+      g_object_unref (d.node);
+      return 1;
+    }
+  d.listening = TRUE;
+  g_signal_connect (d.node, "notify::role", G_CALLBACK (on_state_changed), &d);
+  g_signal_connect (d.node, "notify::leader", G_CALLBACK (on_state_changed), &d);
+
+  d.service = sp_dbus_service_new (d.node);
+  d.bus_owner = g_bus_own_name (G_BUS_TYPE_SYSTEM, SP_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,
+                                on_bus_acquired, on_name_acquired, on_name_lost, &d, NULL);
+
+  watchdog = sp_notify_watchdog_usec ();
+  if (watchdog > 0)
+    g_timeout_add (MAX (1, watchdog / 2000), on_watchdog, NULL);
+  g_unix_signal_add (SIGTERM, on_terminate, &d);
+  g_unix_signal_add (SIGINT, on_terminate, &d);
+
+  d.loop = g_main_loop_new (NULL, FALSE);
+  g_main_loop_run (d.loop);
+
+  g_bus_unown_name (d.bus_owner);
+  sp_dbus_service_free (d.service);
+  g_object_unref (d.node);
+  g_main_loop_unref (d.loop);
+  return d.exit_code;
+}

@@ -1,0 +1,1225 @@
+#include "node.h"
+
+#include <string.h>
+
+#include "storage.h"
+#include "store.h"
+#include "transport.h"
+
+/* Compact the log once this many entries are applied past the snapshot. */
+#define COMPACT_EVERY 10000
+
+typedef enum
+{
+  PENDING_WRITE,
+  PENDING_CONF,
+} PendingKind;
+
+typedef struct
+{
+  PendingKind kind;
+  guint64 term;
+  GTask *task;
+  guint timeout;
+} Pending;
+
+struct _SpNode
+{
+  GObject parent_instance;
+
+  SpConfig *config;
+  char *name;
+  guint64 id;
+  guint tick_ms;
+  guint election_ticks;
+
+  SpRaft *raft;
+  SpStorage *storage;
+  SpTransport *transport;
+  SpStore *store;
+
+  GHashTable *names;     /* id (guint64*) -> name */
+  GHashTable *addresses; /* name -> host:port */
+  GHashTable *peers;     /* ids (guint64*) the transport currently dials */
+  SpRaftConf peers_conf; /* the configuration peers were synced to */
+
+  guint tick_source;
+  guint ready_source;
+  gboolean persisting;
+  gboolean failed;
+  GHashTable *pending; /* index (guint64*) -> Pending */
+
+  GTask *transfer_task;
+  guint transfer_timeout;
+  GTask *stop_task;
+  guint stop_timeout;
+  gboolean stopping;
+
+  /* last published values, for change notification */
+  SpRaftRole role;
+  guint64 term;
+  char *leader;
+  char *leader_address;
+  guint64 commit_index;
+  gboolean lease_valid;
+};
+
+enum
+{
+  PROP_0,
+  PROP_NAME,
+  PROP_ROLE,
+  PROP_TERM,
+  PROP_LEADER,
+  PROP_LEADER_ADDRESS,
+  PROP_COMMIT_INDEX,
+  PROP_LEASE_VALID,
+  N_PROPS
+};
+
+enum
+{
+  SIGNAL_MEMBERS_CHANGED,
+  SIGNAL_STORE_CHANGED,
+  N_SIGNALS
+};
+
+static GParamSpec *props[N_PROPS];
+static guint signals[N_SIGNALS];
+
+G_DEFINE_TYPE (SpNode, sp_node, G_TYPE_OBJECT)
+
+GQuark
+sp_node_error_quark (void)
+{
+  return g_quark_from_static_string ("sp-node-error-quark");
+}
+
+guint64
+sp_member_id (const char *name)
+{
+  /* FNV-1a: stable across hosts and releases, never 0 (reserved). */
+  guint64 h = 0xcbf29ce484222325ULL;
+
+  for (const guchar *p = (const guchar *)name; *p; p++)
+    h = (h ^ *p) * 0x100000001b3ULL;
+  return h ? h : 1;
+}
+
+void
+sp_node_member_free (SpNodeMember *member)
+{
+  g_free (member->name);
+  g_free (member->address);
+  g_free (member);
+}
+
+static const char *
+id_name (SpNode *node, guint64 id)
+{
+  const char *name = g_hash_table_lookup (node->names, &id);
+
+  return name ? name : "";
+}
+
+static void
+learn_member (SpNode *node, const char *name, const char *address)
+{
+  guint64 *id = g_new (guint64, 1);
+
+  *id = sp_member_id (name);
+  g_hash_table_replace (node->names, id, g_strdup (name));
+  if (address)
+    g_hash_table_replace (node->addresses, g_strdup (name), g_strdup (address));
+}
+
+static gboolean
+split_address (const char *address, char **host, guint16 *port)
+{
+  g_autoptr (GSocketConnectable) c = g_network_address_parse (address, 0, NULL);
+
+  if (!c)
+    return FALSE;
+  *host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (c)));
+  *port = g_network_address_get_port (G_NETWORK_ADDRESS (c));
+  return *port != 0;
+}
+
+static gboolean
+conf_equal (const SpRaftConf *a, const SpRaftConf *b)
+{
+  return a->n_voters == b->n_voters && a->n_learners == b->n_learners
+         && memcmp (a->voters, b->voters, a->n_voters * sizeof (guint64)) == 0
+         && memcmp (a->learners, b->learners, a->n_learners * sizeof (guint64)) == 0;
+}
+
+static void
+want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
+{
+  const char *address = g_hash_table_lookup (node->addresses, name);
+  g_autofree char *host = NULL;
+  guint16 port;
+
+  if (id == node->id || g_hash_table_contains (wanted, &id))
+    return;
+  if (!address || !split_address (address, &host, &port))
+    {
+      g_warning ("member %s (id %016" G_GINT64_MODIFIER "x) has no known address", name, id);
+      return;
+    }
+  sp_transport_set_peer (node->transport, id, name, host, port);
+  g_hash_table_add (wanted, g_memdup2 (&id, sizeof id));
+}
+
+/* The transport talks to every other member of the configuration.  A node
+ * outside it (joining, not yet replicated the configuration that adds it)
+ * talks to every member it knows an address of, so it can answer the
+ * leader. */
+static void
+sync_peers (SpNode *node)
+{
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  g_autoptr (GHashTable) wanted = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+  gboolean inside = FALSE;
+  GHashTableIter iter;
+  gpointer key, value;
+
+  for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
+    {
+      guint64 id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+
+      inside |= id == node->id;
+      want_peer (node, wanted, id, id_name (node, id));
+    }
+  if (!inside)
+    {
+      g_hash_table_iter_init (&iter, node->names);
+      while (g_hash_table_iter_next (&iter, &key, &value))
+        want_peer (node, wanted, *(guint64 *)key, value);
+    }
+  g_hash_table_iter_init (&iter, node->peers);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    if (!g_hash_table_contains (wanted, key))
+      sp_transport_remove_peer (node->transport, *(guint64 *)key);
+  g_clear_pointer (&node->peers, g_hash_table_unref);
+  node->peers = g_steal_pointer (&wanted);
+  node->peers_conf = *conf;
+}
+
+/* ---- publishing state --------------------------------------------------- */
+
+static void
+publish (SpNode *node)
+{
+  SpRaftRole role = sp_raft_role (node->raft);
+  guint64 term = sp_raft_term (node->raft);
+  const char *leader = id_name (node, sp_raft_leader (node->raft));
+  const char *address = g_hash_table_lookup (node->addresses, leader);
+  guint64 commit = sp_raft_commit_index (node->raft);
+  gboolean lease = sp_raft_lease_valid (node->raft);
+
+  g_object_freeze_notify (G_OBJECT (node));
+  if (role != node->role)
+    {
+      node->role = role;
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_ROLE]);
+    }
+  if (term != node->term)
+    {
+      node->term = term;
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_TERM]);
+    }
+  if (g_strcmp0 (leader, node->leader) != 0)
+    {
+      g_free (node->leader);
+      node->leader = g_strdup (leader);
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEADER]);
+    }
+  if (g_strcmp0 (address ? address : "", node->leader_address) != 0)
+    {
+      g_free (node->leader_address);
+      node->leader_address = g_strdup (address ? address : "");
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEADER_ADDRESS]);
+    }
+  if (commit != node->commit_index)
+    {
+      node->commit_index = commit;
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_COMMIT_INDEX]);
+    }
+  if (lease != node->lease_valid)
+    {
+      node->lease_valid = lease;
+      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEASE_VALID]);
+    }
+  g_object_thaw_notify (G_OBJECT (node));
+}
+
+/* ---- pending requests --------------------------------------------------- */
+
+static void
+pending_free (Pending *p)
+{
+  if (p->timeout)
+    g_source_remove (p->timeout);
+  g_clear_object (&p->task);
+  g_free (p);
+}
+
+static void
+fail_pending (SpNode *node, guint64 index, GError *error)
+{
+  Pending *p = g_hash_table_lookup (node->pending, &index);
+
+  if (!p)
+    return;
+  g_task_return_error (p->task, error);
+  g_hash_table_remove (node->pending, &index);
+}
+
+typedef struct
+{
+  SpNode *node;
+  guint64 index;
+} TimeoutData;
+
+static gboolean
+pending_timed_out (gpointer user_data)
+{
+  TimeoutData *td = user_data;
+  Pending *p = g_hash_table_lookup (td->node->pending, &td->index);
+
+  if (p)
+    {
+      p->timeout = 0;
+      fail_pending (td->node, td->index,
+                    g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NO_QUORUM,
+                                 "not committed in time (entry %" G_GUINT64_FORMAT
+                                 "): no quorum? The write may still be applied later",
+                                 td->index));
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+add_pending (SpNode *node, guint64 index, PendingKind kind, GTask *task)
+{
+  Pending *p = g_new0 (Pending, 1);
+  guint64 *key = g_new (guint64, 1);
+  TimeoutData *td = g_new (TimeoutData, 1);
+
+  *key = index;
+  p->kind = kind;
+  p->term = sp_raft_term (node->raft);
+  p->task = g_object_ref (task);
+  td->node = node;
+  td->index = index;
+  p->timeout = g_timeout_add_full (G_PRIORITY_DEFAULT, 20 * node->election_ticks * node->tick_ms,
+                                   pending_timed_out, td, g_free);
+  g_hash_table_replace (node->pending, key, p);
+}
+
+static GError *
+raft_error_to_node (GError *error, SpNode *node)
+{
+  gint code = SP_NODE_ERROR_INVALID_ARGUMENT;
+
+  if (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER))
+    {
+      const char *leader = id_name (node, sp_raft_leader (node->raft));
+      const char *address = g_hash_table_lookup (node->addresses, leader);
+      GError *e;
+
+      if (!*leader)
+        e = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                         "%s is not the leader and no leader is known right now", node->name);
+      else
+        e = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                         "%s is not the leader; the leader is %s at %s", node->name, leader,
+                         address ? address : "an unknown address");
+      g_error_free (error);
+      return e;
+    }
+  if (error->domain == SP_RAFT_ERROR
+      && (error->code == SP_RAFT_ERROR_TRANSFERRING || error->code == SP_RAFT_ERROR_CONF_PENDING
+          || error->code == SP_RAFT_ERROR_NOT_READY || error->code == SP_RAFT_ERROR_NOT_CAUGHT_UP))
+    code = SP_NODE_ERROR_BUSY;
+  error->domain = SP_NODE_ERROR;
+  error->code = code;
+  return error;
+}
+
+/* ---- ready processing --------------------------------------------------- */
+
+static void schedule_ready (SpNode *node);
+
+static void
+apply_entry (SpNode *node, const SpRaftEntry *e)
+{
+  Pending *p = g_hash_table_lookup (node->pending, &e->index);
+  g_autoptr (GError) error = NULL;
+  guint64 revision = 0;
+  gboolean ok = TRUE;
+
+  if (e->type == SP_RAFT_ENTRY_CONF)
+    {
+      sync_peers (node);
+      g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
+    }
+  else if (e->data)
+    {
+      ok = sp_store_apply (node->store, e->data, &revision, &error);
+      if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID))
+        g_warning ("entry %" G_GUINT64_FORMAT " is not a valid store command, skipped: %s",
+                   e->index, error->message);
+    }
+
+  if (!p)
+    return;
+  if (p->term != e->term)
+    {
+      fail_pending (node, e->index,
+                    g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                                 "leadership changed before entry %" G_GUINT64_FORMAT
+                                 " committed; the request was not applied",
+                                 e->index));
+      return;
+    }
+  if (!ok)
+    {
+      gint code = g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT)
+                      ? SP_NODE_ERROR_CONFLICT
+                  : g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND)
+                      ? SP_NODE_ERROR_NOT_FOUND
+                      : SP_NODE_ERROR_INVALID_ARGUMENT;
+
+      fail_pending (node, e->index, g_error_new_literal (SP_NODE_ERROR, code, error->message));
+      return;
+    }
+  if (p->kind == PENDING_WRITE)
+    g_task_return_pointer (p->task, g_memdup2 (&revision, sizeof revision), g_free);
+  else
+    g_task_return_boolean (p->task, TRUE);
+  g_hash_table_remove (node->pending, &e->index);
+}
+
+static void
+on_store_changed (const char *key, const char *value, guint64 revision, gpointer user_data)
+{
+  g_signal_emit (user_data, signals[SIGNAL_STORE_CHANGED], 0, key, value, revision);
+}
+
+static void
+on_store_member (const char *name, const char *address, gpointer user_data)
+{
+  learn_member (user_data, name, address);
+}
+
+static void
+maybe_compact (SpNode *node)
+{
+  const SpRaftSnapshot *snap = sp_raft_snapshot (node->raft);
+  guint64 applied = sp_raft_applied_index (node->raft);
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (applied - (snap ? snap->index : 0) < COMPACT_EVERY)
+    return;
+  data = sp_store_snapshot (node->store);
+  if (!sp_raft_compact (node->raft, applied, data, &error))
+    {
+      g_warning ("snapshot at %" G_GUINT64_FORMAT " failed: %s", applied, error->message);
+      return;
+    }
+  sp_storage_compact (node->storage, sp_raft_snapshot (node->raft), NULL, NULL);
+}
+
+static void
+fail_node (SpNode *node, const char *what, const GError *error)
+{
+  /* Without durable storage this node must not vote or ack: stop it. */
+  g_critical ("%s: %s; this node stops taking part", what, error->message);
+  node->failed = TRUE;
+  g_clear_handle_id (&node->tick_source, g_source_remove);
+}
+
+static void
+finish_ready (SpNode *node, SpRaftReady *rd)
+{
+  for (guint i = 0; i < rd->messages->len; i++)
+    sp_transport_send (node->transport, g_ptr_array_index (rd->messages, i));
+  if (rd->snapshot)
+    {
+      g_autoptr (GError) error = NULL;
+
+      if (!sp_store_restore (node->store, rd->snapshot->data, &error))
+        {
+          fail_node (node, "cannot load the snapshot from the leader", error);
+          sp_raft_ready_free (rd);
+          return;
+        }
+      sp_store_foreach_member (node->store, on_store_member, node);
+      sync_peers (node);
+      g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
+    }
+  for (guint i = 0; i < rd->committed->len; i++)
+    apply_entry (node, &g_array_index (rd->committed, SpRaftEntry, i));
+  sp_raft_advance (node->raft, rd);
+  sp_raft_ready_free (rd);
+  node->persisting = FALSE;
+  /* A configuration takes effect when appended, before it commits. */
+  if (!conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
+    sync_peers (node);
+  maybe_compact (node);
+  publish (node);
+  schedule_ready (node);
+}
+
+typedef struct
+{
+  SpNode *node;
+  SpRaftReady *rd;
+} PersistData;
+
+static void
+on_persisted (GError *error, gpointer user_data)
+{
+  PersistData *pd = user_data;
+  SpNode *node = pd->node;
+
+  if (node->failed)
+    {
+      sp_raft_ready_free (pd->rd);
+    }
+  else if (error)
+    {
+      fail_node (node, "cannot write to the data directory", error);
+      sp_raft_ready_free (pd->rd);
+    }
+  else
+    {
+      finish_ready (node, pd->rd);
+    }
+  g_object_unref (node);
+  g_free (pd);
+}
+
+static gboolean
+process_ready (gpointer user_data)
+{
+  SpNode *node = user_data;
+  SpRaftReady *rd;
+
+  node->ready_source = 0;
+  if (node->failed || node->persisting || !sp_raft_has_ready (node->raft))
+    {
+      publish (node);
+      return G_SOURCE_REMOVE;
+    }
+  rd = sp_raft_ready (node->raft);
+  node->persisting = TRUE;
+  if (rd->snapshot || rd->entries->len > 0 || rd->hard_state_changed)
+    {
+      PersistData *pd = g_new (PersistData, 1);
+
+      pd->node = g_object_ref (node);
+      pd->rd = rd;
+      sp_storage_persist (node->storage, rd->snapshot, rd->entries,
+                          rd->hard_state_changed ? &rd->hard_state : NULL, on_persisted, pd);
+    }
+  else
+    {
+      finish_ready (node, rd);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+schedule_ready (SpNode *node)
+{
+  /* Once per loop iteration: whatever arrives meanwhile joins the batch. */
+  if (!node->ready_source && !node->persisting && !node->failed)
+    node->ready_source = g_idle_add_full (G_PRIORITY_DEFAULT, process_ready, node, NULL);
+}
+
+/* ---- inputs ------------------------------------------------------------- */
+
+static gboolean
+on_tick (gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  sp_raft_tick (node->raft);
+  schedule_ready (node);
+  publish (node);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_receive (const SpRaftMsg *m, gpointer user_data)
+{
+  SpNode *node = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (node->failed)
+    return;
+  if (!sp_raft_step (node->raft, m, &error))
+    g_warning ("dropped %s from %s: %s", sp_raft_msg_type_to_string (m->type),
+               id_name (node, m->from), error->message);
+  schedule_ready (node);
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+SpNode *
+sp_node_new (SpConfig *config, GError **error)
+{
+  g_autoptr (SpNode) node = g_object_new (SP_TYPE_NODE, NULL);
+  g_auto (SpStorageState) state = { 0 };
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) ca = NULL;
+  SpRaftConf bootstrap = { 0 };
+  SpRaftOptions opts = { 0 };
+  SpRaftRestore restore = { 0 };
+  SpTransportOptions topts = { 0 };
+
+  node->config = config;
+  node->name = g_strdup (config->node_name);
+  node->id = sp_member_id (config->node_name);
+  node->tick_ms = config->heartbeat_ms;
+  node->election_ticks = MAX (3, config->election_ms / config->heartbeat_ms);
+
+  for (guint i = 0; i < config->initial_members->len; i++)
+    {
+      SpConfigMember *m = g_ptr_array_index (config->initial_members, i);
+      g_autofree char *address = strchr (m->host, ':')
+                                     ? g_strdup_printf ("[%s]:%u", m->host, m->port)
+                                     : g_strdup_printf ("%s:%u", m->host, m->port);
+
+      learn_member (node, m->name, address);
+      if (bootstrap.n_voters < SP_RAFT_MAX_NODES)
+        bootstrap.voters[bootstrap.n_voters++] = sp_member_id (m->name);
+    }
+  learn_member (node, node->name, NULL);
+  /* No members listed: a cluster of one, which others may join later. */
+  if (bootstrap.n_voters == 0)
+    bootstrap.voters[bootstrap.n_voters++] = node->id;
+
+  node->storage = sp_storage_open (config->data_dir, &state, error);
+  if (!node->storage)
+    return NULL;
+
+  node->store = sp_store_new ();
+  sp_store_set_watch (node->store, on_store_changed, node);
+  sp_store_set_member_watch (node->store, on_store_member, node);
+  if (state.snapshot && state.snapshot->data
+      && !sp_store_restore (node->store, state.snapshot->data, error))
+    {
+      g_prefix_error (error, "%s/snapshot: ", config->data_dir);
+      return NULL;
+    }
+
+  opts.id = node->id;
+  opts.heartbeat_ticks = 1;
+  opts.election_ticks = node->election_ticks;
+  opts.seed = g_get_real_time () ^ node->id;
+  restore.hard_state = state.hard_state;
+  restore.snapshot = state.snapshot;
+  restore.entries = state.entries;
+  restore.bootstrap = config->join ? NULL : &bootstrap;
+  node->raft = sp_raft_new (&opts, &restore, error);
+  if (!node->raft)
+    {
+      g_prefix_error (error, "%s: ", config->data_dir);
+      return NULL;
+    }
+
+  if (!config->insecure
+      && !sp_transport_load_tls (config->tls_cert, config->tls_key, config->tls_ca, &cert, &ca,
+                                 error))
+    return NULL;
+  topts.id = node->id;
+  topts.name = node->name;
+  topts.certificate = cert;
+  topts.ca = ca;
+  node->transport = sp_transport_new (&topts, on_receive, node);
+
+  /* Members added at run time are in the store (restored above). */
+  sp_store_foreach_member (node->store, on_store_member, node);
+  node->role = sp_raft_role (node->raft);
+  return g_steal_pointer (&node);
+}
+
+gboolean
+sp_node_start (SpNode *node, GError **error)
+{
+  const SpConfig *c = node->config;
+
+  if (!sp_transport_listen (node->transport, c->listen_host, c->listen_port, error))
+    return FALSE;
+  sync_peers (node);
+  node->tick_source = g_timeout_add (node->tick_ms, on_tick, node);
+  schedule_ready (node);
+  publish (node);
+  return TRUE;
+}
+
+static void
+sp_node_finalize (GObject *object)
+{
+  SpNode *node = SP_NODE (object);
+
+  g_clear_handle_id (&node->tick_source, g_source_remove);
+  g_clear_handle_id (&node->ready_source, g_source_remove);
+  g_clear_handle_id (&node->transfer_timeout, g_source_remove);
+  g_clear_handle_id (&node->stop_timeout, g_source_remove);
+  g_clear_pointer (&node->pending, g_hash_table_unref);
+  g_clear_pointer (&node->transport, sp_transport_free);
+  g_clear_pointer (&node->storage, sp_storage_free);
+  g_clear_pointer (&node->raft, sp_raft_free);
+  g_clear_pointer (&node->store, sp_store_free);
+  g_clear_pointer (&node->names, g_hash_table_unref);
+  g_clear_pointer (&node->addresses, g_hash_table_unref);
+  g_clear_pointer (&node->peers, g_hash_table_unref);
+  g_clear_object (&node->transfer_task);
+  g_clear_object (&node->stop_task);
+  g_free (node->name);
+  g_free (node->leader);
+  g_free (node->leader_address);
+  G_OBJECT_CLASS (sp_node_parent_class)->finalize (object);
+}
+
+static void
+sp_node_get_property (GObject *object, guint id, GValue *value, GParamSpec *pspec)
+{
+  SpNode *node = SP_NODE (object);
+
+  switch (id)
+    {
+      case PROP_NAME:
+        g_value_set_string (value, node->name);
+        break;
+      case PROP_ROLE:
+        g_value_set_string (value, sp_node_get_role (node));
+        break;
+      case PROP_TERM:
+        g_value_set_uint64 (value, node->term);
+        break;
+      case PROP_LEADER:
+        g_value_set_string (value, sp_node_get_leader (node));
+        break;
+      case PROP_LEADER_ADDRESS:
+        g_value_set_string (value, sp_node_get_leader_address (node));
+        break;
+      case PROP_COMMIT_INDEX:
+        g_value_set_uint64 (value, node->commit_index);
+        break;
+      case PROP_LEASE_VALID:
+        g_value_set_boolean (value, node->lease_valid);
+        break;
+      default:
+        G_OBJECT_WARN_INVALID_PROPERTY_ID (object, id, pspec);
+    }
+}
+
+static void
+sp_node_class_init (SpNodeClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+  GParamFlags ro = G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY;
+
+  object_class->finalize = sp_node_finalize;
+  object_class->get_property = sp_node_get_property;
+
+  props[PROP_NAME] = g_param_spec_string ("name", NULL, NULL, NULL, ro);
+  props[PROP_ROLE] = g_param_spec_string ("role", NULL, NULL, NULL, ro);
+  props[PROP_TERM] = g_param_spec_uint64 ("term", NULL, NULL, 0, G_MAXUINT64, 0, ro);
+  props[PROP_LEADER] = g_param_spec_string ("leader", NULL, NULL, NULL, ro);
+  props[PROP_LEADER_ADDRESS] = g_param_spec_string ("leader-address", NULL, NULL, NULL, ro);
+  props[PROP_COMMIT_INDEX]
+      = g_param_spec_uint64 ("commit-index", NULL, NULL, 0, G_MAXUINT64, 0, ro);
+  props[PROP_LEASE_VALID] = g_param_spec_boolean ("lease-valid", NULL, NULL, FALSE, ro);
+  g_object_class_install_properties (object_class, N_PROPS, props);
+
+  signals[SIGNAL_MEMBERS_CHANGED]
+      = g_signal_new ("members-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL,
+                      NULL, NULL, G_TYPE_NONE, 0);
+  signals[SIGNAL_STORE_CHANGED]
+      = g_signal_new ("store-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                      NULL, G_TYPE_NONE, 3, G_TYPE_STRING, G_TYPE_STRING, G_TYPE_UINT64);
+}
+
+static void on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data);
+
+static void
+sp_node_init (SpNode *node)
+{
+  node->names = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, g_free);
+  node->addresses = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  node->peers = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+  node->pending
+      = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, (GDestroyNotify)pending_free);
+  node->leader = g_strdup ("");
+  node->leader_address = g_strdup ("");
+  g_signal_connect (node, "notify::leader", G_CALLBACK (on_leader_changed), NULL);
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+const char *
+sp_node_get_name (SpNode *node)
+{
+  return node->name;
+}
+
+const char *
+sp_node_get_role (SpNode *node)
+{
+  /* The bus speaks four roles; a pre-candidate is campaigning too. */
+  if (node->role == SP_RAFT_PRE_CANDIDATE)
+    return "candidate";
+  return sp_raft_role_to_string (node->role);
+}
+
+guint64
+sp_node_get_term (SpNode *node)
+{
+  return node->term;
+}
+
+const char *
+sp_node_get_leader (SpNode *node)
+{
+  return node->leader;
+}
+
+const char *
+sp_node_get_leader_address (SpNode *node)
+{
+  return node->leader_address;
+}
+
+guint64
+sp_node_get_commit_index (SpNode *node)
+{
+  return node->commit_index;
+}
+
+gboolean
+sp_node_get_lease_valid (SpNode *node)
+{
+  return node->lease_valid;
+}
+
+static int
+cmp_member (gconstpointer a, gconstpointer b)
+{
+  const SpNodeMember *x = *(SpNodeMember *const *)a, *y = *(SpNodeMember *const *)b;
+
+  return g_strcmp0 (x->name, y->name);
+}
+
+GPtrArray *
+sp_node_get_members (SpNode *node)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_node_member_free);
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  SpRaftProgress prs[SP_RAFT_MAX_NODES];
+  guint n_prs = sp_raft_progress (node->raft, prs);
+
+  for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
+    {
+      guint64 id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+      SpNodeMember *m = g_new0 (SpNodeMember, 1);
+      const char *address;
+
+      m->name = g_strdup (id_name (node, id));
+      address = id == node->id ? NULL : g_hash_table_lookup (node->addresses, m->name);
+      if (id == node->id)
+        m->address = g_strdup_printf (strchr (node->config->listen_host, ':') ? "[%s]:%u" : "%s:%u",
+                                      node->config->listen_host, node->config->listen_port);
+      else
+        m->address = g_strdup (address ? address : "");
+      m->voter = i < conf->n_voters;
+      m->reachable = id == node->id || sp_transport_peer_connected (node->transport, id);
+      for (guint j = 0; j < n_prs; j++)
+        if (prs[j].id == id)
+          {
+            m->reachable = prs[j].recent;
+            m->match = prs[j].match;
+          }
+      g_ptr_array_add (out, m);
+    }
+  g_ptr_array_sort (out, cmp_member);
+  return out;
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+static GTask *
+new_task (SpNode *node, GAsyncReadyCallback callback, gpointer user_data)
+{
+  return g_task_new (node, NULL, callback, user_data);
+}
+
+static gboolean
+check_running (SpNode *node, GTask *task)
+{
+  if (node->failed || node->stopping)
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_STOPPED, "%s is %s", node->name,
+                               node->failed ? "failed" : "stopping");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+propose (SpNode *node, GTask *task, GBytes *cmd, GError *cmd_error)
+{
+  g_autoptr (GError) error = cmd_error;
+  guint64 index;
+
+  if (!check_running (node, task))
+    return;
+  if (!cmd)
+    {
+      error->domain = SP_NODE_ERROR;
+      error->code = SP_NODE_ERROR_INVALID_ARGUMENT;
+      g_task_return_error (task, g_steal_pointer (&error));
+      return;
+    }
+  if (!sp_raft_propose (node->raft, cmd, &index, &error))
+    {
+      g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
+      return;
+    }
+  add_pending (node, index, PENDING_WRITE, task);
+  schedule_ready (node);
+}
+
+void
+sp_node_set_async (SpNode *node, const char *key, const char *value, GAsyncReadyCallback callback,
+                   gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = NULL;
+  GError *error = NULL;
+
+  cmd = sp_store_cmd_set (key, value, &error);
+  propose (node, task, cmd, error);
+}
+
+void
+sp_node_delete_async (SpNode *node, const char *key, GAsyncReadyCallback callback,
+                      gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = NULL;
+  GError *error = NULL;
+
+  cmd = sp_store_cmd_delete (key, &error);
+  propose (node, task, cmd, error);
+}
+
+void
+sp_node_cas_async (SpNode *node, const char *key, guint64 expected_revision, const char *value,
+                   GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = NULL;
+  GError *error = NULL;
+
+  cmd = sp_store_cmd_cas (key, expected_revision, value, &error);
+  propose (node, task, cmd, error);
+}
+
+gboolean
+sp_node_write_finish (SpNode *node, GAsyncResult *result, guint64 *revision, GError **error)
+{
+  g_autofree guint64 *rev = g_task_propagate_pointer (G_TASK (result), error);
+
+  if (!rev)
+    return FALSE;
+  if (revision)
+    *revision = *rev;
+  return TRUE;
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+/* A leader may serve a read from local state while its lease holds and it
+ * has applied an entry of its own term: every write acknowledged by any
+ * leader before is then applied here, and no other leader can exist. */
+static gboolean
+check_read (SpNode *node, gboolean stale, GError **error)
+{
+  guint64 applied = sp_raft_applied_index (node->raft);
+
+  if (stale)
+    return TRUE;
+  if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
+    {
+      g_autoptr (GError) e = g_error_new (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "-");
+
+      g_propagate_error (error, raft_error_to_node (g_steal_pointer (&e), node));
+      return FALSE;
+    }
+  if (!sp_raft_lease_valid (node->raft)
+      || sp_raft_term_at (node->raft, applied) != sp_raft_term (node->raft))
+    {
+      g_set_error (error, SP_NODE_ERROR, SP_NODE_ERROR_NO_QUORUM,
+                   "%s leads without a current quorum lease; retry or read --stale", node->name);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+sp_node_get (SpNode *node, const char *key, gboolean stale, char **value, guint64 *revision,
+             GError **error)
+{
+  const char *v;
+
+  if (!check_read (node, stale, error))
+    return FALSE;
+  v = sp_store_get (node->store, key, revision);
+  if (!v)
+    {
+      g_set_error (error, SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s does not exist", key);
+      return FALSE;
+    }
+  *value = g_strdup (v);
+  return TRUE;
+}
+
+GPtrArray *
+sp_node_list (SpNode *node, const char *prefix, gboolean stale, GError **error)
+{
+  if (!check_read (node, stale, error))
+    return NULL;
+  return sp_store_list (node->store, prefix);
+}
+
+/* ---- administration ----------------------------------------------------- */
+
+static void
+change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  guint64 index;
+
+  if (!sp_raft_change_membership (node->raft, op, sp_member_id (name), &index, &error))
+    {
+      g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
+      return;
+    }
+  add_pending (node, index, PENDING_CONF, task);
+  schedule_ready (node);
+}
+
+static void
+on_member_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SpNode *node = g_task_get_source_object (task);
+  GError *error = NULL;
+
+  if (!sp_node_write_finish (node, result, NULL, &error))
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+  change_membership (node, task, GPOINTER_TO_INT (g_task_get_task_data (task)),
+                     g_object_get_data (G_OBJECT (task), "name"));
+}
+
+void
+sp_node_add_member_async (SpNode *node, const char *name, const char *address, gboolean voter,
+                          GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = NULL;
+  g_autofree char *host = NULL;
+  GError *error = NULL;
+  guint16 port;
+
+  if (!check_running (node, task))
+    return;
+  if (!split_address (address, &host, &port))
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                               "address \"%s\" is not host:port", address);
+      return;
+    }
+  cmd = sp_store_cmd_member (name, address, &error);
+  if (!cmd)
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT, "%s",
+                               error->message);
+      g_error_free (error);
+      return;
+    }
+  /* The address is replicated first, so every node can reach the new
+   * member as soon as the configuration names it. */
+  g_task_set_task_data (
+      task, GINT_TO_POINTER (voter ? SP_RAFT_CONF_ADD_VOTER : SP_RAFT_CONF_ADD_LEARNER), NULL);
+  g_object_set_data_full (G_OBJECT (task), "name", g_strdup (name), g_free);
+  {
+    g_autoptr (GTask) record = g_task_new (node, NULL, on_member_recorded, g_object_ref (task));
+
+    propose (node, record, cmd, NULL);
+  }
+}
+
+void
+sp_node_remove_member_async (SpNode *node, const char *name, GAsyncReadyCallback callback,
+                             gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+
+  if (check_running (node, task))
+    change_membership (node, task, SP_RAFT_CONF_REMOVE, name);
+}
+
+void
+sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallback callback,
+                              gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+
+  if (check_running (node, task))
+    change_membership (node, task, SP_RAFT_CONF_PROMOTE, name);
+}
+
+gboolean
+sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+/* ---- leadership transfer and stop --------------------------------------- */
+
+static void
+settle_transfer (SpNode *node, GError *error)
+{
+  g_autoptr (GTask) task = g_steal_pointer (&node->transfer_task);
+
+  g_clear_handle_id (&node->transfer_timeout, g_source_remove);
+  if (!task)
+    return;
+  if (error)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
+static gboolean
+on_transfer_timeout (gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  node->transfer_timeout = 0;
+  settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                                      "leadership did not move in time; %s is %s", node->name,
+                                      sp_node_get_role (node)));
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data)
+{
+  if (node->transfer_task && *node->leader && g_strcmp0 (node->leader, node->name) != 0)
+    settle_transfer (node, NULL);
+}
+
+void
+sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GError) error = NULL;
+  guint64 to = target && *target ? sp_member_id (target) : SP_RAFT_NONE;
+
+  if (!check_running (node, task))
+    return;
+  if (node->transfer_task)
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                               "a leadership transfer is already in progress");
+      return;
+    }
+  if (to != SP_RAFT_NONE && !g_hash_table_contains (node->names, &to))
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                               "%s is not a member", target);
+      return;
+    }
+  if (to == node->id && sp_raft_role (node->raft) == SP_RAFT_LEADER)
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  if (!sp_raft_transfer_leadership (node->raft, to, &error))
+    {
+      g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
+      return;
+    }
+  node->transfer_task = g_steal_pointer (&task);
+  node->transfer_timeout
+      = g_timeout_add (4 * node->election_ticks * node->tick_ms, on_transfer_timeout, node);
+  schedule_ready (node);
+}
+
+static void
+finish_stop (SpNode *node)
+{
+  g_autoptr (GTask) task = g_steal_pointer (&node->stop_task);
+
+  g_clear_handle_id (&node->stop_timeout, g_source_remove);
+  g_clear_handle_id (&node->tick_source, g_source_remove);
+  /* Waits for the storage worker: what was acknowledged stays durable. */
+  g_clear_pointer (&node->storage, sp_storage_free);
+  node->failed = TRUE;
+  g_task_return_boolean (task, TRUE);
+}
+
+static void
+on_stop_transferred (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SpNode *node = SP_NODE (source);
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_node_admin_finish (node, result, &error))
+    g_message ("stopping without handing over leadership: %s", error->message);
+  if (node->stop_task)
+    finish_stop (node);
+}
+
+void
+sp_node_stop_async (SpNode *node, GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+
+  if (node->stop_task || node->failed)
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  node->stop_task = g_steal_pointer (&task);
+  if (sp_raft_role (node->raft) == SP_RAFT_LEADER && !node->transfer_task)
+    {
+      /* Hand over first: a planned stop moves leadership in one round trip
+       * instead of an election timeout. */
+      sp_node_transfer_async (node, NULL, on_stop_transferred, NULL);
+      node->stopping = TRUE;
+      return;
+    }
+  node->stopping = TRUE;
+  finish_stop (node);
+}
+
+gboolean
+sp_node_stop_finish (SpNode *node, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}

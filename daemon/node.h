@@ -1,0 +1,109 @@
+/* One cluster member: drives the Raft core from the GLib main loop with the
+ * transport (messages), the storage (durability) and the store (the
+ * replicated state).  Everything above it (D-Bus, systemd target, plugins)
+ * watches its properties and signals.
+ *
+ * Loop: a tick every heartbeat-ms; each received message or request steps
+ * the core; once per loop iteration the pending ready batch is persisted in
+ * the storage worker, and only when it is durable are its messages sent and
+ * its committed entries applied (Raft's persist-before-send).  Requests that
+ * arrive meanwhile pile up in the core and leave as the next batch.
+ *
+ * Writes go to the leader: on a follower they fail with
+ * SP_NODE_ERROR_NOT_LEADER whose message names the leader and its address
+ * (clients retry there; sparrowctl does).  Reads are linearizable by default
+ * (served by the leader while its lease holds, after everything committed
+ * before the read is applied); a stale read serves local state anywhere. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "config.h"
+#include "raft/raft.h"
+
+G_BEGIN_DECLS
+
+#define SP_NODE_ERROR (sp_node_error_quark ())
+GQuark sp_node_error_quark (void);
+
+typedef enum
+{
+  SP_NODE_ERROR_NOT_LEADER,
+  SP_NODE_ERROR_NO_QUORUM, /* leader without a valid lease */
+  SP_NODE_ERROR_INVALID_ARGUMENT,
+  SP_NODE_ERROR_CONFLICT, /* compare-and-swap mismatch */
+  SP_NODE_ERROR_NOT_FOUND,
+  SP_NODE_ERROR_BUSY, /* transfer or membership change in progress; retry */
+  SP_NODE_ERROR_STOPPED,
+} SpNodeError;
+
+#define SP_TYPE_NODE (sp_node_get_type ())
+G_DECLARE_FINAL_TYPE (SpNode, sp_node, SP, NODE, GObject)
+
+/* Member ids are derived from names, identically on every node. */
+guint64 sp_member_id (const char *name);
+
+/* Properties (all emit notify on change): "name" (s), "role" (s:
+ * follower, candidate (pre-vote included), leader, learner), "term" (t),
+ * "leader" (s, "" when unknown), "leader-address" (s), "commit-index" (t),
+ * "lease-valid" (b).  Signals: "members-changed" (), "store-changed"
+ * (s key, s value or NULL when deleted, t revision). */
+
+SpNode *sp_node_new (SpConfig *config, GError **error);
+/* Listens and starts ticking. */
+gboolean sp_node_start (SpNode *node, GError **error);
+/* Graceful stop: hands leadership over first if leader (bounded wait),
+ * then flushes storage. */
+void sp_node_stop_async (SpNode *node, GAsyncReadyCallback callback, gpointer user_data);
+gboolean sp_node_stop_finish (SpNode *node, GAsyncResult *result, GError **error);
+
+const char *sp_node_get_name (SpNode *node);
+const char *sp_node_get_role (SpNode *node);
+guint64 sp_node_get_term (SpNode *node);
+const char *sp_node_get_leader (SpNode *node);
+const char *sp_node_get_leader_address (SpNode *node);
+guint64 sp_node_get_commit_index (SpNode *node);
+gboolean sp_node_get_lease_valid (SpNode *node);
+
+typedef struct
+{
+  char *name;
+  char *address; /* host:port */
+  gboolean voter;
+  gboolean reachable; /* leader: heard within an election timeout; else connected */
+  guint64 match;      /* leader only, else 0 */
+} SpNodeMember;
+
+void sp_node_member_free (SpNodeMember *member);
+/* Sorted by name; caller frees. */
+GPtrArray *sp_node_get_members (SpNode *node);
+
+/* Writes: complete once applied on this (leader) node. */
+void sp_node_set_async (SpNode *node, const char *key, const char *value,
+                        GAsyncReadyCallback callback, gpointer user_data);
+void sp_node_delete_async (SpNode *node, const char *key, GAsyncReadyCallback callback,
+                           gpointer user_data);
+void sp_node_cas_async (SpNode *node, const char *key, guint64 expected_revision, const char *value,
+                        GAsyncReadyCallback callback, gpointer user_data);
+/* For set/delete/cas: the store revision after the write. */
+gboolean sp_node_write_finish (SpNode *node, GAsyncResult *result, guint64 *revision,
+                               GError **error);
+
+/* Reads (synchronous: local state).  Linearizable unless stale. */
+gboolean sp_node_get (SpNode *node, const char *key, gboolean stale, char **value,
+                      guint64 *revision, GError **error);
+GPtrArray *sp_node_list (SpNode *node, const char *prefix, gboolean stale, GError **error);
+
+/* Administration: complete when the change is committed (transfer: when
+ * another node is leader or the attempt timed out). */
+void sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback callback,
+                             gpointer user_data);
+void sp_node_add_member_async (SpNode *node, const char *name, const char *address, gboolean voter,
+                               GAsyncReadyCallback callback, gpointer user_data);
+void sp_node_remove_member_async (SpNode *node, const char *name, GAsyncReadyCallback callback,
+                                  gpointer user_data);
+void sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallback callback,
+                                   gpointer user_data);
+gboolean sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,519 @@
+/* sparrowctl: the admin's command.  Talks only D-Bus, to the sparrowd on
+ * this host's system bus ($DBUS_SYSTEM_BUS_ADDRESS is honoured).
+ *
+ * Exit codes: 0 done; 1 failed; 2 usage; 3 not the leader or no quorum
+ * (retry, on the leader); 4 key not found; 5 compare-and-swap conflict;
+ * 6 sparrowd not reachable on the bus. */
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <json-glib/json-glib.h>
+#include <locale.h>
+
+#define BUS_NAME      "org.sparrow.cluster1"
+#define OBJECT_PATH   "/org/sparrow/cluster1"
+#define MANAGER_IFACE "org.sparrow.cluster1.Manager"
+#define STORE_IFACE   "org.sparrow.cluster1.Store"
+
+enum
+{
+  EXIT_OK = 0,
+  EXIT_FAILED = 1,
+  EXIT_USAGE = 2,
+  EXIT_NOT_LEADER = 3,
+  EXIT_NOT_FOUND = 4,
+  EXIT_CONFLICT = 5,
+  EXIT_UNREACHABLE = 6,
+};
+
+static gboolean opt_json;
+static gboolean opt_stale;
+static gboolean opt_learner;
+
+static GDBusConnection *bus;
+
+static char *
+quote (const char *s)
+{
+  g_autoptr (JsonNode) node = json_node_init_string (json_node_alloc (), s);
+
+  return json_to_string (node, FALSE);
+}
+
+static int
+fail (GError *error)
+{
+  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  int code = EXIT_FAILED;
+
+  g_dbus_error_strip_remote_error (error);
+  if (!remote)
+    code = EXIT_FAILED;
+  else if (g_str_equal (remote, "org.sparrow.cluster1.Error.NotLeader")
+           || g_str_equal (remote, "org.sparrow.cluster1.Error.NoQuorum")
+           || g_str_equal (remote, "org.sparrow.cluster1.Error.Busy"))
+    code = EXIT_NOT_LEADER;
+  else if (g_str_equal (remote, "org.sparrow.cluster1.Error.NotFound"))
+    code = EXIT_NOT_FOUND;
+  else if (g_str_equal (remote, "org.sparrow.cluster1.Error.Conflict"))
+    code = EXIT_CONFLICT;
+  else if (g_str_equal (remote, "org.freedesktop.DBus.Error.ServiceUnknown")
+           || g_str_equal (remote, "org.freedesktop.DBus.Error.NameHasNoOwner"))
+    code = EXIT_UNREACHABLE;
+  if (opt_json)
+    {
+      g_autofree char *message = quote (error->message);
+
+      g_print ("{\"error\": \"%s\", \"message\": %s}\n", remote ? remote : "failed", message);
+    }
+  else
+    g_printerr ("sparrowctl: %s\n", error->message);
+  g_error_free (error);
+  return code;
+}
+
+static GVariant *
+call (const char *iface, const char *method, GVariant *args, const char *reply_type, GError **error)
+{
+  return g_dbus_connection_call_sync (bus, BUS_NAME, OBJECT_PATH, iface, method, args,
+                                      reply_type ? G_VARIANT_TYPE (reply_type) : NULL,
+                                      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, 30000,
+                                      NULL, error);
+}
+
+static void
+print_json (JsonBuilder *builder)
+{
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (builder);
+  g_autofree char *text = NULL;
+
+  json_generator_set_root (gen, root);
+  json_generator_set_pretty (gen, TRUE);
+  text = json_generator_to_data (gen, NULL);
+  g_print ("%s\n", text);
+}
+
+/* ---- status ------------------------------------------------------------- */
+
+static int
+cmd_status (gboolean leader_only)
+{
+  g_autoptr (GVariant) reply = NULL;
+  g_autoptr (GVariant) props = NULL;
+  g_autoptr (GVariant) members = NULL;
+  GError *error = NULL;
+  const char *name = "", *role = "", *leader = "", *leader_address = "";
+  guint64 term = 0, commit = 0;
+  gboolean lease = FALSE;
+
+  reply = call ("org.freedesktop.DBus.Properties", "GetAll", g_variant_new ("(s)", MANAGER_IFACE),
+                "(a{sv})", &error);
+  if (!reply)
+    return fail (error);
+  props = g_variant_get_child_value (reply, 0);
+  g_variant_lookup (props, "NodeName", "&s", &name);
+  g_variant_lookup (props, "Role", "&s", &role);
+  g_variant_lookup (props, "Term", "t", &term);
+  g_variant_lookup (props, "Leader", "&s", &leader);
+  g_variant_lookup (props, "LeaderAddress", "&s", &leader_address);
+  g_variant_lookup (props, "CommitIndex", "t", &commit);
+  g_variant_lookup (props, "LeaseValid", "b", &lease);
+  members = g_variant_lookup_value (props, "Members", G_VARIANT_TYPE ("a(ssbbt)"));
+
+  if (leader_only)
+    {
+      if (opt_json)
+        {
+          g_autoptr (JsonBuilder) b = json_builder_new ();
+
+          json_builder_begin_object (b);
+          json_builder_set_member_name (b, "leader");
+          json_builder_add_string_value (b, leader);
+          json_builder_set_member_name (b, "address");
+          json_builder_add_string_value (b, leader_address);
+          json_builder_set_member_name (b, "term");
+          json_builder_add_int_value (b, (gint64)term);
+          json_builder_end_object (b);
+          print_json (b);
+        }
+      else if (*leader)
+        {
+          g_print ("%s %s\n", leader, leader_address);
+        }
+      else
+        {
+          g_printerr ("sparrowctl: no leader known to %s (term %" G_GUINT64_FORMAT ")\n", name,
+                      term);
+        }
+      return *leader ? EXIT_OK : EXIT_NOT_LEADER;
+    }
+
+  if (opt_json)
+    {
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      GVariantIter iter;
+      const char *m_name, *m_address;
+      gboolean voter, reachable;
+      guint64 match;
+
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "node");
+      json_builder_add_string_value (b, name);
+      json_builder_set_member_name (b, "role");
+      json_builder_add_string_value (b, role);
+      json_builder_set_member_name (b, "term");
+      json_builder_add_int_value (b, (gint64)term);
+      json_builder_set_member_name (b, "leader");
+      json_builder_add_string_value (b, leader);
+      json_builder_set_member_name (b, "leader_address");
+      json_builder_add_string_value (b, leader_address);
+      json_builder_set_member_name (b, "commit_index");
+      json_builder_add_int_value (b, (gint64)commit);
+      json_builder_set_member_name (b, "lease_valid");
+      json_builder_add_boolean_value (b, lease);
+      json_builder_set_member_name (b, "members");
+      json_builder_begin_array (b);
+      if (members)
+        {
+          g_variant_iter_init (&iter, members);
+          while (g_variant_iter_next (&iter, "(&s&sbbt)", &m_name, &m_address, &voter, &reachable,
+                                      &match))
+            {
+              json_builder_begin_object (b);
+              json_builder_set_member_name (b, "name");
+              json_builder_add_string_value (b, m_name);
+              json_builder_set_member_name (b, "address");
+              json_builder_add_string_value (b, m_address);
+              json_builder_set_member_name (b, "voter");
+              json_builder_add_boolean_value (b, voter);
+              json_builder_set_member_name (b, "reachable");
+              json_builder_add_boolean_value (b, reachable);
+              json_builder_set_member_name (b, "leader");
+              json_builder_add_boolean_value (b, g_str_equal (m_name, leader));
+              json_builder_set_member_name (b, "match_index");
+              json_builder_add_int_value (b, (gint64)match);
+              json_builder_end_object (b);
+            }
+        }
+      json_builder_end_array (b);
+      json_builder_end_object (b);
+      print_json (b);
+      return EXIT_OK;
+    }
+
+  g_print ("Node:    %s (%s, term %" G_GUINT64_FORMAT ", commit index %" G_GUINT64_FORMAT "%s)\n",
+           name, role, term, commit,
+           g_str_equal (role, "leader") ? (lease ? ", lease valid" : ", NO LEASE") : "");
+  g_print ("Leader:  %s%s%s\n\n", *leader ? leader : "(none known)", *leader ? " at " : "",
+           leader_address);
+  g_print ("%-16s %-28s %-9s %-8s %-10s %s\n", "MEMBER", "ADDRESS", "ROLE", "VOTER", "REACHABLE",
+           "MATCH");
+  if (members)
+    {
+      GVariantIter iter;
+      const char *m_name, *m_address;
+      gboolean voter, reachable;
+      guint64 match;
+
+      g_variant_iter_init (&iter, members);
+      while (
+          g_variant_iter_next (&iter, "(&s&sbbt)", &m_name, &m_address, &voter, &reachable, &match))
+        {
+          g_autofree char *match_s = g_strdup_printf ("%" G_GUINT64_FORMAT, match);
+
+          g_print ("%-16s %-28s %-9s %-8s %-10s %s\n", m_name, m_address,
+                   g_str_equal (m_name, leader) ? "leader"
+                   : voter                      ? "follower"
+                                                : "learner",
+                   voter ? "yes" : "no", reachable ? "yes" : "no",
+                   g_str_equal (role, "leader") ? match_s : "-");
+        }
+    }
+  return EXIT_OK;
+}
+
+/* ---- store -------------------------------------------------------------- */
+
+static int
+print_revision (GVariant *reply, const char *what, const char *key)
+{
+  guint64 revision;
+
+  g_variant_get (reply, "(t)", &revision);
+  if (opt_json)
+    {
+      g_autofree char *quoted = quote (key);
+
+      g_print ("{\"key\": %s, \"revision\": %" G_GUINT64_FORMAT "}\n", quoted, revision);
+    }
+  else
+    g_print ("%s %s (revision %" G_GUINT64_FORMAT ")\n", what, key, revision);
+  return EXIT_OK;
+}
+
+static int
+cmd_get (const char *key)
+{
+  g_autoptr (GVariant) reply = NULL;
+  GError *error = NULL;
+  const char *value;
+  guint64 revision;
+
+  reply = call (STORE_IFACE, "Get", g_variant_new ("(sb)", key, opt_stale), "(st)", &error);
+  if (!reply)
+    return fail (error);
+  g_variant_get (reply, "(&st)", &value, &revision);
+  if (opt_json)
+    {
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "key");
+      json_builder_add_string_value (b, key);
+      json_builder_set_member_name (b, "value");
+      json_builder_add_string_value (b, value);
+      json_builder_set_member_name (b, "revision");
+      json_builder_add_int_value (b, (gint64)revision);
+      json_builder_end_object (b);
+      print_json (b);
+    }
+  else
+    {
+      g_print ("%s\n", value);
+    }
+  return EXIT_OK;
+}
+
+static int
+cmd_write (const char *method, GVariant *args, const char *what, const char *key)
+{
+  g_autoptr (GVariant) reply = NULL;
+  GError *error = NULL;
+
+  reply = call (STORE_IFACE, method, args, "(t)", &error);
+  if (!reply)
+    return fail (error);
+  return print_revision (reply, what, key);
+}
+
+static int
+cmd_ls (const char *prefix)
+{
+  g_autoptr (GVariant) reply = NULL;
+  g_autoptr (GVariantIter) iter = NULL;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  GError *error = NULL;
+  const char *key, *value;
+  guint64 revision;
+
+  reply = call (STORE_IFACE, "List", g_variant_new ("(sb)", prefix, opt_stale), "(a(sst))", &error);
+  if (!reply)
+    return fail (error);
+  g_variant_get (reply, "(a(sst))", &iter);
+  json_builder_begin_array (b);
+  while (g_variant_iter_next (iter, "(&s&st)", &key, &value, &revision))
+    {
+      if (!opt_json)
+        {
+          g_print ("%s=%s\n", key, value);
+          continue;
+        }
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "key");
+      json_builder_add_string_value (b, key);
+      json_builder_set_member_name (b, "value");
+      json_builder_add_string_value (b, value);
+      json_builder_set_member_name (b, "revision");
+      json_builder_add_int_value (b, (gint64)revision);
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
+  if (opt_json)
+    print_json (b);
+  return EXIT_OK;
+}
+
+static void
+on_changed (GDBusConnection *connection, const char *sender, const char *path, const char *iface,
+            const char *signal, GVariant *params, gpointer user_data)
+{
+  const char *prefix = user_data;
+  const char *key, *value;
+  gboolean deleted;
+  guint64 revision;
+
+  g_variant_get (params, "(&s&sbt)", &key, &value, &deleted, &revision);
+  if (!g_str_has_prefix (key, prefix))
+    return;
+  if (opt_json)
+    {
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      g_autoptr (JsonGenerator) gen = json_generator_new ();
+      g_autoptr (JsonNode) root = NULL;
+      g_autofree char *text = NULL;
+
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "key");
+      json_builder_add_string_value (b, key);
+      json_builder_set_member_name (b, "value");
+      if (deleted)
+        json_builder_add_null_value (b);
+      else
+        json_builder_add_string_value (b, value);
+      json_builder_set_member_name (b, "revision");
+      json_builder_add_int_value (b, (gint64)revision);
+      json_builder_end_object (b);
+      root = json_builder_get_root (b);
+      json_generator_set_root (gen, root);
+      text = json_generator_to_data (gen, NULL);
+      g_print ("%s\n", text);
+    }
+  else if (deleted)
+    {
+      g_print ("%" G_GUINT64_FORMAT " deleted %s\n", revision, key);
+    }
+  else
+    {
+      g_print ("%" G_GUINT64_FORMAT " set %s=%s\n", revision, key, value);
+    }
+}
+
+static gboolean
+on_interrupt (gpointer loop)
+{
+  g_main_loop_quit (loop);
+  return G_SOURCE_REMOVE;
+}
+
+static int
+cmd_watch (const char *prefix)
+{
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+
+  g_dbus_connection_signal_subscribe (bus, BUS_NAME, STORE_IFACE, "Changed", OBJECT_PATH, NULL,
+                                      G_DBUS_SIGNAL_FLAGS_NONE, on_changed, (gpointer)prefix, NULL);
+  g_unix_signal_add (SIGINT, on_interrupt, loop);
+  g_unix_signal_add (SIGTERM, on_interrupt, loop);
+  g_main_loop_run (loop);
+  return EXIT_OK;
+}
+
+/* ---- administration ----------------------------------------------------- */
+
+static int
+cmd_admin (const char *method, GVariant *args, const char *done)
+{
+  g_autoptr (GVariant) reply = NULL;
+  GError *error = NULL;
+
+  reply = call (MANAGER_IFACE, method, args, NULL, &error);
+  if (!reply)
+    return fail (error);
+  if (opt_json)
+    g_print ("{\"done\": true}\n");
+  else
+    g_print ("%s\n", done);
+  return EXIT_OK;
+}
+
+static int
+usage (GOptionContext *context)
+{
+  g_autofree char *help = g_option_context_get_help (context, TRUE, NULL);
+
+  g_printerr ("%s", help);
+  return EXIT_USAGE;
+}
+
+int
+main (int argc, char **argv)
+{
+  GOptionEntry entries[]
+      = { { "json", 'j', 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
+          { "stale", 0, 0, G_OPTION_ARG_NONE, &opt_stale,
+            "Reads: answer from this node's copy, even if not the leader", NULL },
+          { "learner", 0, 0, G_OPTION_ARG_NONE, &opt_learner,
+            "members add: add as a non-voting learner", NULL },
+          { NULL } };
+  g_autoptr (GOptionContext) context = g_option_context_new ("COMMAND [ARGS…]");
+  g_autoptr (GError) error = NULL;
+  const char *cmd;
+  int n;
+
+  setlocale (LC_ALL, "");
+  g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_set_summary (
+      context, "Commands:\n"
+               "  status                      this node's view of the cluster\n"
+               "  leader                      the leader's name and address\n"
+               "  members add NAME HOST:PORT  add a member (--learner: non-voting)\n"
+               "  members remove NAME         remove a member\n"
+               "  members promote NAME        make a caught-up learner a voter\n"
+               "  transfer [NODE]             hand leadership over (run on the leader)\n"
+               "  get KEY | set KEY VALUE | del KEY | cas KEY REVISION VALUE\n"
+               "  ls [PREFIX]                 list keys\n"
+               "  watch [PREFIX]              print changes until interrupted");
+  g_option_context_set_description (context,
+                                    "Exit status: 0 done, 1 failed, 2 usage, 3 not the leader or "
+                                    "no quorum (retry on the leader), 4 not found, 5 conflict, 6 "
+                                    "sparrowd not running.");
+  if (!g_option_context_parse (context, &argc, &argv, &error))
+    {
+      g_printerr ("sparrowctl: %s\n", error->message);
+      return EXIT_USAGE;
+    }
+  if (argc < 2)
+    return usage (context);
+  cmd = argv[1];
+  n = argc - 2;
+
+  bus = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, &error);
+  if (!bus)
+    {
+      g_printerr ("sparrowctl: cannot reach the system bus: %s\n", error->message);
+      return EXIT_UNREACHABLE;
+    }
+
+  if (g_str_equal (cmd, "status") && n == 0)
+    return cmd_status (FALSE);
+  if (g_str_equal (cmd, "leader") && n == 0)
+    return cmd_status (TRUE);
+  if (g_str_equal (cmd, "get") && n == 1)
+    return cmd_get (argv[2]);
+  if (g_str_equal (cmd, "set") && n == 2)
+    return cmd_write ("Set", g_variant_new ("(ss)", argv[2], argv[3]), "set", argv[2]);
+  if (g_str_equal (cmd, "del") && n == 1)
+    return cmd_write ("Delete", g_variant_new ("(s)", argv[2]), "deleted", argv[2]);
+  if (g_str_equal (cmd, "cas") && n == 3)
+    {
+      guint64 revision;
+
+      if (!g_ascii_string_to_unsigned (argv[3], 10, 0, G_MAXUINT64, &revision, &error))
+        {
+          g_printerr ("sparrowctl: cas: REVISION: %s\n", error->message);
+          return EXIT_USAGE;
+        }
+      return cmd_write ("CompareAndSwap", g_variant_new ("(sts)", argv[2], revision, argv[4]),
+                        "set", argv[2]);
+    }
+  if (g_str_equal (cmd, "ls") && n <= 1)
+    return cmd_ls (n == 1 ? argv[2] : "");
+  if (g_str_equal (cmd, "watch") && n <= 1)
+    return cmd_watch (n == 1 ? argv[2] : "");
+  if (g_str_equal (cmd, "transfer") && n <= 1)
+    return cmd_admin ("TransferLeadership", g_variant_new ("(s)", n == 1 ? argv[2] : ""),
+                      "leadership handed over");
+  if (g_str_equal (cmd, "members") && n >= 2)
+    {
+      const char *sub = argv[2];
+
+      if (g_str_equal (sub, "add") && n == 3)
+        return cmd_admin ("AddMember", g_variant_new ("(ssb)", argv[3], argv[4], !opt_learner),
+                          opt_learner ? "learner added" : "member added");
+      if (g_str_equal (sub, "remove") && n == 2)
+        return cmd_admin ("RemoveMember", g_variant_new ("(s)", argv[3]), "member removed");
+      if (g_str_equal (sub, "promote") && n == 2)
+        return cmd_admin ("PromoteMember", g_variant_new ("(s)", argv[3]), "member promoted");
+    }
+  return usage (context);
+}

@@ -1,0 +1,224 @@
+"""Real sparrowd processes on 127.0.0.1, each with its own private
+dbus-daemon standing in for the system bus, driven through sparrowctl.
+
+Nothing here is mocked: the daemons talk TCP (optionally mutual TLS) to
+each other, write their data directories, and answer on D-Bus.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SPARROWD = os.environ.get("SPARROWD", "sparrowd")
+SPARROWCTL = os.environ.get("SPARROWCTL", "sparrowctl")
+SPARROW_CERTS = os.environ.get("SPARROW_CERTS", "sparrow-certs")
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"""
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.port = free_port()
+        self.dir = os.path.join(cluster.dir, name)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.config = os.path.join(self.dir, "sparrow.conf")
+        self.log_path = os.path.join(self.dir, "sparrowd.log")
+        self.bus_path = os.path.join(self.dir, "bus")
+        self.bus = None
+        self.proc = None
+        self.log = None
+        os.makedirs(self.dir)
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def env(self):
+        env = dict(os.environ)
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = "unix:path=" + self.bus_path
+        env.pop("NOTIFY_SOCKET", None)
+        env["G_DEBUG"] = "fatal-criticals"
+        return env
+
+    def start_bus(self):
+        conf = os.path.join(self.dir, "bus.conf")
+        with open(conf, "w") as f:
+            f.write(BUS_CONFIG.format(path=self.bus_path))
+        self.bus = subprocess.Popen(
+            ["dbus-daemon", "--config-file=" + conf, "--nofork", "--print-address"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.bus.stdout.readline()  # the address: the bus is listening
+
+    def write_config(self, members, join=False, tls=None, extra=""):
+        lines = [
+            "[node]",
+            "name = %s" % self.name,
+            "listen = %s" % self.address,
+            "data-dir = %s" % self.data_dir,
+            "[cluster]",
+            "initial-members = %s" % ";".join("%s=%s" % (m.name, m.address) for m in members),
+            "heartbeat-ms = %d" % self.cluster.heartbeat_ms,
+            "election-ms = %d" % self.cluster.election_ms,
+            "join = %s" % ("true" if join else "false"),
+            "[tls]",
+        ]
+        if tls:
+            lines += ["ca = %s" % tls[0], "cert = %s" % tls[1], "key = %s" % tls[2]]
+        else:
+            lines += ["insecure = true"]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n" + extra)
+
+    def start(self):
+        if not self.bus:
+            self.start_bus()
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([SPARROWD, "--config", self.config], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.running():
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def stop(self):
+        self.kill(signal.SIGTERM)
+        return self.proc.returncode if self.proc else None
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([SPARROWCTL, "--json"] + list(args), env=self.env,
+                           capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise RuntimeError("sparrowctl %s on %s: exit %d: %s%s" % (
+                " ".join(args), self.name, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def status(self):
+        r = self.ctl("status", check=False)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def teardown(self):
+        self.kill()
+        if self.bus:
+            self.bus.terminate()
+            self.bus.wait(timeout=10)
+            self.bus = None
+
+
+class Cluster:
+    def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False):
+        self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.nodes = [Node(self, "n%d" % (i + 1)) for i in range(size)]
+        self.certs = None
+        if tls:
+            self.certs = os.path.join(self.dir, "certs")
+            subprocess.run([SPARROW_CERTS, "ca", self.certs], check=True, capture_output=True)
+        for n in self.nodes:
+            n.write_config(self.nodes, tls=self.tls_files(n.name))
+
+    def tls_files(self, name, certs=None):
+        certs = certs or self.certs
+        if not certs:
+            return None
+        if not os.path.exists(os.path.join(certs, name + ".pem")):
+            subprocess.run([SPARROW_CERTS, "node", certs, name], check=True, capture_output=True)
+        return (os.path.join(certs, "ca.pem"), os.path.join(certs, name + ".pem"),
+                os.path.join(certs, name + ".key"))
+
+    def node(self, name):
+        return next(n for n in self.nodes if n.name == name)
+
+    def add_node(self, name):
+        n = Node(self, name)
+        self.nodes.append(n)
+        return n
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+
+    def live(self):
+        return [n for n in self.nodes if n.running()]
+
+    def wait(self, predicate, timeout=20.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+
+    def leader(self, nodes=None):
+        """The leader every given live node agrees on, else None."""
+        nodes = nodes or self.live()
+        seen = set()
+        for n in nodes:
+            s = n.status()
+            if not s or not s["leader"]:
+                return None
+            seen.add(s["leader"])
+        if len(seen) != 1:
+            return None
+        name = seen.pop()
+        s = self.node(name).status() if self.node(name).running() else None
+        return name if s and s["role"] == "leader" else None
+
+    def wait_leader(self, nodes=None, timeout=20.0):
+        return self.wait(lambda: self.leader(nodes), timeout, "an agreed leader")
+
+    def leaders(self):
+        out = []
+        for n in self.live():
+            s = n.status()
+            if s and s["role"] == "leader":
+                out.append(n.name)
+        return out
+
+    def teardown(self):
+        for n in self.nodes:
+            n.teardown()
+        if os.environ.get("SPARROW_KEEP_TEST_DIRS"):
+            print("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)

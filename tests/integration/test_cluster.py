@@ -1,0 +1,214 @@
+"""Integration tests: what an admin would check on a real cluster."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import SPARROWD, Cluster, Node  # noqa: E402
+
+
+class ClusterTest(unittest.TestCase):
+    size = 3
+    tls = False
+
+    def setUp(self):
+        self.c = Cluster(self.size, tls=self.tls)
+        self.addCleanup(self.c.teardown)
+        self.c.start()
+
+    def set(self, node, key, value):
+        return json.loads(node.ctl("set", key, value).stdout)["revision"]
+
+    def get(self, node, key, stale=True):
+        args = ["get", key] + (["--stale"] if stale else [])
+        r = node.ctl(*args, check=False)
+        return json.loads(r.stdout)["value"] if r.returncode == 0 else None
+
+
+class ThreeNodes(ClusterTest):
+    def test_elects_one_leader(self):
+        leader = self.c.wait_leader()
+        self.assertEqual(self.c.leaders(), [leader])
+        status = self.c.node(leader).status()
+        self.assertTrue(status["lease_valid"])
+        self.assertEqual(sorted(m["name"] for m in status["members"]), ["n1", "n2", "n3"])
+        self.c.wait(lambda: all(m["reachable"] for m in self.c.node(leader).status()["members"]),
+                    what="every member reachable from the leader")
+
+    def test_write_is_readable_everywhere_and_survives_full_restart(self):
+        leader = self.c.node(self.c.wait_leader())
+        rev = self.set(leader, "vip", "10.77.0.100")
+        self.assertGreater(rev, 0)
+        self.assertEqual(self.get(leader, "vip", stale=False), "10.77.0.100")
+        for n in self.c.nodes:
+            self.c.wait(lambda n=n: self.get(n, "vip") == "10.77.0.100", what="replication")
+        follower = next(n for n in self.c.nodes if n is not leader)
+        r = follower.ctl("set", "vip", "x", check=False)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn(leader.name, r.stdout)
+
+        for n in self.c.nodes:
+            self.assertEqual(n.stop(), 0)
+        self.c.start()
+        leader = self.c.node(self.c.wait_leader())
+        self.c.wait(lambda: self.get(leader, "vip", stale=False) == "10.77.0.100",
+                    what="the write after a full restart")
+
+    def test_kill_leader_then_rejoin(self):
+        old = self.c.node(self.c.wait_leader())
+        self.set(old, "before", "1")
+        old.kill(signal.SIGKILL)
+        rest = [n for n in self.c.nodes if n is not old]
+        new = self.c.node(self.c.wait_leader(rest))
+        self.assertNotEqual(new.name, old.name)
+        self.set(new, "after", "2")
+        old.start()
+        self.c.wait(lambda: self.get(old, "after") == "2", what="the old leader catching up")
+        self.assertEqual(self.get(old, "before"), "1")
+        self.assertEqual(self.c.leaders(), [new.name])
+
+    def test_transfer(self):
+        leader = self.c.node(self.c.wait_leader())
+        target = next(n for n in self.c.nodes if n is not leader)
+        leader.ctl("transfer", target.name)
+        self.assertEqual(self.c.wait_leader(), target.name)
+
+    def test_graceful_stop_hands_over(self):
+        leader = self.c.node(self.c.wait_leader())
+        self.assertEqual(leader.stop(), 0)
+        self.assertIn("handing leadership over", leader.read_log())
+        rest = [n for n in self.c.nodes if n is not leader]
+        self.assertNotEqual(self.c.wait_leader(rest, timeout=5), leader.name)
+
+    def test_membership_changes_online(self):
+        leader = self.c.node(self.c.wait_leader())
+        n4 = self.c.add_node("n4")
+        n4.write_config(self.c.nodes, join=True)
+        leader.ctl("members", "add", "--learner", "n4", n4.address)
+        n4.start()
+        self.set(leader, "k", "v")
+        self.c.wait(lambda: self.get(n4, "k") == "v", what="the learner catching up")
+        self.assertEqual(n4.status()["role"], "learner")
+        self.c.wait(lambda: leader.ctl("members", "promote", "n4", check=False).returncode == 0,
+                    what="promotion")
+        self.c.wait(lambda: n4.status()["role"] == "follower", what="n4 a voter")
+        victim = next(n for n in self.c.nodes if n is not leader and n is not n4)
+        leader.ctl("members", "remove", victim.name)
+        self.c.wait(lambda: victim.name not in [m["name"] for m in leader.status()["members"]],
+                    what="removal")
+        self.set(leader, "k2", "v2")
+        self.c.wait(lambda: self.get(n4, "k2") == "v2", what="replication after removal")
+
+    def test_malformed_frames_are_dropped(self):
+        leader = self.c.wait_leader()
+        target = next(n for n in self.c.nodes if n.name != leader)
+        term = target.status()["term"]
+        with socket.create_connection(("127.0.0.1", target.port)) as s:
+            s.sendall(struct.pack(">I", 12) + b"not-gvariant")
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", target.port)) as s:
+            s.sendall(struct.pack(">I", 0x7FFFFFFF))
+            time.sleep(0.2)
+        time.sleep(1)
+        self.assertTrue(target.running())
+        self.assertEqual(self.c.wait_leader(), leader)
+        self.assertEqual(target.status()["term"], term)
+        self.assertIn("127.0.0.1", target.read_log())
+
+    def test_torn_log_tail_is_cut_on_restart(self):
+        leader = self.c.node(self.c.wait_leader())
+        self.set(leader, "a", "1")
+        victim = next(n for n in self.c.nodes if n is not leader)
+        self.c.wait(lambda: self.get(victim, "a") == "1", what="replication")
+        victim.kill(signal.SIGKILL)
+        log = os.path.join(victim.data_dir, "log")
+        with open(log, "ab") as f:
+            f.write(b"\x40\x00\x00\x00\xde\xad")  # half a record, as a crash leaves it
+        victim.start()
+        self.c.wait(lambda: victim.status() is not None, what="restart")
+        self.set(leader, "b", "2")
+        self.c.wait(lambda: self.get(victim, "b") == "2", what="catching up after repair")
+        self.assertIn("torn", victim.read_log().lower())
+
+
+class FiveNodes(ClusterTest):
+    size = 5
+
+    def test_elects_one_leader_and_survives_two_crashes(self):
+        leader = self.c.wait_leader()
+        self.assertEqual(self.c.leaders(), [leader])
+        followers = [n for n in self.c.nodes if n.name != leader]
+        followers[0].kill()
+        self.c.node(leader).kill()
+        rest = [n for n in self.c.nodes if n.running()]
+        new = self.c.wait_leader(rest)
+        self.set(self.c.node(new), "k", "v")
+
+
+class Tls(ClusterTest):
+    tls = True
+
+    def test_cluster_over_mutual_tls(self):
+        leader = self.c.node(self.c.wait_leader())
+        self.set(leader, "k", "v")
+        for n in self.c.nodes:
+            self.c.wait(lambda n=n: self.get(n, "k") == "v", what="replication over TLS")
+
+    def test_foreign_ca_cannot_join(self):
+        leader = self.c.node(self.c.wait_leader())
+        term = leader.status()["term"]
+        # A node whose certificate comes from another CA, claiming a member's name.
+        rogue_certs = os.path.join(self.c.dir, "rogue-certs")
+        subprocess.run([os.environ.get("SPARROW_CERTS", "sparrow-certs"), "ca", rogue_certs],
+                       check=True, capture_output=True)
+        victim = next(n for n in self.c.nodes if n is not leader)
+        victim.kill()
+        rogue = Node(self.c, "rogue")
+        rogue.name = victim.name
+        rogue.port = victim.port
+        rogue.write_config(self.c.nodes, tls=self.c.tls_files(victim.name, rogue_certs))
+        rogue.start()
+        self.addCleanup(rogue.teardown)
+        time.sleep(2)
+        self.assertEqual(leader.status()["term"], term)
+        self.assertEqual(self.c.leader([leader]), leader.name)
+        self.assertIn("127.0.0.1", leader.read_log())
+        self.assertRegex(leader.read_log().lower(), "certificate|refus")
+
+
+class Config(unittest.TestCase):
+    def check(self, text):
+        d = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sparrow-config-%d" % os.getpid())
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "sparrow.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        r = subprocess.run([SPARROWD, "--check-config", "--config", path],
+                           capture_output=True, text=True)
+        return path, r
+
+    def test_errors_name_file_and_key(self):
+        path, r = self.check("[node]\nname = a\nlisten = 127.0.0.1:7400\n[cluster]\n"
+                             "election-ms = soon\n[tls]\ninsecure = true\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(path, r.stderr)
+        self.assertIn("election-ms", r.stderr)
+
+    def test_valid_file(self):
+        path, r = self.check("[node]\nname = a\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+if __name__ == "__main__":
+    if not shutil.which("dbus-daemon"):
+        print("skipped: dbus-daemon is not installed (apt-get install dbus-daemon)")
+        sys.exit(77)
+    unittest.main(verbosity=2)
