@@ -5,7 +5,7 @@ asserted):
   1. failover: SIGKILL of the leader -> a new leader visible on D-Bus (ms);
   2. graceful transfer: TransferLeadership -> the target leads (ms);
   3. Set throughput and latency through D-Bus, 1 and 32 concurrent clients,
-     fsync on;
+     fsync on (bench/write-bench, a C client);
   4. idle RSS and CPU of one sparrowd.
 
 Usage: cluster-bench.py [--trials N] [--heartbeat-ms H --election-ms E] [BUILD_DIR]
@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -103,45 +102,14 @@ def bench_transfer(Cluster, args):
 
 
 def bench_writes(Cluster, args):
-    from gi.repository import Gio, GLib
-
     c = Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms)
     try:
         c.start()
         leader = c.node(c.wait_leader())
-        address = leader.env["DBUS_SYSTEM_BUS_ADDRESS"]
         for clients in (1, 32):
-            lat = []
-            lock = threading.Lock()
-            stop = time.monotonic() + args.seconds
-
-            def worker(i):
-                bus = Gio.DBusConnection.new_for_address_sync(
-                    address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT
-                    | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
-                k = 0
-                mine = []
-                while time.monotonic() < stop:
-                    t0 = time.monotonic()
-                    bus.call_sync("org.sparrow.cluster1", "/org/sparrow/cluster1",
-                                  "org.sparrow.cluster1.Store", "Set",
-                                  GLib.Variant("(ss)", ("bench/%d/%d" % (i, k % 100), "x" * 64)),
-                                  None, Gio.DBusCallFlags.NONE, 30000, None)
-                    mine.append((time.monotonic() - t0) * 1000)
-                    k += 1
-                with lock:
-                    lat.extend(mine)
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-            t0 = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - t0
-            print("Set, %2d client(s): %7.0f writes/s   latency median %.2f ms  p99 %.2f ms"
-                  % (clients, len(lat) / elapsed, statistics.median(lat), pct(lat, 99)),
-                  flush=True)
+            subprocess.run([os.path.join(args.build, "bench", "write-bench"), "--clients",
+                            str(clients), "--seconds", str(args.seconds)], env=leader.env,
+                           check=True)
     finally:
         c.teardown()
 
@@ -184,7 +152,7 @@ def main():
     p.add_argument("--election-ms", type=int, default=400)
     p.add_argument("--only", choices=["failover", "transfer", "writes", "idle"])
     args = p.parse_args()
-    build = os.path.abspath(args.build)
+    build = args.build = os.path.abspath(args.build)
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
     os.environ.setdefault("SPARROWCTL", os.path.join(build, "daemon", "sparrowctl"))
     from cluster import Cluster

@@ -19,6 +19,7 @@ typedef struct
   gboolean listening;
   gboolean on_bus;
   gboolean ready_sent;
+  char *status; /* last STATUS= sent */
   int exit_code;
 } Daemon;
 
@@ -41,6 +42,11 @@ on_state_changed (SpNode *node, GParamSpec *pspec, Daemon *d)
   g_autofree char *status
       = g_strdup_printf ("STATUS=%s, term %s, leader %s", role, term, *leader ? leader : "unknown");
 
+  /* Role and leader often change together: say it once. */
+  if (g_strcmp0 (status, d->status) == 0)
+    return;
+  g_free (d->status);
+  d->status = g_strdup (status);
   sp_notify (status);
   g_log_structured (G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SPARROW_ROLE", role, "SPARROW_TERM", term,
                     "SPARROW_LEADER", leader, "MESSAGE", "%s: %s in term %s, leader %s",
@@ -203,5 +209,6 @@ main (int argc, char **argv)
   sp_dbus_service_free (d.service);
   g_object_unref (d.node);
   g_main_loop_unref (d.loop);
+  g_free (d.status);
   return d.exit_code;
 }

@@ -8,6 +8,7 @@
 #include <glib-unix.h>
 #include <json-glib/json-glib.h>
 #include <locale.h>
+#include <stdio.h>
 
 #define BUS_NAME      "org.sparrow.cluster1"
 #define OBJECT_PATH   "/org/sparrow/cluster1"
@@ -376,6 +377,8 @@ on_changed (GDBusConnection *connection, const char *sender, const char *path, c
     {
       g_print ("%" G_GUINT64_FORMAT " set %s=%s\n", revision, key, value);
     }
+  /* One line per change, even into a pipe. */
+  fflush (stdout);
 }
 
 static gboolean

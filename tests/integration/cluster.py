@@ -52,6 +52,7 @@ class Node:
         self.bus = None
         self.proc = None
         self.log = None
+        self.extra_env = {}
         os.makedirs(self.dir)
 
     @property
@@ -64,6 +65,7 @@ class Node:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = "unix:path=" + self.bus_path
         env.pop("NOTIFY_SOCKET", None)
         env["G_DEBUG"] = "fatal-criticals"
+        env.update(self.extra_env)
         return env
 
     def start_bus(self):

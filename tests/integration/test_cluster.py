@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import SPARROWD, Cluster, Node  # noqa: E402
+from cluster import SPARROWCTL, SPARROWD, Cluster, Node  # noqa: E402
 
 
 class ClusterTest(unittest.TestCase):
@@ -137,6 +137,55 @@ class ThreeNodes(ClusterTest):
         self.set(leader, "b", "2")
         self.c.wait(lambda: self.get(victim, "b") == "2", what="catching up after repair")
         self.assertIn("torn", victim.read_log().lower())
+
+
+    def test_watch_follows_changes(self):
+        leader = self.c.node(self.c.wait_leader())
+        follower = next(n for n in self.c.nodes if n is not leader)
+        watch = subprocess.Popen([SPARROWCTL, "--json", "watch", "app/"], env=follower.env,
+                                 stdout=subprocess.PIPE, text=True)
+        self.addCleanup(watch.wait, 10)
+        self.addCleanup(watch.terminate)
+        time.sleep(0.3)  # subscribed
+        self.set(leader, "other", "ignored")
+        self.set(leader, "app/x", "1")
+        leader.ctl("del", "app/x")
+        seen = [json.loads(watch.stdout.readline()) for _ in range(2)]
+        self.assertEqual([(e["key"], e["value"]) for e in seen], [("app/x", "1"), ("app/x", None)])
+
+
+class Process(unittest.TestCase):
+    """sd_notify as systemd would see it, on a cluster of one."""
+
+    def test_notify_ready_status_watchdog_stopping(self):
+        c = Cluster(1)
+        self.addCleanup(c.teardown)
+        n = c.nodes[0]
+        path = os.path.join(c.dir, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(10)
+        n.extra_env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+        n.start()
+        got = []
+
+        def until(pred):
+            while not any(pred(m) for m in got):
+                got.append(sock.recv(4096).decode())
+
+        until(lambda m: m == "READY=1")
+        self.assertIsNotNone(n.status(), "READY=1 came before the bus name")
+        until(lambda m: m.startswith("STATUS=leader"))
+        t0 = time.monotonic()
+        got.clear()
+        until(lambda m: m == "WATCHDOG=1")
+        got.clear()
+        until(lambda m: m == "WATCHDOG=1")
+        self.assertLess(time.monotonic() - t0, 0.5)
+        n.proc.send_signal(signal.SIGTERM)
+        until(lambda m: m == "STOPPING=1")
+        self.assertEqual(n.proc.wait(timeout=10), 0)
 
 
 class FiveNodes(ClusterTest):
