@@ -2,6 +2,9 @@
 
 #include "sp-dbus-generated.h"
 
+/* After a role change, members are shown again once heartbeats answered. */
+#define MEMBERS_SOON_MS 200
+
 struct _SpDBusService
 {
   SpNode *node;
@@ -9,6 +12,8 @@ struct _SpDBusService
   SpDBusStore *store;
   GPtrArray *bindings;
   gulong members_handler;
+  gulong role_handler;
+  guint members_soon;
   gulong store_handler;
   guint members_refresh;
 };
@@ -57,6 +62,28 @@ static void
 on_members_changed (SpNode *node, gpointer user_data)
 {
   refresh_members (user_data);
+}
+
+static gboolean
+on_members_soon (gpointer user_data)
+{
+  SpDBusService *service = user_data;
+
+  service->members_soon = 0;
+  refresh_members (service);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_role_changed (SpNode *node, GParamSpec *pspec, gpointer user_data)
+{
+  SpDBusService *service = user_data;
+
+  /* A new leader learns reachability and match indexes from the first
+   * round of heartbeats: show them then rather than up to a second later. */
+  refresh_members (service);
+  g_clear_handle_id (&service->members_soon, g_source_remove);
+  service->members_soon = g_timeout_add (MEMBERS_SOON_MS, on_members_soon, service);
 }
 
 static gboolean
@@ -238,6 +265,8 @@ sp_dbus_service_new (SpNode *node)
       = g_signal_connect (node, "members-changed", G_CALLBACK (on_members_changed), service);
   service->store_handler
       = g_signal_connect (node, "store-changed", G_CALLBACK (on_store_changed), service);
+  service->role_handler
+      = g_signal_connect (node, "notify::role", G_CALLBACK (on_role_changed), service);
   service->members_refresh = g_timeout_add_seconds (1, on_members_refresh, service);
 
   g_signal_connect (service->manager, "handle-transfer-leadership", G_CALLBACK (handle_transfer),
@@ -272,6 +301,8 @@ sp_dbus_service_free (SpDBusService *service)
   g_clear_handle_id (&service->members_refresh, g_source_remove);
   g_clear_signal_handler (&service->members_handler, service->node);
   g_clear_signal_handler (&service->store_handler, service->node);
+  g_clear_signal_handler (&service->role_handler, service->node);
+  g_clear_handle_id (&service->members_soon, g_source_remove);
   g_ptr_array_unref (service->bindings);
   g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->manager));
   g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->store));

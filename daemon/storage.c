@@ -1,11 +1,24 @@
 /* Durable Raft state; see storage.h for the guarantees.
  *
- * `hardstate` and `snapshot`: a 20-byte header, then the payload
- * (sp_wire_hard_state_to_bytes / sp_wire_snapshot_to_bytes):
- *   0  magic "SPHS" / "SPSN"
+ * `snapshot`: a 20-byte header, then the payload (sp_wire_snapshot_to_bytes):
+ *   0  magic "SPSN"
  *   4  u32 version (1)
  *   8  u32 crc32c of the payload
  *   12 u64 payload length
+ * `hardstate`: exactly two slots of HS_SLOT_SIZE bytes (one page each, so
+ * that writing one never rewrites the other's blocks), written in place in
+ * turn: sequence number s goes to slot s % 2.  Each slot:
+ *   0  magic "SPHS"
+ *   4  u32 version (2)
+ *   8  u32 crc32c of bytes 12 .. 24 + length (sequence, length, payload)
+ *   12 u64 sequence number
+ *   20 u32 payload length
+ *   24 payload (sp_wire_hard_state_to_bytes), then zeros to the slot's end
+ * The file is created whole (the first hard state in both slots, sequence
+ * numbers 0 and 1) by a temporary, fsync, rename and directory fsync, as the
+ * snapshot is; after that a hard state costs one pwrite and one fdatasync.  The valid slot with the
+ * higher sequence number holds the hard state; one damaged slot is the
+ * torn last write, never acknowledged, and the other slot is used.
  * `log`: records [u32 payload length][u32 crc32c of the payload][payload =
  * sp_wire_entry_to_bytes], holding consecutive indexes.  All integers are
  * little-endian. */
@@ -27,6 +40,11 @@ G_DEFINE_QUARK (sp - storage - error - quark, sp_storage_error)
 #define RECORD_HEADER_SIZE 8
 #define HARDSTATE_FILE     "hardstate"
 #define HARDSTATE_MAGIC    "SPHS"
+#define HS_VERSION         2
+#define HS_SLOT_SIZE       4096
+#define HS_HEADER_SIZE     24
+#define HS_PAYLOAD_MAX     (HS_SLOT_SIZE - HS_HEADER_SIZE)
+#define HS_FILE_SIZE       (2 * HS_SLOT_SIZE)
 #define SNAPSHOT_FILE      "snapshot"
 #define SNAPSHOT_MAGIC     "SPSN"
 #define LOG_FILE           "log"
@@ -162,6 +180,8 @@ struct _SpStorage
   gboolean log_dirty;
   guint64 first_index; /* of the first record; meaningless while slots is empty */
   GArray *slots;       /* of Slot: slot i holds entry first_index + i */
+  int hs_fd;           /* hardstate, or -1 until the first hard state */
+  guint64 hs_seq;      /* sequence number of the newest hard state slot */
   guint64 snapshot_index;
   GError *failed; /* writes after a failed batch could land beyond a hole */
 };
@@ -279,35 +299,106 @@ sync_dir (SpStorage *storage, GError **error)
 }
 
 /* Temporary, fsync, rename, fsync the directory: a crash leaves either the
- * old file or the new one. */
+ * old file or the new one, holding head then body.  With keep_fd, the new
+ * file stays open for writing there. */
+static gboolean
+replace_file (SpStorage *storage, const char *name, const guint8 *head, gsize head_len,
+              const guint8 *body, gsize body_len, int *keep_fd, GError **error)
+{
+  g_autofree char *tmp = g_strconcat (name, TMP_SUFFIX, NULL);
+  gboolean ok;
+  int fd;
+
+  fd = openat (storage->dir_fd, tmp, (keep_fd ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC | O_CLOEXEC,
+               0600);
+  if (fd < 0)
+    return io_error (error, storage, "%s: open", tmp);
+  ok = pwrite_all (storage, fd, tmp, head, head_len, 0, error)
+       && pwrite_all (storage, fd, tmp, body, body_len, head_len, error);
+  if (ok && fsync (fd) < 0)
+    ok = io_error (error, storage, "%s: fsync", tmp);
+  if (ok && renameat (storage->dir_fd, tmp, storage->dir_fd, name) < 0)
+    ok = io_error (error, storage, "%s: rename", tmp);
+  ok = ok && sync_dir (storage, error);
+  if (ok && keep_fd)
+    {
+      *keep_fd = fd;
+      return TRUE;
+    }
+  if (close (fd) < 0 && ok)
+    ok = io_error (error, storage, "%s: close", name);
+  return ok;
+}
+
 static gboolean
 write_file_atomic (SpStorage *storage, const char *name, const char *magic, GBytes *payload,
                    GError **error)
 {
-  g_autofree char *tmp = g_strconcat (name, TMP_SUFFIX, NULL);
   gsize len;
   const guint8 *data = g_bytes_get_data (payload, &len);
   guint8 header[FILE_HEADER_SIZE];
-  gboolean ok;
-  int fd;
 
   memcpy (header, magic, 4);
   put_le32 (header + 4, FILE_VERSION);
   put_le32 (header + 8, crc32c (0, data, len));
   put_le64 (header + 12, len);
+  return replace_file (storage, name, header, sizeof header, data, len, NULL, error);
+}
 
-  fd = openat (storage->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return io_error (error, storage, "%s: open", tmp);
-  ok = pwrite_all (storage, fd, tmp, header, sizeof header, 0, error)
-       && pwrite_all (storage, fd, tmp, data, len, sizeof header, error);
-  if (ok && fsync (fd) < 0)
-    ok = io_error (error, storage, "%s: fsync", tmp);
-  if (close (fd) < 0 && ok)
-    ok = io_error (error, storage, "%s: close", tmp);
-  if (ok && renameat (storage->dir_fd, tmp, storage->dir_fd, name) < 0)
-    ok = io_error (error, storage, "%s: rename", tmp);
-  return ok && sync_dir (storage, error);
+/* ---- hard state (worker) ------------------------------------------------ */
+
+static void
+fill_hs_slot (guint8 *slot, guint64 seq, const guint8 *data, gsize len)
+{
+  memset (slot, 0, HS_SLOT_SIZE);
+  memcpy (slot, HARDSTATE_MAGIC, 4);
+  put_le32 (slot + 4, HS_VERSION);
+  put_le64 (slot + 12, seq);
+  put_le32 (slot + 20, (guint32)len);
+  memcpy (slot + HS_HEADER_SIZE, data, len);
+  put_le32 (slot + 8, crc32c (0, slot + 12, HS_HEADER_SIZE - 12 + len));
+}
+
+/* In place into the older slot, then fdatasync: the file's size and blocks
+ * never change after it is created. */
+static gboolean
+write_hard_state (SpStorage *storage, GBytes *payload, GError **error)
+{
+  gsize len;
+  const guint8 *data = g_bytes_get_data (payload, &len);
+
+  if (len > HS_PAYLOAD_MAX)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "%s/%s: a hard state of %" G_GSIZE_FORMAT " bytes does not fit a slot (%u)",
+                   storage->dir, HARDSTATE_FILE, len, (guint)HS_PAYLOAD_MAX);
+      return FALSE;
+    }
+  if (storage->hs_fd < 0)
+    {
+      g_autofree guint8 *file = g_malloc (HS_FILE_SIZE);
+
+      fill_hs_slot (file, 0, data, len);
+      fill_hs_slot (file + HS_SLOT_SIZE, 1, data, len);
+      if (!replace_file (storage, HARDSTATE_FILE, file, HS_FILE_SIZE, NULL, 0, &storage->hs_fd,
+                         error))
+        return FALSE;
+      storage->hs_seq = 1;
+    }
+  else
+    {
+      guint8 slot[HS_SLOT_SIZE];
+      guint64 seq = storage->hs_seq + 1;
+
+      fill_hs_slot (slot, seq, data, len);
+      if (!pwrite_all (storage, storage->hs_fd, HARDSTATE_FILE, slot, sizeof slot,
+                       (seq % 2) * HS_SLOT_SIZE, error))
+        return FALSE;
+      if (fdatasync (storage->hs_fd) < 0)
+        return io_error (error, storage, "%s: fdatasync", HARDSTATE_FILE);
+      storage->hs_seq = seq;
+    }
+  return TRUE;
 }
 
 /* ---- log (worker) ------------------------------------------------------- */
@@ -526,7 +617,7 @@ write_batch (SpStorage *storage, GPtrArray *batch)
       if (!error && storage->log_dirty)
         sync_log (storage, &error);
       if (!error && hard_state)
-        write_file_atomic (storage, HARDSTATE_FILE, HARDSTATE_MAGIC, hard_state, &error);
+        write_hard_state (storage, hard_state, &error);
       if (error)
         storage->failed = g_error_copy (error);
 
@@ -819,16 +910,102 @@ load_file (SpStorage *storage, const char *name, const char *magic, GBytes **pay
   return TRUE;
 }
 
+/* NULL when the slot at p is whole, else what is wrong with it. */
+static char *
+hs_slot_problem (const guint8 *p)
+{
+  guint32 len = get_le32 (p + 20);
+
+  if (len > HS_PAYLOAD_MAX)
+    return g_strdup_printf ("payload length %u exceeds the slot's %u bytes", len,
+                            (guint)HS_PAYLOAD_MAX);
+  if (crc32c (0, p + 12, HS_HEADER_SIZE - 12 + len) != get_le32 (p + 8))
+    return g_strdup ("checksum mismatch");
+  return NULL;
+}
+
+/* The newest whole slot of the hardstate file.  A missing (or empty) file
+ * is a fresh node; one damaged slot is a torn write, both are corruption. */
 static gboolean
 load_hard_state (SpStorage *storage, SpRaftHardState *hs, GError **error)
 {
+  g_autofree guint8 *data = NULL;
   g_autoptr (GBytes) payload = NULL;
   g_autoptr (GError) local = NULL;
+  g_autofree char *bad0 = NULL, *bad1 = NULL;
+  const char *problem[2];
+  gsize size;
+  guint use;
+  guint64 off;
+  int fd = openat (storage->dir_fd, HARDSTATE_FILE, O_RDWR | O_CLOEXEC);
 
-  if (!load_file (storage, HARDSTATE_FILE, HARDSTATE_MAGIC, &payload, error))
-    return FALSE;
-  if (payload && !sp_wire_hard_state_from_bytes (payload, hs, &local))
-    return corrupt (error, storage, HARDSTATE_FILE, FILE_HEADER_SIZE, "%s", local->message);
+  if (fd < 0 && errno == ENOENT)
+    return TRUE;
+  if (fd < 0)
+    return io_error (error, storage, "%s: open", HARDSTATE_FILE);
+  if (!read_all (storage, fd, HARDSTATE_FILE, &data, &size, error))
+    {
+      close (fd);
+      return FALSE;
+    }
+  if (size == 0)
+    {
+      /* never made by a write (the file appears whole, by rename) */
+      g_warning ("%s/%s: empty: taken as no hard state yet", storage->dir, HARDSTATE_FILE);
+      close (fd);
+      return TRUE;
+    }
+  storage->hs_fd = fd;
+
+  /* Torn writes leave the same magic and version: a mismatch is damage. */
+  for (guint i = 0; i < 2 && size >= i * HS_SLOT_SIZE + 8; i++)
+    {
+      const guint8 *p = data + i * HS_SLOT_SIZE;
+
+      off = i * HS_SLOT_SIZE;
+      if (memcmp (p, HARDSTATE_MAGIC, 4) != 0)
+        return corrupt (error, storage, HARDSTATE_FILE, off, "bad magic (expected \"%s\")",
+                        HARDSTATE_MAGIC);
+      if (get_le32 (p + 4) != HS_VERSION)
+        return corrupt (error, storage, HARDSTATE_FILE, off + 4, "unknown version %u (expected %u)",
+                        get_le32 (p + 4), HS_VERSION);
+    }
+  if (size != HS_FILE_SIZE)
+    return corrupt (error, storage, HARDSTATE_FILE, MIN (size, HS_FILE_SIZE),
+                    "the file is %" G_GSIZE_FORMAT " bytes, expected %u (two %u-byte slots)", size,
+                    (guint)HS_FILE_SIZE, (guint)HS_SLOT_SIZE);
+
+  problem[0] = bad0 = hs_slot_problem (data);
+  problem[1] = bad1 = hs_slot_problem (data + HS_SLOT_SIZE);
+  for (guint i = 0; i < 2; i++)
+    {
+      const guint8 *p = data + i * HS_SLOT_SIZE;
+
+      if (!problem[i] && get_le64 (p + 12) % 2 != i)
+        return corrupt (error, storage, HARDSTATE_FILE, i * HS_SLOT_SIZE + 12,
+                        "sequence number %" G_GUINT64_FORMAT " does not belong in slot %u",
+                        get_le64 (p + 12), i);
+    }
+  if (problem[0] && problem[1])
+    return corrupt (error, storage, HARDSTATE_FILE, 0,
+                    "both slots are damaged: slot at offset 0: %s; slot at offset %u: %s",
+                    problem[0], (guint)HS_SLOT_SIZE, problem[1]);
+  if (problem[0] || problem[1])
+    use = problem[0] ? 1 : 0;
+  else
+    use = get_le64 (data + 12) > get_le64 (data + HS_SLOT_SIZE + 12) ? 0 : 1;
+  off = use * HS_SLOT_SIZE;
+  storage->hs_seq = get_le64 (data + off + 12);
+  if (problem[!use])
+    g_warning ("%s/%s: slot at offset %u is damaged (%s): the last write was cut short;"
+               " using the previous hard state (sequence %" G_GUINT64_FORMAT
+               ") at offset %" G_GUINT64_FORMAT,
+               storage->dir, HARDSTATE_FILE, (!use) * (guint)HS_SLOT_SIZE, problem[!use],
+               storage->hs_seq, off);
+
+  payload = g_bytes_new (data + off + HS_HEADER_SIZE, get_le32 (data + off + 20));
+  if (!sp_wire_hard_state_from_bytes (payload, hs, &local))
+    return corrupt (error, storage, HARDSTATE_FILE, off + HS_HEADER_SIZE, "%s", local->message);
   return TRUE;
 }
 
@@ -1037,6 +1214,7 @@ sp_storage_open (const char *dir, SpStorageState *state, GError **error)
   storage->dir = g_strdup (dir);
   storage->dir_fd = -1;
   storage->log_fd = -1;
+  storage->hs_fd = -1;
   g_mutex_init (&storage->lock);
   g_cond_init (&storage->hold_cond);
   storage->pending = g_ptr_array_new ();
@@ -1086,6 +1264,8 @@ sp_storage_free (SpStorage *storage)
     }
   if (storage->log_fd >= 0)
     close (storage->log_fd);
+  if (storage->hs_fd >= 0)
+    close (storage->hs_fd);
   if (storage->dir_fd >= 0)
     close (storage->dir_fd);
   g_clear_error (&storage->failed);

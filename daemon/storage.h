@@ -1,11 +1,15 @@
 /* Durable Raft state under the data directory: hard state, log, snapshot.
  *
- * Files: `hardstate` and `snapshot` are replaced atomically (write a
- * temporary, fsync, rename, fsync the directory); `log` is an append-only
- * sequence of records [u32 length][u32 crc32c][entry bytes (wire.h)].
+ * Files: `snapshot` is replaced atomically (write a temporary, fsync,
+ * rename, fsync the directory); `hardstate` holds two checksummed slots,
+ * written in place in turn (pwrite, fdatasync), the newer one current;
+ * `log` is an append-only sequence of records [u32 length][u32 crc32c]
+ * [entry bytes (wire.h)].
  * On open, a record cut short or failing its checksum at the very end is a
  * torn write: the log is cut back to the last whole record and a warning
- * says so.  A bad record followed by good ones, or a bad hard state or
+ * says so; likewise one damaged hard state slot is a torn write, and the
+ * other slot (the previous hard state) is used, with a warning.  A bad
+ * record followed by good ones, both hard state slots damaged, or a bad
  * snapshot, is corruption: open fails naming the file and the offset.
  *
  * Writes and fsyncs run in one worker thread: everything submitted during a
@@ -66,7 +70,8 @@ void sp_storage_compact (SpStorage *storage, const SpRaftSnapshot *snapshot, SpS
 guint64 sp_storage_log_size (SpStorage *storage);
 
 /* Batches written so far (tests, benchmark: how well writes coalesce).  A
- * batch costs one fsync of the log plus the renames it needs; a compaction,
+ * batch costs one fsync of the log and one of the hard state, plus the
+ * renames it needs (creating `hardstate` is one); a compaction,
  * or a leader's snapshot contradicting the log, adds one of its own. */
 guint sp_storage_sync_count (SpStorage *storage);
 

@@ -297,6 +297,62 @@ le32 (const guint8 *p)
   return (guint32)p[0] | (guint32)p[1] << 8 | (guint32)p[2] << 16 | (guint32)p[3] << 24;
 }
 
+static guint32 ref_crc32c (const guint8 *p, gsize n);
+
+static guint64
+le64 (const guint8 *p)
+{
+  return (guint64)le32 (p) | (guint64)le32 (p + 4) << 32;
+}
+
+/* hardstate: two slots of HS_SLOT bytes, [magic][u32 version][u32 crc32c]
+ * [u64 sequence][u32 length][payload]. */
+#define HS_SLOT   4096
+#define HS_HEADER 24
+
+static guint64
+hs_seq (GBytes *file, guint slot)
+{
+  return le64 ((const guint8 *)g_bytes_get_data (file, NULL) + slot * HS_SLOT + 12);
+}
+
+static gsize
+hs_len (GBytes *file, guint slot)
+{
+  return le32 ((const guint8 *)g_bytes_get_data (file, NULL) + slot * HS_SLOT + 20);
+}
+
+/* The hard state in a slot, checked against the documented layout. */
+static SpRaftHardState
+hs_slot (GBytes *file, guint slot)
+{
+  const guint8 *p = (const guint8 *)g_bytes_get_data (file, NULL) + slot * HS_SLOT;
+  gsize len = hs_len (file, slot);
+  g_autoptr (GBytes) payload = NULL;
+  g_autoptr (GError) error = NULL;
+  SpRaftHardState hs = { 0 };
+
+  ck_assert_uint_eq (g_bytes_get_size (file), 2 * HS_SLOT);
+  ck_assert_int_eq (memcmp (p, "SPHS", 4), 0);
+  ck_assert_uint_eq (le32 (p + 4), 2);
+  ck_assert_uint_eq (le64 (p + 12) % 2, slot);
+  ck_assert_uint_le (len, HS_SLOT - HS_HEADER);
+  ck_assert_uint_eq (le32 (p + 8), ref_crc32c (p + 12, 12 + len));
+  for (gsize i = HS_HEADER + len; i < HS_SLOT; i++)
+    ck_assert_uint_eq (p[i], 0);
+  payload = g_bytes_new (p + HS_HEADER, len);
+  ck_assert_msg (sp_wire_hard_state_from_bytes (payload, &hs, &error), "%s", error->message);
+  return hs;
+}
+
+static void
+check_hs (const SpRaftHardState *got, const SpRaftHardState *want)
+{
+  ck_assert_uint_eq (got->term, want->term);
+  ck_assert_uint_eq (got->vote, want->vote);
+  ck_assert_uint_eq (got->commit, want->commit);
+}
+
 /* Record offsets in the log, walking the documented layout. */
 static GArray *
 log_offsets (void)
@@ -710,6 +766,35 @@ check_header_damage (const char *name)
   write_file (name, g_bytes_get_data (good, NULL), len);
 }
 
+static void
+check_hardstate_damage (void)
+{
+  g_autoptr (GBytes) good = read_file ("hardstate");
+  gsize len = g_bytes_get_size (good);
+  g_autofree guint8 *bad = g_malloc0 (len + 1);
+  static const guint8 old_format[] = { 'S', 'P', 'H', 'S', 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+
+  ck_assert_uint_eq (len, 2 * HS_SLOT);
+  memcpy (bad, g_bytes_get_data (good, NULL), len);
+  check_corrupt ("hardstate", bad, len + 1, len);                /* a byte too many */
+  check_corrupt ("hardstate", bad, HS_SLOT, HS_SLOT);            /* one slot only */
+  check_corrupt ("hardstate", bad, 10, 10);                      /* cut inside a slot */
+  check_corrupt ("hardstate", old_format, sizeof old_format, 4); /* the single-copy format */
+  for (guint slot = 0; slot < 2; slot++)
+    {
+      guint8 *p = bad + slot * HS_SLOT;
+
+      /* a torn write leaves magic and version as they were */
+      p[4] = 9; /* version */
+      check_corrupt ("hardstate", bad, len, slot * HS_SLOT + 4);
+      p[4] = 2;
+      p[0] = 'X'; /* magic */
+      check_corrupt ("hardstate", bad, len, slot * HS_SLOT);
+      p[0] = 'S';
+    }
+  write_file ("hardstate", g_bytes_get_data (good, NULL), len);
+}
+
 START_TEST (test_corrupt_hardstate_snapshot)
 {
   g_auto (SpStorageState) state = { 0 };
@@ -721,7 +806,7 @@ START_TEST (test_corrupt_hardstate_snapshot)
   compact_ok (storage, &snap);
   g_clear_pointer (&storage, sp_storage_free);
 
-  check_header_damage ("hardstate");
+  check_hardstate_damage ();
   check_header_damage ("snapshot");
   /* restored: opens again */
   reopen (&storage, &state);
@@ -746,15 +831,36 @@ START_TEST (test_file_format)
   ck_assert_uint_eq (ref_crc32c ((const guint8 *)"123456789", 9), 0xe3069283);
 
   persist_ok (storage, NULL, make_entries (1, 3, 5), &hs);
+  /* created with the first hard state in both slots, sequence numbers 0, 1 */
   hs_file = read_file ("hardstate");
   p = g_bytes_get_data (hs_file, &len);
-  ck_assert_uint_eq (len, 20 + g_bytes_get_size (want_hs));
-  ck_assert_int_eq (memcmp (p, "SPHS", 4), 0);
-  ck_assert_uint_eq (le32 (p + 4), 1);
-  ck_assert_uint_eq (le32 (p + 8), ref_crc32c (p + 20, len - 20));
-  ck_assert_uint_eq (le32 (p + 12), len - 20);
-  ck_assert_uint_eq (le32 (p + 16), 0);
-  ck_assert_int_eq (memcmp (p + 20, g_bytes_get_data (want_hs, NULL), len - 20), 0);
+  ck_assert_uint_eq (len, 2 * HS_SLOT);
+  for (guint slot = 0; slot < 2; slot++)
+    {
+      SpRaftHardState got = hs_slot (hs_file, slot);
+
+      check_hs (&got, &hs);
+      ck_assert_uint_eq (hs_seq (hs_file, slot), slot);
+      ck_assert_uint_eq (hs_len (hs_file, slot), g_bytes_get_size (want_hs));
+      ck_assert_int_eq (memcmp (p + slot * HS_SLOT + HS_HEADER, g_bytes_get_data (want_hs, NULL),
+                                g_bytes_get_size (want_hs)),
+                        0);
+    }
+  /* the next one goes to slot 0, in place */
+  {
+    SpRaftHardState next = { .term = 6, .vote = 0, .commit = 3 };
+    SpRaftHardState got;
+
+    persist_ok (storage, NULL, NULL, &next);
+    g_clear_pointer (&hs_file, g_bytes_unref);
+    hs_file = read_file ("hardstate");
+    ck_assert_uint_eq (hs_seq (hs_file, 0), 2);
+    got = hs_slot (hs_file, 0);
+    check_hs (&got, &next);
+    ck_assert_uint_eq (hs_seq (hs_file, 1), 1);
+    got = hs_slot (hs_file, 1);
+    check_hs (&got, &hs);
+  }
 
   log_file = read_file ("log");
   p = g_bytes_get_data (log_file, &len);
@@ -768,6 +874,218 @@ START_TEST (test_file_format)
     ck_assert_uint_eq (le32 (p + off + 4), ref_crc32c (p + off + 8, len - off - 8));
     ck_assert_int_eq (memcmp (p + off + 8, g_bytes_get_data (want_entry, NULL), len - off - 8), 0);
   }
+}
+END_TEST
+
+/* A crash while a slot is written, at every byte of it: the new hard state
+ * where the slot reads whole, else the previous one, from the other slot. */
+START_TEST (test_hardstate_torn_slot)
+{
+  g_auto (SpStorageState) state = { 0 };
+  g_autoptr (SpStorage) storage = open_ok (&state);
+  SpRaftHardState first = { .term = 2, .vote = 3, .commit = 4 };
+  SpRaftHardState second = { .term = 3, .vote = 1, .commit = 9 };
+  SpRaftHardState third = { .term = 4, .vote = 2, .commit = 10 };
+  g_autoptr (GBytes) before = NULL, after = NULL;
+  g_autofree char *path = file_path ("hardstate");
+  g_autofree guint8 *bad = g_malloc (2 * HS_SLOT);
+  guint tears = 0;
+
+  persist_ok (storage, NULL, make_entries (1, 4, 2), &first);
+  before = read_file ("hardstate");
+  persist_ok (storage, NULL, NULL, &second);
+  g_clear_pointer (&storage, sp_storage_free);
+  after = read_file ("hardstate");
+  /* sequence 2 replaced sequence 0 in slot 0 */
+  ck_assert_uint_eq (hs_seq (before, 0), 0);
+  ck_assert_uint_eq (hs_seq (after, 0), 2);
+  ck_assert_uint_eq (hs_seq (after, 1), 1);
+
+  /* the first cut bytes of slot 0 written, the rest as before */
+  for (gsize cut = 0; cut <= HS_HEADER + hs_len (after, 0) + 1; cut++)
+    {
+      const guint8 *old = g_bytes_get_data (before, NULL);
+      const guint8 *new = g_bytes_get_data (after, NULL);
+      gboolean whole_new, whole_old;
+
+      memcpy (bad, new, 2 * HS_SLOT);
+      memcpy (bad + cut, old + cut, HS_SLOT - cut);
+      whole_new = memcmp (bad, new, HS_SLOT) == 0;
+      whole_old = memcmp (bad, old, HS_SLOT) == 0;
+      write_file ("hardstate", bad, 2 * HS_SLOT);
+      g_ptr_array_set_size (warnings, 0);
+      sp_storage_state_clear (&state);
+      storage = open_ok (&state);
+      check_hs (&state.hard_state, whole_new ? &second : &first);
+      if (whole_new || whole_old)
+        {
+          ck_assert_uint_eq (warnings->len, 0);
+        }
+      else
+        {
+          tears++;
+          ck_assert_uint_eq (warnings->len, 1);
+          ck_assert_msg (warned (path, "slot at offset 0 ", "at offset 4096"), "%s",
+                         (char *)warnings->pdata[0]);
+        }
+      g_clear_pointer (&storage, sp_storage_free);
+    }
+  ck_assert_uint_gt (tears, 20);
+
+  /* any damaged byte the newest slot's checksum covers (or the checksum) */
+  for (gsize pos = 8; pos < HS_HEADER + hs_len (after, 0); pos++)
+    {
+      memcpy (bad, g_bytes_get_data (after, NULL), 2 * HS_SLOT);
+      bad[pos] ^= 0x5a;
+      write_file ("hardstate", bad, 2 * HS_SLOT);
+      g_ptr_array_set_size (warnings, 0);
+      sp_storage_state_clear (&state);
+      storage = open_ok (&state);
+      check_hs (&state.hard_state, &first);
+      ck_assert_msg (warned (path, "slot at offset 0 ", NULL), "byte %" G_GSIZE_FORMAT, pos);
+      g_clear_pointer (&storage, sp_storage_free);
+    }
+
+  /* the older slot damaged: the newest still counts */
+  memcpy (bad, g_bytes_get_data (after, NULL), 2 * HS_SLOT);
+  bad[HS_SLOT + HS_HEADER] ^= 0x01;
+  write_file ("hardstate", bad, 2 * HS_SLOT);
+  g_ptr_array_set_size (warnings, 0);
+  sp_storage_state_clear (&state);
+  storage = open_ok (&state);
+  check_hs (&state.hard_state, &second);
+  ck_assert (warned (path, "slot at offset 4096 ", NULL));
+  g_clear_pointer (&storage, sp_storage_free);
+
+  /* after falling back, the next write replaces the torn slot */
+  memcpy (bad, g_bytes_get_data (after, NULL), 2 * HS_SLOT);
+  bad[8] ^= 0x01; /* checksum */
+  write_file ("hardstate", bad, 2 * HS_SLOT);
+  sp_storage_state_clear (&state);
+  storage = open_ok (&state);
+  check_hs (&state.hard_state, &first);
+  persist_ok (storage, NULL, NULL, &third);
+  g_ptr_array_set_size (warnings, 0);
+  reopen (&storage, &state);
+  check_hs (&state.hard_state, &third);
+  ck_assert_uint_eq (warnings->len, 0);
+  ck_assert_uint_eq (state.entries->len, 4);
+  {
+    g_autoptr (GBytes) file = read_file ("hardstate");
+    SpRaftHardState got = hs_slot (file, 0);
+
+    ck_assert_uint_eq (hs_seq (file, 0), 2);
+    check_hs (&got, &third);
+  }
+}
+END_TEST
+
+/* Both slots damaged: no hard state to trust, open fails. */
+START_TEST (test_hardstate_both_slots_damaged)
+{
+  g_auto (SpStorageState) state = { 0 };
+  g_autoptr (SpStorage) storage = open_ok (&state);
+  SpRaftHardState hs = { .term = 5, .vote = 2, .commit = 7 };
+  g_autoptr (GBytes) good = NULL;
+  g_autofree char *path = file_path ("hardstate");
+  g_autofree guint8 *bad = g_malloc (2 * HS_SLOT);
+  /* checksum, sequence, length, payload */
+  static const gsize positions[] = { 8, 11, 12, 19, 20, 23, HS_HEADER, HS_HEADER + 5 };
+
+  for (guint i = 0; i < 3; i++)
+    {
+      hs.commit++;
+      persist_ok (storage, NULL, NULL, &hs);
+    }
+  g_clear_pointer (&storage, sp_storage_free);
+  good = read_file ("hardstate");
+
+  for (guint i = 0; i < G_N_ELEMENTS (positions); i++)
+    for (guint j = 0; j < G_N_ELEMENTS (positions); j++)
+      {
+        g_autoptr (GError) error = NULL;
+
+        memcpy (bad, g_bytes_get_data (good, NULL), 2 * HS_SLOT);
+        bad[positions[i]] ^= 0x80;
+        bad[HS_SLOT + positions[j]] ^= 0x01;
+        write_file ("hardstate", bad, 2 * HS_SLOT);
+        error = open_fails ();
+        ck_assert_msg (g_error_matches (error, SP_STORAGE_ERROR, SP_STORAGE_ERROR_CORRUPT), "%s",
+                       error->message);
+        ck_assert_msg (strstr (error->message, path) && strstr (error->message, "offset 0")
+                           && strstr (error->message, "offset 4096")
+                           && strstr (error->message, "both slots"),
+                       "%s", error->message);
+      }
+  ck_assert_uint_eq (warnings->len, 0);
+
+  /* restored: opens again */
+  write_file ("hardstate", g_bytes_get_data (good, NULL), 2 * HS_SLOT);
+  storage = open_ok (&state);
+  check_hs (&state.hard_state, &hs);
+  g_clear_pointer (&storage, sp_storage_free);
+
+  /* an empty file was never written by us: no hard state yet, with a warning */
+  write_file ("hardstate", NULL, 0);
+  sp_storage_state_clear (&state);
+  storage = open_ok (&state);
+  ck_assert_uint_eq (state.hard_state.term, 0);
+  ck_assert (warned (path, "empty", NULL));
+  persist_ok (storage, NULL, NULL, &hs);
+  reopen (&storage, &state);
+  check_hs (&state.hard_state, &hs);
+  ck_assert_uint_eq (file_size ("hardstate"), 2 * HS_SLOT);
+}
+END_TEST
+
+/* Many writes and reopens: the slots alternate, in place, and each reopen
+ * finds the newest hard state and goes on from its sequence number. */
+START_TEST (test_hardstate_alternates)
+{
+  g_auto (SpStorageState) state = { 0 };
+  g_autoptr (SpStorage) storage = open_ok (&state);
+  g_autofree char *path = file_path ("hardstate");
+  SpRaftHardState prev = { 0 };
+  guint64 seq = 0;
+  struct stat st;
+  ino_t inode = 0;
+
+  for (guint i = 1; i <= 60; i++)
+    {
+      SpRaftHardState hs = { .term = i / 3 + 1, .vote = i % 4, .commit = i };
+      g_autoptr (GBytes) file = NULL;
+      SpRaftHardState got;
+
+      persist_ok (storage, NULL, NULL, &hs);
+      /* two in a row, at times, before the reopen */
+      if (i % 5 == 0)
+        {
+          prev = hs;
+          hs.commit += 1000;
+          persist_ok (storage, NULL, NULL, &hs);
+          seq++;
+        }
+      seq = i == 1 ? 1 : seq + 1;
+      reopen (&storage, &state);
+      check_hs (&state.hard_state, &hs);
+
+      file = read_file ("hardstate");
+      ck_assert_uint_eq (hs_seq (file, seq % 2), seq);
+      got = hs_slot (file, seq % 2);
+      check_hs (&got, &hs);
+      ck_assert_uint_eq (hs_seq (file, (seq + 1) % 2), seq - 1);
+      got = hs_slot (file, (seq + 1) % 2);
+      check_hs (&got, i == 1 ? &hs : &prev);
+      prev = hs;
+
+      /* the same file throughout: written in place, never replaced */
+      ck_assert_int_eq (stat (path, &st), 0);
+      if (i == 1)
+        inode = st.st_ino;
+      ck_assert_uint_eq (st.st_ino, inode);
+      ck_assert_uint_eq (st.st_size, 2 * HS_SLOT);
+    }
+  ck_assert_uint_eq (warnings->len, 0);
 }
 END_TEST
 
@@ -920,21 +1238,40 @@ START_TEST (test_implied_term)
   g_autoptr (SpStorage) storage = open_ok (&state);
   SpRaftHardState old = { .term = 2, .vote = 5, .commit = 1 };
   SpRaftHardState hs = { .term = 3, .vote = 1, .commit = 2 };
-  g_autoptr (GBytes) old_file = NULL;
+  g_autoptr (GBytes) old_file = NULL, new_file = NULL;
 
   persist_ok (storage, NULL, make_entries (1, 2, 2), &old);
   old_file = read_file ("hardstate");
   persist_ok (storage, NULL, make_entries (3, 1, 3), &hs);
   g_clear_pointer (&storage, sp_storage_free);
-  /* the log's fsync landed, the hard state's rename did not */
-  write_file ("hardstate", g_bytes_get_data (old_file, NULL), g_bytes_get_size (old_file));
+  new_file = read_file ("hardstate");
 
-  sp_storage_state_clear (&state);
-  storage = open_ok (&state);
-  ck_assert_uint_eq (state.hard_state.term, 3);
-  ck_assert_uint_eq (state.hard_state.vote, 0);
-  ck_assert_uint_eq (state.hard_state.commit, 1);
-  ck_assert_uint_eq (warnings->len, 1);
+  for (guint round = 0; round < 2; round++)
+    {
+      if (round == 0)
+        {
+          /* the log's fdatasync landed, the hard state's write was torn */
+          g_autofree guint8 *bad = g_memdup2 (g_bytes_get_data (new_file, NULL), 2 * HS_SLOT);
+
+          ck_assert_uint_eq (hs_seq (new_file, 0), 2);
+          bad[HS_HEADER] ^= 0xff;
+          write_file ("hardstate", bad, 2 * HS_SLOT);
+        }
+      else
+        {
+          /* or never reached the disk */
+          write_file ("hardstate", g_bytes_get_data (old_file, NULL), g_bytes_get_size (old_file));
+        }
+      g_ptr_array_set_size (warnings, 0);
+      sp_storage_state_clear (&state);
+      storage = open_ok (&state);
+      ck_assert_uint_eq (state.hard_state.term, 3);
+      ck_assert_uint_eq (state.hard_state.vote, 0);
+      ck_assert_uint_eq (state.hard_state.commit, 1);
+      ck_assert_uint_eq (warnings->len, round == 0 ? 2 : 1);
+      ck_assert (warned ("term 2 is older", "term 3 with no vote", NULL));
+      g_clear_pointer (&storage, sp_storage_free);
+    }
 }
 END_TEST
 
@@ -1042,6 +1379,9 @@ main (void)
   tcase_add_test (tc, test_corrupt_log);
   tcase_add_test (tc, test_corrupt_hardstate_snapshot);
   tcase_add_test (tc, test_file_format);
+  tcase_add_test (tc, test_hardstate_torn_slot);
+  tcase_add_test (tc, test_hardstate_both_slots_damaged);
+  tcase_add_test (tc, test_hardstate_alternates);
   tcase_add_test (tc, test_batching);
   tcase_add_test (tc, test_loop_runs_during_write);
   tcase_add_test (tc, test_callback_context);
