@@ -47,7 +47,8 @@ struct _SpNode
   guint ready_source;
   gboolean persisting;
   gboolean failed;
-  GHashTable *pending; /* index (guint64*) -> Pending */
+  SpRaftHardState saved_hs; /* last hard state handed to the storage */
+  GHashTable *pending;      /* index (guint64*) -> Pending */
 
   GTask *transfer_task;
   guint transfer_timeout;
@@ -517,14 +518,22 @@ process_ready (gpointer user_data)
     }
   rd = sp_raft_ready (node->raft);
   node->persisting = TRUE;
-  if (rd->snapshot || rd->entries->len > 0 || rd->hard_state_changed)
+  /* Term and vote must be durable before anything is sent; the commit index
+   * need not be (Raft keeps it volatile): it rides along with the next write
+   * instead of costing a trip through the storage worker of its own. */
+  if (rd->snapshot || rd->entries->len > 0 || rd->hard_state.term != node->saved_hs.term
+      || rd->hard_state.vote != node->saved_hs.vote)
     {
       PersistData *pd = g_new (PersistData, 1);
+      gboolean hs_new = rd->hard_state.term != node->saved_hs.term
+                        || rd->hard_state.vote != node->saved_hs.vote
+                        || rd->hard_state.commit != node->saved_hs.commit;
 
       pd->node = g_object_ref (node);
       pd->rd = rd;
-      sp_storage_persist (node->storage, rd->snapshot, rd->entries,
-                          rd->hard_state_changed ? &rd->hard_state : NULL, on_persisted, pd);
+      node->saved_hs = rd->hard_state;
+      sp_storage_persist (node->storage, rd->snapshot, rd->entries, hs_new ? &rd->hard_state : NULL,
+                          on_persisted, pd);
     }
   else
     {
@@ -623,6 +632,7 @@ sp_node_new (SpConfig *config, GError **error)
   opts.election_ticks = node->election_ticks;
   opts.seed = g_get_real_time () ^ node->id;
   restore.hard_state = state.hard_state;
+  node->saved_hs = state.hard_state;
   restore.snapshot = state.snapshot;
   restore.entries = state.entries;
   restore.bootstrap = config->join ? NULL : &bootstrap;
@@ -1177,6 +1187,13 @@ finish_stop (SpNode *node)
 
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
   g_clear_handle_id (&node->tick_source, g_source_remove);
+  /* The newest applied commit index too (those entries are on disk), so a
+   * restart replays everything applied. */
+  if (!node->failed && sp_raft_applied_index (node->raft) > node->saved_hs.commit)
+    {
+      node->saved_hs.commit = sp_raft_applied_index (node->raft);
+      sp_storage_persist (node->storage, NULL, NULL, &node->saved_hs, NULL, NULL);
+    }
   /* Waits for the storage worker: what was acknowledged stays durable. */
   g_clear_pointer (&node->storage, sp_storage_free);
   node->failed = TRUE;

@@ -16,9 +16,13 @@
  *   24 payload (sp_wire_hard_state_to_bytes), then zeros to the slot's end
  * The file is created whole (the first hard state in both slots, sequence
  * numbers 0 and 1) by a temporary, fsync, rename and directory fsync, as the
- * snapshot is; after that a hard state costs one pwrite and one fdatasync.  The valid slot with the
- * higher sequence number holds the hard state; one damaged slot is the
- * torn last write, never acknowledged, and the other slot is used.
+ * snapshot is.  After that every write goes in place to the slot that does
+ * not hold the last synced hard state, so that one stays intact: a new term
+ * or vote is written there and fdatasynced (it becomes the synced slot); a
+ * change of the commit index alone is written there without a sync, since
+ * Raft's commit index is volatile and a node that loses it re-learns it from
+ * the leader.  The valid slot with the higher sequence number holds the hard
+ * state; one damaged slot is the torn last write and the other slot is used.
  * `log`: records [u32 payload length][u32 crc32c of the payload][payload =
  * sp_wire_entry_to_bytes], holding consecutive indexes.  All integers are
  * little-endian. */
@@ -142,6 +146,8 @@ typedef struct
   guint64 snapshot_term;
   GArray *records;    /* of Record, or NULL */
   GBytes *hard_state; /* payload, or NULL */
+  guint64 hs_term;    /* of hard_state */
+  guint64 hs_vote;
   SpStorageDone done;
   gpointer user_data;
   GMainContext *context; /* thread-default when submitted */
@@ -182,6 +188,9 @@ struct _SpStorage
   GArray *slots;       /* of Slot: slot i holds entry first_index + i */
   int hs_fd;           /* hardstate, or -1 until the first hard state */
   guint64 hs_seq;      /* sequence number of the newest hard state slot */
+  guint64 synced_seq;  /* ... of the newest one known to be on disk */
+  guint64 synced_term; /* its term and vote */
+  guint64 synced_vote;
   guint64 snapshot_index;
   GError *failed; /* writes after a failed batch could land beyond a hole */
 };
@@ -359,11 +368,13 @@ fill_hs_slot (guint8 *slot, guint64 seq, const guint8 *data, gsize len)
   put_le32 (slot + 8, crc32c (0, slot + 12, HS_HEADER_SIZE - 12 + len));
 }
 
-/* In place into the older slot, then fdatasync: the file's size and blocks
- * never change after it is created. */
+/* In place into the slot not holding the synced hard state; fdatasync only
+ * when term or vote changed.  The file's size and blocks never change after
+ * it is created. */
 static gboolean
-write_hard_state (SpStorage *storage, GBytes *payload, GError **error)
+write_hard_state (SpStorage *storage, const Job *job, GError **error)
 {
+  GBytes *payload = job->hard_state;
   gsize len;
   const guint8 *data = g_bytes_get_data (payload, &len);
 
@@ -383,21 +394,29 @@ write_hard_state (SpStorage *storage, GBytes *payload, GError **error)
       if (!replace_file (storage, HARDSTATE_FILE, file, HS_FILE_SIZE, NULL, 0, &storage->hs_fd,
                          error))
         return FALSE;
-      storage->hs_seq = 1;
+      storage->hs_seq = storage->synced_seq = 1;
     }
   else
     {
       guint8 slot[HS_SLOT_SIZE];
       guint64 seq = storage->hs_seq + 1;
 
+      /* Sequence numbers keep their slot's parity. */
+      if (seq % 2 == storage->synced_seq % 2)
+        seq++;
       fill_hs_slot (slot, seq, data, len);
       if (!pwrite_all (storage, storage->hs_fd, HARDSTATE_FILE, slot, sizeof slot,
                        (seq % 2) * HS_SLOT_SIZE, error))
         return FALSE;
+      storage->hs_seq = seq;
+      if (job->hs_term == storage->synced_term && job->hs_vote == storage->synced_vote)
+        return TRUE;
       if (fdatasync (storage->hs_fd) < 0)
         return io_error (error, storage, "%s: fdatasync", HARDSTATE_FILE);
-      storage->hs_seq = seq;
+      storage->synced_seq = seq;
     }
+  storage->synced_term = job->hs_term;
+  storage->synced_vote = job->hs_vote;
   return TRUE;
 }
 
@@ -598,7 +617,7 @@ static void
 write_batch (SpStorage *storage, GPtrArray *batch)
 {
   g_autoptr (GError) error = NULL;
-  GBytes *hard_state = NULL;
+  const Job *hard_state = NULL;
 
   if (storage->failed)
     {
@@ -612,7 +631,7 @@ write_batch (SpStorage *storage, GPtrArray *batch)
           Job *job = batch->pdata[i];
 
           if (apply_job (storage, job, &error) && job->hard_state)
-            hard_state = job->hard_state;
+            hard_state = job;
         }
       if (!error && storage->log_dirty)
         sync_log (storage, &error);
@@ -813,7 +832,11 @@ sp_storage_persist (SpStorage *storage, const SpRaftSnapshot *snapshot, const GA
         }
     }
   if (hard_state)
-    job->hard_state = sp_wire_hard_state_to_bytes (hard_state);
+    {
+      job->hard_state = sp_wire_hard_state_to_bytes (hard_state);
+      job->hs_term = hard_state->term;
+      job->hs_vote = hard_state->vote;
+    }
   submit (storage, job);
 }
 
@@ -1006,6 +1029,14 @@ load_hard_state (SpStorage *storage, SpRaftHardState *hs, GError **error)
   payload = g_bytes_new (data + off + HS_HEADER_SIZE, get_le32 (data + off + 20));
   if (!sp_wire_hard_state_from_bytes (payload, hs, &local))
     return corrupt (error, storage, HARDSTATE_FILE, off + HS_HEADER_SIZE, "%s", local->message);
+  /* The newest slot may be a commit update that never reached the disk
+   * (only the process died): make it durable before writing over the
+   * other one. */
+  if (fdatasync (storage->hs_fd) < 0)
+    return io_error (error, storage, "%s: fdatasync", HARDSTATE_FILE);
+  storage->synced_seq = storage->hs_seq;
+  storage->synced_term = hs->term;
+  storage->synced_vote = hs->vote;
   return TRUE;
 }
 

@@ -57,7 +57,10 @@ typedef void (*SpStorageDone) (GError *error, gpointer user_data);
 /* One ready's worth of durable state, any part NULL: snapshot (from the
  * leader; replaces the whole log), then entries (replace stored entries from
  * their first index on), then the hard state.  done runs once all of it is
- * on disk (or failed: the node must then stop). */
+ * on disk (or failed: the node must then stop) — except a hard state that
+ * changes only the commit index: that is written but not synced (Raft's
+ * commit index is volatile; after a power loss the node may restart with an
+ * older one and re-learns it from the leader). */
 void sp_storage_persist (SpStorage *storage, const SpRaftSnapshot *snapshot, const GArray *entries,
                          const SpRaftHardState *hard_state, SpStorageDone done, gpointer user_data);
 

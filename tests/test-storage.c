@@ -1040,6 +1040,69 @@ END_TEST
 
 /* Many writes and reopens: the slots alternate, in place, and each reopen
  * finds the newest hard state and goes on from its sequence number. */
+/* A commit-only change is written without a sync into the slot that does
+ * not hold the synced hard state, so tearing it loses only commit progress,
+ * never a term or vote. */
+START_TEST (test_hardstate_commit_only)
+{
+  g_auto (SpStorageState) state = { 0 };
+  g_autoptr (SpStorage) storage = open_ok (&state);
+  SpRaftHardState voted = { .term = 4, .vote = 2, .commit = 1 };
+  SpRaftHardState hs = voted;
+  g_autoptr (GBytes) file = NULL;
+  g_autoptr (GBytes) torn = NULL;
+  SpRaftHardState got;
+  guint8 *bytes;
+  gsize len;
+  guint synced;
+
+  persist_ok (storage, NULL, NULL, &hs);
+  hs.term = 5;
+  persist_ok (storage, NULL, NULL, &hs);
+  voted = hs;
+  file = read_file ("hardstate");
+  synced = hs_seq (file, 0) > hs_seq (file, 1) ? 0 : 1;
+  for (guint i = 2; i <= 6; i++)
+    {
+      hs.commit = i;
+      persist_ok (storage, NULL, NULL, &hs);
+    }
+  g_clear_pointer (&file, g_bytes_unref);
+  file = read_file ("hardstate");
+  got = hs_slot (file, synced);
+  check_hs (&got, &voted);
+  got = hs_slot (file, !synced);
+  check_hs (&got, &hs);
+  ck_assert_uint_gt (hs_seq (file, !synced), hs_seq (file, synced));
+
+  reopen (&storage, &state);
+  check_hs (&state.hard_state, &hs);
+
+  /* The unsynced slot torn (power lost before it reached the disk). */
+  g_clear_pointer (&storage, sp_storage_free);
+  sp_storage_state_clear (&state);
+  bytes = g_bytes_unref_to_data (g_steal_pointer (&file), &len);
+  bytes[!synced * HS_SLOT + HS_HEADER] ^= 0xff;
+  write_file ("hardstate", bytes, len);
+  g_free (bytes);
+  g_ptr_array_set_size (warnings, 0);
+  storage = open_ok (&state);
+  check_hs (&state.hard_state, &voted);
+  ck_assert_uint_eq (warnings->len, 1);
+
+  /* A new vote after commit-only writes is synced, in the other slot. */
+  hs = (SpRaftHardState){ .term = 6, .vote = 3, .commit = 7 };
+  persist_ok (storage, NULL, NULL, &hs);
+  hs.commit = 8;
+  persist_ok (storage, NULL, NULL, &hs);
+  torn = read_file ("hardstate");
+  got = hs_slot (torn, !synced);
+  ck_assert_uint_eq (got.term, 6);
+  got = hs_slot (torn, synced);
+  check_hs (&got, &hs);
+}
+END_TEST
+
 START_TEST (test_hardstate_alternates)
 {
   g_auto (SpStorageState) state = { 0 };
@@ -1382,6 +1445,7 @@ main (void)
   tcase_add_test (tc, test_hardstate_torn_slot);
   tcase_add_test (tc, test_hardstate_both_slots_damaged);
   tcase_add_test (tc, test_hardstate_alternates);
+  tcase_add_test (tc, test_hardstate_commit_only);
   tcase_add_test (tc, test_batching);
   tcase_add_test (tc, test_loop_runs_during_write);
   tcase_add_test (tc, test_callback_context);
