@@ -8,10 +8,21 @@
  * at the SpTransport or an SpPeer directly.
  *
  * Outgoing: dial (GSocketClient) -> TLS handshake -> hello -> batches of
- * queued frames.  A read stays pending on it to notice the peer closing.
+ * queued frames.  A read source stays attached to notice the peer closing.
  * On any failure the peer is redialed after a backoff.
  * Incoming: TLS handshake -> hello (who is talking) -> frames, each handed
  * to the receive callback once it decodes and is addressed correctly.
+ *
+ * I/O.  Once set up, a connection is driven by pollable sources rather than
+ * one asynchronous operation (a GTask, a source, wake-ups) per frame: the
+ * read source stays attached for the connection's life; each time it fires
+ * everything available is read (non-blocking) into a per-connection buffer
+ * and every complete frame in it is decoded, until WOULD_BLOCK.  Reading
+ * always goes on until WOULD_BLOCK: a TLS stream can hold decrypted data
+ * its source does not report.  Sending writes a batch of queued frames,
+ * copied into one buffer (one TLS record rather than two per frame), with
+ * non-blocking writes; a write source is attached only while the socket is
+ * full.  Both sources hold a reference and are destroyed by conn_close.
  *
  * Identity (TLS).  The TLS stack verifies the peer chain against the cluster
  * CA (accept-certificate refuses anything it flags).  The name is checked
@@ -37,6 +48,11 @@
 #define SP_HELLO_TYPE  "(qts)"
 #define SP_BATCH_MAX   64           /* frames per write */
 #define SP_BATCH_BYTES (256 * 1024) /* a write takes no more frames past this */
+/* Receive buffer of an incoming connection: this much, or one frame when
+ * larger (at most SP_WIRE_MAX_FRAME), then back to this much. */
+#define SP_READ_CHUNK (16 * 1024)
+/* A send buffer larger than this (a large frame) is freed once written. */
+#define SP_WRITE_KEEP (2 * SP_BATCH_BYTES)
 /* Frame type of the hello: it is not a Raft message and is never dropped. */
 #define SP_FRAME_HELLO SP_RAFT_MSG_N_TYPES
 
@@ -62,13 +78,18 @@ typedef struct
   char *refusal;        /* why accept-certificate refused the peer */
   gboolean handshaking; /* a worker thread uses the socket */
   GSource *deadline;    /* until set up */
-  guint8 header[4];     /* frame being read */
-  guint8 *payload;
-  guint32 payload_len;
-  guint64 peer_id; /* accepted connections: from the hello, 0 before */
+  GSource *reader;      /* pollable source, from set-up to close */
+  guint8 *in;           /* incoming: received bytes, from a frame's start */
+  gsize in_len;
+  gsize in_size;
+  gboolean reading; /* conn_decode is running */
+  guint64 peer_id;  /* accepted connections: from the hello, 0 before */
   gboolean warned_misaddressed;
-  GPtrArray *batch;       /* outgoing: SpFrame being written, NULL when idle */
-  GOutputVector *vectors; /* ... and their buffers */
+  GSource *writer; /* outgoing: pollable source while the socket is full */
+  guint8 *out;     /* outgoing: the batch being written (frames, back to back) */
+  gsize out_len;
+  gsize out_done; /* ... of which written */
+  gsize out_size;
 } SpConn;
 
 struct _SpPeer
@@ -139,7 +160,7 @@ timeout_new (SpTransport *t, guint ms, GSourceFunc func, gpointer data, GDestroy
 }
 
 static void
-timeout_clear (GSource **source)
+source_clear (GSource **source)
 {
   if (*source)
     {
@@ -260,9 +281,9 @@ conn_unref (gpointer data)
   if (!g_ref_count_dec (&conn->ref))
     return;
   g_assert (!conn->transport && !conn->deadline && !conn->accept_handler);
-  g_clear_pointer (&conn->batch, g_ptr_array_unref);
-  g_free (conn->vectors);
-  g_free (conn->payload);
+  g_assert (!conn->reader && !conn->writer);
+  g_free (conn->in);
+  g_free (conn->out);
   g_free (conn->refusal);
   g_clear_object (&conn->stream);
   g_clear_object (&conn->socket);
@@ -281,7 +302,9 @@ conn_close (SpConn *conn)
     return;
   conn->transport = NULL;
   conn->peer = NULL;
-  timeout_clear (&conn->deadline);
+  source_clear (&conn->deadline);
+  source_clear (&conn->reader);
+  source_clear (&conn->writer);
   g_cancellable_cancel (conn->cancellable);
   if (conn->accept_handler)
     g_clear_signal_handler (&conn->accept_handler, conn->stream);
@@ -292,7 +315,7 @@ conn_close (SpConn *conn)
 
 static void peer_lost (SpPeer *peer);
 static void peer_flush (SpPeer *peer);
-static void conn_read_header (SpConn *conn);
+static void conn_read_start (SpConn *conn);
 static void conn_established (SpConn *conn);
 
 /* An unreachable peer is logged once, until it answers again. */
@@ -334,7 +357,7 @@ on_deadline (gpointer data)
 {
   SpConn *conn = data;
 
-  timeout_clear (&conn->deadline);
+  source_clear (&conn->deadline);
   conn_fail (conn, conn->peer ? peer_unreachable_level (conn->peer) : G_LOG_LEVEL_WARNING,
              "not set up within %d s; closing", SP_SETUP_TIMEOUT_MS / 1000);
   return G_SOURCE_REMOVE;
@@ -389,7 +412,7 @@ on_handshake (GObject *source, GAsyncResult *result, gpointer data)
     }
   if (!conn->peer)
     {
-      conn_read_header (conn); /* the hello */
+      conn_read_start (conn); /* the hello */
       return;
     }
 
@@ -513,7 +536,7 @@ conn_hello (SpConn *conn, GBytes *bytes)
       return;
     }
 
-  timeout_clear (&conn->deadline);
+  source_clear (&conn->deadline);
   conn->peer_id = id;
   address = g_strdup_printf ("%s (%s)", name, conn->address);
   g_free (conn->address);
@@ -560,97 +583,196 @@ conn_deliver (SpConn *conn, GBytes *bytes)
   t->receive (m, t->user_data);
 }
 
-static void
-on_payload (GObject *source, GAsyncResult *result, gpointer data)
+/* Checks the header at p; the connection is closed when it is refused. */
+static gboolean
+conn_check_header (SpConn *conn, const guint8 *p, guint32 *len)
 {
-  g_autoptr (SpConn) conn = data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) bytes = NULL;
-  gsize n = 0;
 
-  g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &n, &error);
-  if (!conn->transport)
-    return;
-  if (error)
-    {
-      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
-      return;
-    }
-  if (n < conn->payload_len)
-    {
-      conn_fail (conn, G_LOG_LEVEL_WARNING,
-                 "closed within a frame (%" G_GSIZE_FORMAT " of %u bytes)", n, conn->payload_len);
-      return;
-    }
-  bytes = g_bytes_new_take (g_steal_pointer (&conn->payload), conn->payload_len);
-  if (conn->peer_id == 0)
-    conn_hello (conn, bytes);
-  else
-    conn_deliver (conn, bytes);
-  if (conn->transport)
-    conn_read_header (conn);
-}
-
-static void
-on_header (GObject *source, GAsyncResult *result, gpointer data)
-{
-  g_autoptr (SpConn) conn = data;
-  g_autoptr (GError) error = NULL;
-  gsize n = 0;
-  guint32 len;
-
-  g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &n, &error);
-  if (!conn->transport)
-    return;
-  if (conn->peer)
-    {
-      /* Peers never write on the connections we dialed. */
-      if (n > 0)
-        conn_fail (conn, G_LOG_LEVEL_WARNING, "unexpected data from the peer; closing");
-      else
-        conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s",
-                   error ? error->message : "closed by the peer");
-      return;
-    }
-  if (error)
-    {
-      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
-      return;
-    }
-  if (n == 0)
-    {
-      conn_fail (conn, G_LOG_LEVEL_DEBUG, "closed by the peer");
-      return;
-    }
-  if (n < sizeof conn->header)
-    {
-      conn_fail (conn, G_LOG_LEVEL_WARNING, "closed within a frame header");
-      return;
-    }
-  if (!sp_wire_frame_parse_header (conn->header, &len, &error))
+  if (!sp_wire_frame_parse_header (p, len, &error))
     {
       conn_fail (conn, G_LOG_LEVEL_WARNING, "%s; closing", error->message);
-      return;
+      return FALSE;
     }
-  if (conn->peer_id == 0 && len > SP_HELLO_MAX)
+  if (conn->peer_id == 0 && *len > SP_HELLO_MAX)
     {
-      conn_fail (conn, G_LOG_LEVEL_WARNING, "hello of %u bytes, at most %u; closing", len,
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "hello of %u bytes, at most %u; closing", *len,
                  SP_HELLO_MAX);
-      return;
+      return FALSE;
     }
-  conn->payload_len = len;
-  conn->payload = g_malloc (MAX (len, 1));
-  g_input_stream_read_all_async (g_io_stream_get_input_stream (conn->stream), conn->payload, len,
-                                 G_PRIORITY_DEFAULT, conn->cancellable, on_payload,
-                                 conn_ref (conn));
+  return TRUE;
 }
 
-static void
-conn_read_header (SpConn *conn)
+/* Hands on every complete frame in conn->in and keeps the rest (part of a
+ * frame) at the start of the buffer, which is made large enough for that
+ * frame.  Returns FALSE once conn is closed (a refused frame, or by the
+ * receive callback). */
+static gboolean
+conn_decode (SpConn *conn)
 {
-  g_input_stream_read_all_async (g_io_stream_get_input_stream (conn->stream), conn->header,
-                                 sizeof conn->header, G_PRIORITY_DEFAULT, conn->cancellable,
-                                 on_header, conn_ref (conn));
+  gsize start = 0;
+  gsize need = SP_READ_CHUNK;
+
+  while (conn->in_len - start >= 4)
+    {
+      const guint8 *p = conn->in + start;
+      g_autoptr (GBytes) bytes = NULL;
+      guint32 len;
+
+      if (!conn_check_header (conn, p, &len))
+        return FALSE;
+      if (conn->in_len - start - 4 < len)
+        {
+          need = MAX (need, 4 + (gsize)len);
+          break;
+        }
+      start += 4 + (gsize)len;
+      if (conn->peer_id == 0)
+        {
+          /* A copy with a readable zero byte past the end: GLib's
+           * normal-form check may read one byte past a cut-short tuple
+           * (see record_from_bytes in wire.c). */
+          guint8 *copy = g_malloc (len + 1);
+
+          memcpy (copy, p + 4, len);
+          copy[len] = 0;
+          bytes = g_bytes_new_with_free_func (copy, len, g_free, copy);
+          conn_hello (conn, bytes);
+        }
+      else
+        {
+          /* A copy: the buffer is reused, and the message may outlive it. */
+          bytes = g_bytes_new (p + 4, len);
+          conn_deliver (conn, bytes);
+        }
+      if (!conn->transport)
+        return FALSE;
+    }
+
+  conn->in_len -= start;
+  if (start > 0 && conn->in_len > 0)
+    memmove (conn->in, conn->in + start, conn->in_len);
+  /* Grow for a large frame; shrink back once it is handed on. */
+  if (conn->in_size < need || (conn->in_size > SP_READ_CHUNK && need == SP_READ_CHUNK))
+    {
+      conn->in = g_realloc (conn->in, need);
+      conn->in_size = need;
+    }
+  return TRUE;
+}
+
+/* The end of an incoming stream (read returned 0). */
+static void
+conn_eof (SpConn *conn)
+{
+  guint32 len;
+
+  if (conn->in_len == 0)
+    conn_fail (conn, G_LOG_LEVEL_DEBUG, "closed by the peer");
+  else if (conn->in_len < 4)
+    conn_fail (conn, G_LOG_LEVEL_WARNING, "closed within a frame header");
+  else
+    {
+      /* conn_decode accepted this header */
+      sp_wire_frame_parse_header (conn->in, &len, NULL);
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "closed within a frame (%" G_GSIZE_FORMAT " of %u bytes)", conn->in_len - 4, len);
+    }
+}
+
+/* Peers never write on the connections we dialed: the read source is only
+ * there to notice the peer closing. */
+static gboolean
+on_readable_dialed (SpConn *conn, GPollableInputStream *in)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 scratch[64];
+  gssize n = g_pollable_input_stream_read_nonblocking (in, scratch, sizeof scratch, NULL, &error);
+
+  if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+    return G_SOURCE_CONTINUE;
+  if (n > 0)
+    conn_fail (conn, G_LOG_LEVEL_WARNING, "unexpected data from the peer; closing");
+  else
+    conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s",
+               error ? error->message : "closed by the peer");
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+on_readable (GSocket *socket, GIOCondition condition, gpointer data)
+{
+  g_autoptr (SpConn) conn = conn_ref (data); /* the callbacks may close it */
+  GPollableInputStream *in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (conn->stream));
+
+  if (!conn->transport)
+    return G_SOURCE_REMOVE;
+  /* A nested main loop run by the receive callback (the daemon runs none)
+   * must not touch the buffer under the outer pass: it comes back later. */
+  if (conn->reading)
+    return G_SOURCE_CONTINUE;
+  if (conn->peer)
+    return on_readable_dialed (conn, in);
+
+  if (!conn->in)
+    {
+      conn->in = g_malloc (SP_READ_CHUNK);
+      conn->in_size = SP_READ_CHUNK;
+    }
+  /* Until WOULD_BLOCK (see the top of the file).  conn_decode leaves room:
+   * what it keeps is less than one frame, and the buffer holds one. */
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+      gboolean ok;
+      gssize n = g_pollable_input_stream_read_nonblocking (
+          in, conn->in + conn->in_len, conn->in_size - conn->in_len, NULL, &error);
+
+      if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return G_SOURCE_CONTINUE;
+      if (n < 0)
+        {
+          conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
+          return G_SOURCE_REMOVE;
+        }
+      if (n == 0)
+        {
+          conn_eof (conn);
+          return G_SOURCE_REMOVE;
+        }
+      conn->in_len += n;
+      conn->reading = TRUE;
+      ok = conn_decode (conn);
+      conn->reading = FALSE;
+      if (!ok)
+        return G_SOURCE_REMOVE;
+    }
+}
+
+/* Set up (connected, and with TLS handshaken): reading starts.
+ *
+ * The source watches the socket itself, not the stream's pollable source:
+ * that one is a source with a child source (two with TLS), and GLib 2.74
+ * removes and re-adds the child's descriptor around every dispatch, each
+ * time writing the main context's eventfd (two wake-ups per frame).  A
+ * single socket source that may recurse is dispatched without that.  For
+ * TLS this is the same readiness the TLS source waits for once the
+ * handshake is over (no other operation runs on the connection), and each
+ * pass reads until WOULD_BLOCK, so no decrypted data is left behind. */
+static void
+conn_read_start (SpConn *conn)
+{
+  GInputStream *in = g_io_stream_get_input_stream (conn->stream);
+
+  /* GSocketConnection's and GTlsConnection's streams are pollable. */
+  g_assert (G_IS_POLLABLE_INPUT_STREAM (in)
+            && g_pollable_input_stream_can_poll (G_POLLABLE_INPUT_STREAM (in)));
+  g_assert (!conn->reader);
+  conn->reader
+      = g_socket_create_source (g_socket_connection_get_socket (conn->socket), G_IO_IN, NULL);
+  g_source_set_callback (conn->reader, G_SOURCE_FUNC (on_readable), conn_ref (conn), conn_unref);
+  g_source_set_can_recurse (conn->reader, TRUE);
+  g_source_attach (conn->reader, conn->transport->context);
 }
 
 static gboolean
@@ -670,62 +792,101 @@ on_incoming (GSocketService *service, GSocketConnection *socket, GObject *source
   if (t->certificate)
     conn_start_tls (conn);
   else
-    conn_read_header (conn);
+    conn_read_start (conn);
   return TRUE;
 }
 
 /* ---- sending ------------------------------------------------------------- */
 
-static void
-on_written (GObject *source, GAsyncResult *result, gpointer data)
+/* Moves the oldest queued frames (a batch) into conn->out; FALSE when the
+ * queue is empty. */
+static gboolean
+conn_take_batch (SpConn *conn)
 {
-  g_autoptr (SpConn) conn = data;
-  g_autoptr (GError) error = NULL;
+  SpPeer *peer = conn->peer;
+  guint frames = 0;
 
-  g_output_stream_writev_all_finish (G_OUTPUT_STREAM (source), result, NULL, &error);
-  if (!conn->transport)
-    return;
-  g_clear_pointer (&conn->batch, g_ptr_array_unref);
-  g_clear_pointer (&conn->vectors, g_free);
-  if (error)
+  conn->out_len = conn->out_done = 0;
+  if (conn->out_size > SP_WRITE_KEEP)
     {
-      conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
-      return;
+      g_clear_pointer (&conn->out, g_free);
+      conn->out_size = 0;
     }
-  peer_flush (conn->peer);
+  while (!g_queue_is_empty (&peer->queue) && frames < SP_BATCH_MAX
+         && conn->out_len < SP_BATCH_BYTES)
+    {
+      SpFrame *f = g_queue_pop_head (&peer->queue);
+      gsize size;
+      const void *payload = g_bytes_get_data (f->payload, &size);
+      gsize need = conn->out_len + sizeof f->header + size;
+
+      if (need > conn->out_size)
+        {
+          conn->out_size = MAX (need, MAX (2 * conn->out_size, 4096));
+          conn->out = g_realloc (conn->out, conn->out_size);
+        }
+      memcpy (conn->out + conn->out_len, f->header, sizeof f->header);
+      if (size > 0)
+        memcpy (conn->out + conn->out_len + sizeof f->header, payload, size);
+      conn->out_len = need;
+      frame_free (f);
+      frames++;
+    }
+  return frames > 0;
 }
 
-/* Writes the oldest queued frames, a batch at a time. */
+static gboolean on_writable (GObject *stream, gpointer data);
+
+/* Writes queued frames, a batch at a time, until the queue is empty or the
+ * socket is full (then the write source calls again). */
+static void
+conn_write (SpConn *conn)
+{
+  g_autoptr (SpConn) hold = conn_ref (conn); /* conn_fail may drop the peer's */
+  GPollableOutputStream *out
+      = G_POLLABLE_OUTPUT_STREAM (g_io_stream_get_output_stream (conn->stream));
+
+  while (conn->out_done < conn->out_len || conn_take_batch (conn))
+    {
+      g_autoptr (GError) error = NULL;
+      /* After WOULD_BLOCK, the same bytes again (as a TLS stream wants). */
+      gssize n = g_pollable_output_stream_write_nonblocking (
+          out, conn->out + conn->out_done, conn->out_len - conn->out_done, NULL, &error);
+
+      if (n == 0 || (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)))
+        {
+          conn->writer = g_pollable_output_stream_create_source (out, NULL);
+          g_source_set_callback (conn->writer, G_SOURCE_FUNC (on_writable), conn_ref (conn),
+                                 conn_unref);
+          g_source_attach (conn->writer, conn->transport->context);
+          return;
+        }
+      if (n < 0)
+        {
+          conn_fail (conn, G_LOG_LEVEL_MESSAGE, "connection lost: %s", error->message);
+          return;
+        }
+      conn->out_done += n;
+    }
+}
+
+static gboolean
+on_writable (GObject *stream, gpointer data)
+{
+  SpConn *conn = data; /* the source's reference lasts through this call */
+
+  source_clear (&conn->writer);
+  if (conn->transport)
+    conn_write (conn);
+  return G_SOURCE_REMOVE;
+}
+
+/* Writes the oldest queued frames, unless a write waits for the socket. */
 static void
 peer_flush (SpPeer *peer)
 {
-  SpConn *conn = peer->conn;
-  gsize bytes = 0;
-
-  if (!peer->connected || conn->batch || g_queue_is_empty (&peer->queue))
-    return;
-  conn->batch = g_ptr_array_new_with_free_func (frame_free);
-  while (!g_queue_is_empty (&peer->queue) && conn->batch->len < SP_BATCH_MAX
-         && bytes < SP_BATCH_BYTES)
-    {
-      SpFrame *f = g_queue_pop_head (&peer->queue);
-
-      g_ptr_array_add (conn->batch, f);
-      bytes += sizeof f->header + g_bytes_get_size (f->payload);
-    }
-  conn->vectors = g_new (GOutputVector, 2 * conn->batch->len);
-  for (guint i = 0; i < conn->batch->len; i++)
-    {
-      SpFrame *f = g_ptr_array_index (conn->batch, i);
-
-      conn->vectors[2 * i].buffer = f->header;
-      conn->vectors[2 * i].size = sizeof f->header;
-      conn->vectors[2 * i + 1].buffer
-          = g_bytes_get_data (f->payload, &conn->vectors[2 * i + 1].size);
-    }
-  g_output_stream_writev_all_async (g_io_stream_get_output_stream (conn->stream), conn->vectors,
-                                    2 * conn->batch->len, G_PRIORITY_DEFAULT, conn->cancellable,
-                                    on_written, conn_ref (conn));
+  if (peer->connected && !peer->conn->writer)
+    conn_write (peer->conn);
 }
 
 static SpFrame *
@@ -746,11 +907,11 @@ conn_established (SpConn *conn)
 {
   SpPeer *peer = conn->peer;
 
-  timeout_clear (&conn->deadline);
+  source_clear (&conn->deadline);
   peer->connected = TRUE;
   peer->connected_since = g_get_monotonic_time ();
   g_queue_push_head (&peer->queue, hello_frame (conn->transport));
-  conn_read_header (conn);
+  conn_read_start (conn);
   peer_flush (peer);
 }
 
@@ -801,7 +962,7 @@ on_retry (gpointer data)
 {
   SpPeer *peer = data;
 
-  timeout_clear (&peer->retry);
+  source_clear (&peer->retry);
   peer_dial (peer);
   return G_SOURCE_REMOVE;
 }
@@ -811,7 +972,7 @@ on_retry (gpointer data)
 static void
 peer_close (SpPeer *peer)
 {
-  timeout_clear (&peer->retry);
+  source_clear (&peer->retry);
   if (peer->conn)
     {
       conn_close (peer->conn);

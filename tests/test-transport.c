@@ -768,6 +768,45 @@ START_TEST (test_malformed_frames)
 }
 END_TEST
 
+/* Frames arriving a byte at a time are reassembled; a stream ending inside
+ * a frame is reported. */
+START_TEST (test_split_frames)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) raw = NULL;
+  g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 2, "beta");
+  g_autoptr (GBytes) hb = encoded (heartbeat (2, 1, 7));
+  g_autoptr (GByteArray) all = g_byte_array_new ();
+  GOutputStream *out;
+  guint8 header[4];
+
+  node_listen (a, "127.0.0.1", 0);
+  raw = raw_connect (a);
+  out = g_io_stream_get_output_stream (G_IO_STREAM (raw));
+  for (guint i = 0; i < 2; i++)
+    {
+      GBytes *b = i == 0 ? h : hb;
+
+      sp_wire_frame_header (g_bytes_get_size (b), header);
+      g_byte_array_append (all, header, sizeof header);
+      g_byte_array_append (all, g_bytes_get_data (b, NULL), g_bytes_get_size (b));
+    }
+  g_byte_array_append (all, header, sizeof header); /* and a frame cut short */
+  g_byte_array_append (all, g_bytes_get_data (hb, NULL), 3);
+  for (guint i = 0; i < all->len; i++)
+    {
+      g_output_stream_write_all (out, all->data + i, 1, NULL, NULL, NULL);
+      run_for (1);
+    }
+  WAIT_UNTIL (a->got->len == 1, WAIT_MS);
+  ck_assert_uint_eq (a->got->len, 1);
+  ck_assert_uint_eq (((SpRaftMsg *)g_ptr_array_index (a->got, 0))->context, 7);
+  g_io_stream_close (G_IO_STREAM (raw), NULL, NULL);
+  WAIT_UNTIL (warned ("beta (127.0.0.1:", "closed within a frame (3 of"), WAIT_MS);
+  ck_assert_uint_eq (warned ("beta (127.0.0.1:", "closed within a frame (3 of"), 1);
+}
+END_TEST
+
 START_TEST (test_reconnect)
 {
   g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
@@ -980,6 +1019,7 @@ main (void)
   tcase_add_test (plain, test_insecure_exchange);
   tcase_add_test (plain, test_ipv6_exchange);
   tcase_add_test (plain, test_malformed_frames);
+  tcase_add_test (plain, test_split_frames);
   tcase_add_test (plain, test_reconnect);
   tcase_add_test (plain, test_queue_bound);
   suite_add_tcase (s, plain);
