@@ -444,10 +444,17 @@ fail_node (SpNode *node, const char *what, const GError *error)
 }
 
 static void
-finish_ready (SpNode *node, SpRaftReady *rd)
+send_messages (SpNode *node, SpRaftReady *rd)
 {
   for (guint i = 0; i < rd->messages->len; i++)
     sp_transport_send (node->transport, g_ptr_array_index (rd->messages, i));
+}
+
+static void
+finish_ready (SpNode *node, SpRaftReady *rd)
+{
+  if (!rd->send_before_persist)
+    send_messages (node, rd);
   if (rd->snapshot)
     {
       g_autoptr (GError) error = NULL;
@@ -518,6 +525,9 @@ process_ready (gpointer user_data)
     }
   rd = sp_raft_ready (node->raft);
   node->persisting = TRUE;
+  /* A leader replicates while it writes (Raft thesis §10.2.1). */
+  if (rd->send_before_persist)
+    send_messages (node, rd);
   /* Term and vote must be durable before anything is sent; the commit index
    * need not be (Raft keeps it volatile): it rides along with the next write
    * instead of costing a trip through the storage worker of its own. */

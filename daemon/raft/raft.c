@@ -804,9 +804,12 @@ maybe_commit (SpRaft *r)
   guint n = 0;
   guint64 index;
 
+  /* The leader's own entries count once persisted (advanced): it sends
+   * them while writing them (Raft thesis §10.2.1). */
   for (guint i = 0; i < r->n_prs; i++)
     if (r->prs[i].voter)
-      matches[n++] = r->prs[i].match;
+      matches[n++] = r->prs[i].id == r->id ? MIN (r->prs[i].match, r->log.unstable_from - 1)
+                                           : r->prs[i].match;
   if (n == 0)
     return FALSE;
   qsort (matches, n, sizeof (guint64), cmp_desc);
@@ -1442,6 +1445,11 @@ sp_raft_ready (SpRaft *r)
                       : sp_raft_entries_new (0);
   rd->messages = g_steal_pointer (&r->msgs);
   r->msgs = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  /* A leader's appends and heartbeats depend on nothing in this batch:
+   * its term and vote were persisted before it could win. */
+  rd->send_before_persist = r->state == STATE_LEADER && !rd->snapshot
+                            && rd->hard_state.term == r->prev_hs.term
+                            && rd->hard_state.vote == r->prev_hs.vote;
 
   r->prev_hs = rd->hard_state;
   r->prev_role = rd->role;
@@ -1463,6 +1471,8 @@ sp_raft_advance (SpRaft *r, SpRaftReady *rd)
        * matches is durable. */
       if (sp_log_match_term (log, e->index, e->term) && log->unstable_from <= e->index + 1)
         log->unstable_from = e->index + 1;
+      if (r->state == STATE_LEADER && maybe_commit (r))
+        r->need_bcast = TRUE;
     }
   if (rd->snapshot && rd->snapshot->index == log->snapshot->index)
     log->snapshot_unstable = FALSE;

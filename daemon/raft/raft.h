@@ -16,7 +16,8 @@
  *       persist rd->snapshot (it replaces the whole stored log: drop every
  *         stored entry), then rd->entries (they replace stored entries from
  *         their first index on), then rd->hard_state;
- *       send rd->messages;         only after the persist completed
+ *       send rd->messages;         only after the persist completed, unless
+ *                                  rd->send_before_persist (then at once)
  *       apply rd->snapshot then rd->committed;
  *       sp_raft_advance (r, rd); sp_raft_ready_free (rd);
  *     }
@@ -204,6 +205,9 @@ typedef struct
   GArray *entries;          /* to persist; replace any stored entry at >= first index */
   GPtrArray *messages;      /* of SpRaftMsg*, to send after persisting */
   GArray *committed;        /* of SpRaftEntry, to apply in order */
+  /* A leader's batch: messages may be sent before or while the rest is
+   * persisted (its own entries count toward commit only after advance). */
+  gboolean send_before_persist;
 } SpRaftReady;
 
 SpRaft *sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *restore, GError **error);

@@ -9,17 +9,18 @@
 
 #define U64 "%" G_GUINT64_FORMAT
 
-#define MAX_LIVE       9  /* nodes in existence (up or down) at once */
-#define MAX_ID         40 /* node ids handed out per schedule */
-#define MIN_VOTERS     3
-#define TICK_US        10000
-#define DRIFT_PPM      20000 /* each node's tick period is off by up to 2 % */
-#define ELECTION_TICKS 10
-#define HEAL_BOUND_US  (50 * 2 * ELECTION_TICKS * TICK_US) /* 50 longest election timeouts */
-#define MAX_BACKLOG    32 /* uncommitted entries a client lets a leader have */
-#define TRACE_RING     256
-#define NOTE_LEN       112
-#define MAX_READIES    1000 /* per event: more means the core never settles */
+#define MAX_LIVE           9  /* nodes in existence (up or down) at once */
+#define MAX_ID             40 /* node ids handed out per schedule */
+#define MIN_VOTERS         3
+#define TICK_US            10000
+#define DRIFT_PPM          20000 /* each node's tick period is off by up to 2 % */
+#define ELECTION_TICKS     10
+#define HEAL_BOUND_US      (50 * 2 * ELECTION_TICKS * TICK_US) /* 50 longest election timeouts */
+#define MAX_BACKLOG        32 /* uncommitted entries a client lets a leader have */
+#define TRACE_RING         256
+#define NOTE_LEN           112
+#define MAX_READIES        1000 /* per event: more means the core never settles */
+#define CRASH_IN_WRITE_PPM 5000 /* a leader dies between sending and persisting */
 
 typedef enum
 {
@@ -841,6 +842,7 @@ apply (SpSim *s, Node *n, const SpRaftReady *rd)
 }
 
 static void net_send (SpSim *s, const SpRaftMsg *m);
+static void node_crash (SpSim *s, Node *n);
 
 /* After every event that touched a node: role, term and commit moves. */
 static void
@@ -899,8 +901,20 @@ drain (SpSim *s, Node *n, const char *cause)
           fail (s, "sanity: n" U64 " keeps producing readies", n->id);
           return;
         }
+      if (rd->send_before_persist)
+        {
+          for (guint i = 0; i < rd->messages->len && !s->failure; i++)
+            net_send (s, g_ptr_array_index (rd->messages, i));
+          /* The leader's disk write may never finish: its appends are out. */
+          if (rd->entries->len > 0 && !s->healing && chance (s, CRASH_IN_WRITE_PPM))
+            {
+              note (s, n->id, "crash while writing entries it already sent");
+              node_crash (s, n);
+              return;
+            }
+        }
       persist (s, n, rd);
-      for (guint i = 0; i < rd->messages->len && !s->failure; i++)
+      for (guint i = 0; i < rd->messages->len && !s->failure && !rd->send_before_persist; i++)
         net_send (s, g_ptr_array_index (rd->messages, i));
       apply (s, n, rd);
       sp_raft_advance (n->raft, rd);
