@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "test-util.h"
 
 #define NODE     "[node]\nname = alpha\nlisten = 127.0.0.1:7400\n"
 #define INSECURE "[tls]\ninsecure = true\n"
@@ -25,27 +26,9 @@ setup (void)
 }
 
 static void
-remove_dir (const char *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const char *name;
-
-  while (dir && (name = g_dir_read_name (dir)))
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        remove_dir (child);
-      else
-        ck_assert_int_eq (g_unlink (child), 0);
-    }
-  ck_assert_int_eq (g_rmdir (path), 0);
-}
-
-static void
 teardown (void)
 {
-  remove_dir (tmp_dir);
+  sp_test_remove_tree (tmp_dir);
   g_clear_pointer (&tmp_dir, g_free);
   g_clear_pointer (&conf_path, g_free);
   g_clear_pointer (&drop_in_dir, g_free);

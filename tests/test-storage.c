@@ -9,6 +9,7 @@
 
 #include "storage.h"
 #include "wire.h"
+#include "test-util.h"
 
 static GMainContext *ctx;
 static char *tmp_dir;
@@ -34,27 +35,9 @@ setup (void)
 }
 
 static void
-remove_tree (const char *path)
-{
-  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
-  const char *name;
-
-  while (dir && (name = g_dir_read_name (dir)))
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-
-      if (g_file_test (child, G_FILE_TEST_IS_DIR))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
-static void
 teardown (void)
 {
-  remove_tree (tmp_dir);
+  sp_test_remove_tree (tmp_dir);
   g_clear_pointer (&tmp_dir, g_free);
   g_clear_pointer (&data_dir, g_free);
   g_clear_pointer (&warnings, g_ptr_array_unref);

@@ -8,6 +8,7 @@
 
 #include "transport.h"
 #include "wire.h"
+#include "test-util.h"
 
 #define WAIT_MS 10000
 
@@ -298,52 +299,6 @@ sample (guint64 from, guint64 to)
   return a;
 }
 
-static gboolean
-bytes_equal0 (GBytes *a, GBytes *b)
-{
-  return a == b || (a && b && g_bytes_equal (a, b));
-}
-
-static void
-assert_msg_equal (const SpRaftMsg *a, const SpRaftMsg *b, guint i)
-{
-  guint n = a->entries ? a->entries->len : 0;
-
-  ck_assert_msg (a->type == b->type, "message %u: type %s, expected %s", i,
-                 sp_raft_msg_type_to_string (a->type), sp_raft_msg_type_to_string (b->type));
-  ck_assert_uint_eq (a->from, b->from);
-  ck_assert_uint_eq (a->to, b->to);
-  ck_assert_uint_eq (a->term, b->term);
-  ck_assert_uint_eq (a->log_term, b->log_term);
-  ck_assert_uint_eq (a->index, b->index);
-  ck_assert_uint_eq (a->commit, b->commit);
-  ck_assert_uint_eq (a->hint_index, b->hint_index);
-  ck_assert_uint_eq (a->context, b->context);
-  ck_assert_int_eq (a->reject, b->reject);
-  ck_assert_int_eq (a->force, b->force);
-  ck_assert_uint_eq (n, b->entries ? b->entries->len : 0);
-  for (guint k = 0; k < n; k++)
-    {
-      const SpRaftEntry *x = &g_array_index (a->entries, SpRaftEntry, k);
-      const SpRaftEntry *y = &g_array_index (b->entries, SpRaftEntry, k);
-
-      ck_assert_uint_eq (x->term, y->term);
-      ck_assert_uint_eq (x->index, y->index);
-      ck_assert_int_eq (x->type, y->type);
-      ck_assert_msg (bytes_equal0 (x->data, y->data), "message %u entry %u: data differs", i, k);
-      ck_assert (!x->conf == !y->conf);
-      ck_assert (!x->conf || sp_raft_conf_equal (x->conf, y->conf));
-    }
-  ck_assert (!a->snapshot == !b->snapshot);
-  if (a->snapshot)
-    {
-      ck_assert_uint_eq (a->snapshot->index, b->snapshot->index);
-      ck_assert_uint_eq (a->snapshot->term, b->snapshot->term);
-      ck_assert (sp_raft_conf_equal (&a->snapshot->conf, &b->snapshot->conf));
-      ck_assert (bytes_equal0 (a->snapshot->data, b->snapshot->data));
-    }
-}
-
 static void
 send_all (Node *from, GPtrArray *msgs)
 {
@@ -356,7 +311,7 @@ assert_got (Node *n, GPtrArray *expected)
 {
   ck_assert_uint_eq (n->got->len, expected->len);
   for (guint i = 0; i < expected->len; i++)
-    assert_msg_equal (g_ptr_array_index (n->got, i), g_ptr_array_index (expected, i), i);
+    sp_test_assert_msg_eq (g_ptr_array_index (n->got, i), g_ptr_array_index (expected, i));
 }
 
 /* Both ways at once; everything arrives intact and in order. */

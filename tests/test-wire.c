@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "wire.h"
+#include "test-util.h"
 
 /* The documented formats, to build records the encoder refuses to make. */
 #define ENTRY_TYPE "(ttymaym(atat))"
@@ -95,60 +96,6 @@ sample_msg (SpRaftMsgType type)
   return m;
 }
 
-static void
-assert_data_eq (GBytes *a, GBytes *b)
-{
-  /* NULL (a no-op entry) and empty are different things */
-  ck_assert_int_eq (a == NULL, b == NULL);
-  if (a)
-    ck_assert (g_bytes_equal (a, b));
-}
-
-static void
-assert_entry_eq (const SpRaftEntry *a, const SpRaftEntry *b)
-{
-  ck_assert_uint_eq (a->term, b->term);
-  ck_assert_uint_eq (a->index, b->index);
-  ck_assert_int_eq (a->type, b->type);
-  assert_data_eq (a->data, b->data);
-  ck_assert_int_eq (a->conf == NULL, b->conf == NULL);
-  if (a->conf)
-    ck_assert (sp_raft_conf_equal (a->conf, b->conf));
-}
-
-static void
-assert_snapshot_eq (const SpRaftSnapshot *a, const SpRaftSnapshot *b)
-{
-  ck_assert_uint_eq (a->index, b->index);
-  ck_assert_uint_eq (a->term, b->term);
-  ck_assert (sp_raft_conf_equal (&a->conf, &b->conf));
-  ck_assert_uint_eq (a->conf.n_learners, b->conf.n_learners);
-  assert_data_eq (a->data, b->data);
-}
-
-static void
-assert_msg_eq (const SpRaftMsg *a, const SpRaftMsg *b)
-{
-  ck_assert_int_eq (a->type, b->type);
-  ck_assert_uint_eq (a->from, b->from);
-  ck_assert_uint_eq (a->to, b->to);
-  ck_assert_uint_eq (a->term, b->term);
-  ck_assert_uint_eq (a->log_term, b->log_term);
-  ck_assert_uint_eq (a->index, b->index);
-  ck_assert_uint_eq (a->commit, b->commit);
-  ck_assert_uint_eq (a->hint_index, b->hint_index);
-  ck_assert_uint_eq (a->context, b->context);
-  ck_assert_int_eq (a->reject, b->reject);
-  ck_assert_int_eq (a->force, b->force);
-  ck_assert_uint_eq (a->entries ? a->entries->len : 0, b->entries ? b->entries->len : 0);
-  for (guint i = 0; a->entries && i < a->entries->len; i++)
-    assert_entry_eq (&g_array_index (a->entries, SpRaftEntry, i),
-                     &g_array_index (b->entries, SpRaftEntry, i));
-  ck_assert_int_eq (a->snapshot == NULL, b->snapshot == NULL);
-  if (a->snapshot)
-    assert_snapshot_eq (a->snapshot, b->snapshot);
-}
-
 static SpRaftMsg *
 decode_ok (GBytes *bytes)
 {
@@ -191,7 +138,7 @@ START_TEST (test_msg_round_trip)
       g_autoptr (GBytes) bytes = sp_wire_msg_to_bytes (m);
       g_autoptr (SpRaftMsg) back = decode_ok (bytes);
 
-      assert_msg_eq (m, back);
+      sp_test_assert_msg_eq (m, back);
       /* the core tells APPEND without entries apart by NULL */
       ck_assert_int_eq (back->entries != NULL, t == SP_RAFT_MSG_APPEND);
     }
@@ -217,7 +164,7 @@ START_TEST (test_msg_empty_append_and_null_snapshot_data)
   g_clear_pointer (&snap->snapshot->data, g_bytes_unref);
   snap_bytes = sp_wire_msg_to_bytes (snap);
   snap_back = decode_ok (snap_bytes);
-  assert_msg_eq (snap, snap_back);
+  sp_test_assert_msg_eq (snap, snap_back);
 }
 END_TEST
 
@@ -234,11 +181,11 @@ START_TEST (test_entry_round_trip)
       SpRaftEntry back;
 
       ck_assert_msg (sp_wire_entry_from_bytes (bytes, &back, &error), "%s", error->message);
-      assert_entry_eq (e, &back);
+      sp_test_assert_entry_eq (e, &back);
       sp_raft_entry_clear (&back);
 
       ck_assert_msg (sp_wire_entry_from_variant (v, &back, &error), "%s", error->message);
-      assert_entry_eq (e, &back);
+      sp_test_assert_entry_eq (e, &back);
       sp_raft_entry_clear (&back);
     }
 }
@@ -295,7 +242,7 @@ START_TEST (test_snapshot_round_trip)
       g_autoptr (SpRaftSnapshot) back = sp_wire_snapshot_from_bytes (bytes, &error);
 
       ck_assert_msg (back != NULL, "%s", error->message);
-      assert_snapshot_eq (s, back);
+      sp_test_assert_snapshot_eq (s, back);
     }
 }
 END_TEST
@@ -313,7 +260,7 @@ START_TEST (test_unaligned_input)
   memcpy (buf + 1, g_bytes_get_data (bytes, NULL), n);
   odd = g_bytes_new_static (buf + 1, n);
   back = decode_ok (odd);
-  assert_msg_eq (m, back);
+  sp_test_assert_msg_eq (m, back);
 }
 END_TEST
 
@@ -532,7 +479,7 @@ assert_valid (const SpRaftMsg *m)
   /* and it is stable: what we would send on says the same */
   again = sp_wire_msg_to_bytes (m);
   back = decode_ok (again);
-  assert_msg_eq (m, back);
+  sp_test_assert_msg_eq (m, back);
 }
 
 /* Returns whether bytes decoded; either way nothing leaks or crashes. */
