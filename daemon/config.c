@@ -10,24 +10,26 @@
 
 #include "raft/raft.h"
 
-#define DROP_IN_DIR     "sparrow.conf.d"
-#define NAME_MAX_LEN    63
-#define HEARTBEAT_MIN   1
-#define HEARTBEAT_MAX   20000
-#define ELECTION_MIN    10
-#define ELECTION_MAX    60000
-#define ADDRESS_EXPECTS "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
-#define NAME_EXPECTS    "1 to " G_STRINGIFY (NAME_MAX_LEN) " letters, digits, '_', '.' or '-'"
+#define DROP_IN_DIR          "sparrow.conf.d"
+#define NAME_MAX_LEN         63
+#define HEARTBEAT_MIN        1
+#define HEARTBEAT_MAX        20000
+#define ELECTION_MIN         10
+#define ELECTION_MAX         60000
+#define SNAPSHOT_ENTRIES_MIN 10
+#define ADDRESS_EXPECTS      "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
+#define NAME_EXPECTS         "1 to " G_STRINGIFY (NAME_MAX_LEN) " letters, digits, '_', '.' or '-'"
 
 typedef struct
 {
   const char *group;
-  const char *keys[5];
+  const char *keys[6];
 } SchemaGroup;
 
 static const SchemaGroup schema[] = {
   { "node", { "name", "listen", "data-dir", NULL } },
-  { "cluster", { "initial-members", "heartbeat-ms", "election-ms", "join", NULL } },
+  { "cluster",
+    { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", NULL } },
   { "tls", { "ca", "cert", "key", "insecure", NULL } },
 };
 
@@ -517,7 +519,9 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
   if (!get_uint (l, "cluster", "heartbeat-ms", HEARTBEAT_MIN, HEARTBEAT_MAX, &c->heartbeat_ms,
                  error)
       || !get_uint (l, "cluster", "election-ms", ELECTION_MIN, ELECTION_MAX, &c->election_ms, error)
-      || !get_bool (l, "cluster", "join", &c->join, error))
+      || !get_bool (l, "cluster", "join", &c->join, error)
+      || !get_uint (l, "cluster", "snapshot-entries", SNAPSHOT_ENTRIES_MIN, G_MAXUINT,
+                    &c->snapshot_entries, error))
     return FALSE;
   /* the Raft core needs an election timeout of at least three ticks */
   if (c->election_ms < 3 * c->heartbeat_ms)
@@ -581,6 +585,7 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->initial_members = g_ptr_array_new_with_free_func ((GDestroyNotify)member_free);
   c->heartbeat_ms = 50;
   c->election_ms = 400;
+  c->snapshot_entries = 10000;
   if (!load_node (&l, c, error) || !load_cluster (&l, c, error) || !load_tls (&l, c, error))
     return NULL;
   return g_steal_pointer (&c);

@@ -12,6 +12,7 @@
  *   election-ms = 400                minimum election timeout
  *   join = false                     true: join an existing cluster (never bootstrap;
  *                                    initial-members then only tells where peers are)
+ *   snapshot-entries = 10000         applied entries between snapshots (log compaction)
  *   [tls]
  *   ca = /etc/sparrow/tls/ca.pem
  *   cert = /etc/sparrow/tls/node.pem
@@ -57,6 +58,7 @@ typedef struct
   guint heartbeat_ms;
   guint election_ms;
   gboolean join;
+  guint snapshot_entries;
   char *tls_ca;
   char *tls_cert;
   char *tls_key;

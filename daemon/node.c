@@ -6,9 +6,6 @@
 #include "store.h"
 #include "transport.h"
 
-/* Compact the log once this many entries are applied past the snapshot. */
-#define COMPACT_EVERY 10000
-
 typedef enum
 {
   PENDING_WRITE,
@@ -423,7 +420,7 @@ maybe_compact (SpNode *node)
   g_autoptr (GBytes) data = NULL;
   g_autoptr (GError) error = NULL;
 
-  if (applied - (snap ? snap->index : 0) < COMPACT_EVERY)
+  if (applied - (snap ? snap->index : 0) < node->config->snapshot_entries)
     return;
   data = sp_store_snapshot (node->store);
   if (!sp_raft_compact (node->raft, applied, data, &error))
@@ -465,6 +462,9 @@ finish_ready (SpNode *node, SpRaftReady *rd)
           sp_raft_ready_free (rd);
           return;
         }
+      g_message ("installed the leader's snapshot at index %" G_GUINT64_FORMAT
+                 " (term %" G_GUINT64_FORMAT ")",
+                 rd->snapshot->index, rd->snapshot->term);
       sp_store_foreach_member (node->store, on_store_member, node);
       sync_peers (node);
       g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);

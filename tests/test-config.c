@@ -114,6 +114,7 @@ START_TEST (test_defaults)
   ck_assert_uint_eq (c->heartbeat_ms, 50);
   ck_assert_uint_eq (c->election_ms, 400);
   ck_assert (!c->join);
+  ck_assert_uint_eq (c->snapshot_entries, 10000);
   ck_assert (c->insecure);
   ck_assert_uint_eq (c->initial_members->len, 0);
   ck_assert_ptr_null (sp_config_find_member (c, "alpha"));
@@ -227,6 +228,8 @@ START_TEST (test_invalid_values)
     { NODE "[cluster]\nelection-ms = -5\n" INSECURE, "[cluster] election-ms", "got \"-5\"" },
     { NODE "[cluster]\njoin = maybe\n" INSECURE, "[cluster] join",
       "expected true or false, got \"maybe\"" },
+    { NODE "[cluster]\nsnapshot-entries = 5\n" INSECURE, "[cluster] snapshot-entries",
+      "got \"5\"" },
     { NODE "[tls]\ninsecure = yes\n", "[tls] insecure", "expected true or false" },
     { NODE "[tls]\nca = ca.pem\ncert = /c\nkey = /k\n", "[tls] ca", "absolute path" },
   };

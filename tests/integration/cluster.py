@@ -88,6 +88,7 @@ class Node:
             "heartbeat-ms = %d" % self.cluster.heartbeat_ms,
             "election-ms = %d" % self.cluster.election_ms,
             "join = %s" % ("true" if join else "false"),
+            "snapshot-entries = %d" % self.cluster.snapshot_entries,
             "[tls]",
         ]
         if tls:
@@ -146,10 +147,11 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False):
+    def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000):
         self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
+        self.snapshot_entries = snapshot_entries
         self.nodes = [Node(self, "n%d" % (i + 1)) for i in range(size)]
         self.certs = None
         if tls:
