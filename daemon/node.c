@@ -1025,10 +1025,19 @@ sp_node_list (SpNode *node, const char *prefix, gboolean stale, GError **error)
 static void
 change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
 {
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  guint64 id = sp_member_id (name);
   g_autoptr (GError) error = NULL;
   guint64 index;
 
-  if (!sp_raft_change_membership (node->raft, op, sp_member_id (name), &index, &error))
+  if (op != SP_RAFT_CONF_ADD_VOTER && op != SP_RAFT_CONF_ADD_LEARNER
+      && !sp_raft_conf_is_voter (conf, id) && !sp_raft_conf_is_learner (conf, id))
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s is not a member",
+                               name);
+      return;
+    }
+  if (!sp_raft_change_membership (node->raft, op, id, &index, &error))
     {
       g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
       return;

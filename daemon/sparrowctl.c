@@ -47,6 +47,14 @@ fail (GError *error)
   int code = EXIT_FAILED;
 
   g_dbus_error_strip_remote_error (error);
+  if (remote
+      && (g_str_equal (remote, "org.freedesktop.DBus.Error.ServiceUnknown")
+          || g_str_equal (remote, "org.freedesktop.DBus.Error.NameHasNoOwner")))
+    {
+      g_free (error->message);
+      error->message = g_strdup ("sparrowd is not running here (nobody owns org.sparrow.cluster1 "
+                                 "on the system bus)");
+    }
   if (!remote)
     code = EXIT_FAILED;
   else if (g_str_equal (remote, "org.sparrow.cluster1.Error.NotLeader")
@@ -518,5 +526,6 @@ main (int argc, char **argv)
       if (g_str_equal (sub, "promote") && n == 2)
         return cmd_admin ("PromoteMember", g_variant_new ("(s)", argv[3]), "member promoted");
     }
+  g_printerr ("sparrowctl: unknown command or wrong arguments: %s\n\n", cmd);
   return usage (context);
 }

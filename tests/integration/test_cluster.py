@@ -140,6 +140,25 @@ class ThreeNodes(ClusterTest):
         self.assertIn("torn", victim.read_log().lower())
 
 
+    def test_bad_requests_get_clear_errors(self):
+        leader = self.c.node(self.c.wait_leader())
+        self.set(leader, "k", "v")
+
+        def fails(code, text, *args):
+            r = subprocess.run([SPARROWCTL] + list(args), env=leader.env, capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, code, r.stderr)
+            self.assertIn(text, r.stderr)
+
+        fails(1, "empty", "set", "", "x")
+        fails(1, "limit is 65536", "set", "k", "x" * 70000)
+        fails(5, "not 99", "cas", "k", "99", "w")
+        fails(4, "nope does not exist", "get", "nope")
+        fails(4, "nobody is not a member", "members", "remove", "nobody")
+        fails(1, "not host:port", "members", "add", "n9", "no-port")
+        fails(2, "unknown command", "frobnicate")
+        self.assertEqual(self.get(leader, "k", stale=False), "v")
+
     def test_watch_follows_changes(self):
         leader = self.c.node(self.c.wait_leader())
         follower = next(n for n in self.c.nodes if n is not leader)
