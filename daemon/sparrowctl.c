@@ -55,6 +55,12 @@ fail (GError *error)
       error->message = g_strdup ("sparrowd is not running here (nobody owns org.sparrow.cluster1 "
                                  "on the system bus)");
     }
+  else if (remote && g_str_equal (remote, "org.freedesktop.DBus.Error.AccessDenied"))
+    {
+      g_autofree char *why = error->message;
+
+      error->message = g_strdup_printf ("not allowed: changes need root (%s)", why);
+    }
   if (!remote)
     code = EXIT_FAILED;
   else if (g_str_equal (remote, "org.sparrow.cluster1.Error.NotLeader")

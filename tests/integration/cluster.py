@@ -33,6 +33,32 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
+# The policy of Debian's system bus (deny by default), plus sparrow's file.
+SYSTEM_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"""
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +97,10 @@ class Node:
     def start_bus(self):
         conf = os.path.join(self.dir, "bus.conf")
         with open(conf, "w") as f:
-            f.write(BUS_CONFIG.format(path=self.bus_path))
+            if self.cluster.bus_policy:
+                f.write(SYSTEM_BUS_CONFIG.format(path=self.bus_path, policy=self.cluster.bus_policy))
+            else:
+                f.write(BUS_CONFIG.format(path=self.bus_path))
         self.bus = subprocess.Popen(
             ["dbus-daemon", "--config-file=" + conf, "--nofork", "--print-address"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -147,8 +176,12 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000):
+    def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000,
+                 bus_policy=None):
+        """bus_policy: a policy file to run each bus like the system bus
+        with it; else every bus lets everyone do everything."""
         self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
+        self.bus_policy = bus_policy
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.snapshot_entries = snapshot_entries

@@ -238,6 +238,49 @@ class Snapshots(ClusterTest):
         self.assertEqual(len(json.loads(listing)), 150, listing)
 
 
+class BusPolicy(unittest.TestCase):
+    """dbus/org.sparrow.cluster1.conf on a bus that denies by default, as
+    the system bus does: root owns the name, anyone reads, only root
+    changes anything."""
+
+    def setUp(self):
+        policy = os.path.join(os.path.dirname(__file__), "..", "..", "dbus",
+                              "org.sparrow.cluster1.conf")
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("skipped: needs root and setpriv to act as another user")
+        self.c = Cluster(1, bus_policy=os.path.abspath(policy))
+        self.addCleanup(self.c.teardown)
+        # The unprivileged user must reach the bus socket.
+        for d in (self.c.dir, self.c.nodes[0].dir):
+            os.chmod(d, 0o755)
+        # ... and run sparrowctl, wherever the build tree is.
+        self.ctl = os.path.join(self.c.dir, "sparrowctl")
+        shutil.copy2(shutil.which(SPARROWCTL), self.ctl)
+        self.c.start()
+        self.n = self.c.nodes[0]
+        self.c.wait_leader()
+
+    def as_nobody(self, *args):
+        return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               self.ctl] + list(args), env=self.n.env, capture_output=True,
+                              text=True)
+
+    def test_root_owns_and_changes_others_only_read(self):
+        self.n.ctl("set", "k", "v")
+        r = self.as_nobody("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("leader", r.stdout)
+        r = self.as_nobody("get", "k")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "v"), r.stderr)
+        self.assertEqual(self.as_nobody("ls").returncode, 0)
+        for args in (("set", "k", "w"), ("del", "k"), ("transfer",),
+                     ("members", "remove", "n1")):
+            r = self.as_nobody(*args)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertIn("not allowed", r.stderr, args)
+        self.assertEqual(json.loads(self.n.ctl("get", "k").stdout)["value"], "v")
+
+
 class FiveNodes(ClusterTest):
     size = 5
 
