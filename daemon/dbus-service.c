@@ -304,8 +304,11 @@ sp_dbus_service_free (SpDBusService *service)
   g_clear_signal_handler (&service->role_handler, service->node);
   g_clear_handle_id (&service->members_soon, g_source_remove);
   g_ptr_array_unref (service->bindings);
-  g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->manager));
-  g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->store));
+  /* Never exported when the bus was unreachable. */
+  if (g_dbus_interface_skeleton_get_connection (G_DBUS_INTERFACE_SKELETON (service->manager)))
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->manager));
+  if (g_dbus_interface_skeleton_get_connection (G_DBUS_INTERFACE_SKELETON (service->store)))
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->store));
   g_object_unref (service->manager);
   g_object_unref (service->store);
   g_object_unref (service->node);

@@ -59,9 +59,10 @@ SYSTEM_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus
 """
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -69,7 +70,7 @@ class Node:
     def __init__(self, cluster, name):
         self.cluster = cluster
         self.name = name
-        self.port = free_port()
+        self.port = free_port(cluster.host)
         self.dir = os.path.join(cluster.dir, name)
         self.data_dir = os.path.join(self.dir, "data")
         self.config = os.path.join(self.dir, "sparrow.conf")
@@ -83,7 +84,9 @@ class Node:
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        if ":" in self.cluster.host:
+            return "[%s]:%d" % (self.cluster.host, self.port)
+        return "%s:%d" % (self.cluster.host, self.port)
 
     @property
     def env(self):
@@ -177,11 +180,12 @@ class Node:
 
 class Cluster:
     def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000,
-                 bus_policy=None):
+                 bus_policy=None, host="127.0.0.1"):
         """bus_policy: a policy file to run each bus like the system bus
         with it; else every bus lets everyone do everything."""
         self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
         self.bus_policy = bus_policy
+        self.host = host
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.snapshot_entries = snapshot_entries
