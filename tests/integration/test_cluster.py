@@ -159,6 +159,30 @@ class ThreeNodes(ClusterTest):
         fails(2, "unknown command", "frobnicate")
         self.assertEqual(self.get(leader, "k", stale=False), "v")
 
+    def test_properties_changed_follow_the_role(self):
+        leader = self.c.node(self.c.wait_leader())
+        target = next(n for n in self.c.nodes if n is not leader)
+        monitor = subprocess.Popen(
+            ["dbus-monitor", "--address", target.env["DBUS_SYSTEM_BUS_ADDRESS"],
+             "type='signal',sender='org.sparrow.cluster1',"
+             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"],
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(monitor.wait, 10)
+        self.addCleanup(monitor.terminate)
+        time.sleep(0.3)  # subscribed
+        leader.ctl("transfer", target.name)
+        self.c.wait(lambda: target.status()["role"] == "leader", what="the transfer")
+        self.set(target, "k", "v")
+        time.sleep(0.5)
+        monitor.terminate()
+        out = monitor.communicate(timeout=10)[0]
+        # Each property that moved, with its new value, as a bus client sees it.
+        for prop, value in (("Role", 'string "leader"'), ("Leader", 'string "%s"' % target.name),
+                            ("LeaseValid", "boolean true")):
+            self.assertRegex(out, r'string "%s"\s+variant\s+%s' % (prop, value))
+        self.assertIn('string "Term"', out)
+        self.assertIn('string "CommitIndex"', out)
+
     def test_watch_follows_changes(self):
         leader = self.c.node(self.c.wait_leader())
         follower = next(n for n in self.c.nodes if n is not leader)
