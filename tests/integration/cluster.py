@@ -94,6 +94,8 @@ class Node:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = "unix:path=" + self.bus_path
         env.pop("NOTIFY_SOCKET", None)
         env["G_DEBUG"] = "fatal-criticals"
+        # Every allocation visible to LeakSanitizer in sanitized builds.
+        env["G_SLICE"] = "always-malloc"
         env.update(self.extra_env)
         return env
 
