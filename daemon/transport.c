@@ -328,6 +328,25 @@ peer_unreachable_level (SpPeer *peer)
   return first ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_DEBUG;
 }
 
+/* A log line about a peer, with the peer as a journal field (SPARROW_PEER:
+ * the address, and the member name once known). */
+static void peer_log (const char *address, const char *name, GLogLevelFlags level,
+                      const char *format, ...) G_GNUC_PRINTF (4, 5);
+
+static void
+peer_log (const char *address, const char *name, GLogLevelFlags level, const char *format, ...)
+{
+  g_autofree char *text = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  text = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  g_log_structured (G_LOG_DOMAIN, level, "SPARROW_PEER", address ? address : "",
+                    "SPARROW_PEER_NAME", name ? name : "", "MESSAGE", "%s%s: %s",
+                    address ? "" : "peer ", address ? address : name, text);
+}
+
 /* Logs why, closes conn and, when it was dialed, schedules the redial. */
 static void conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
     G_GNUC_PRINTF (3, 4);
@@ -342,7 +361,7 @@ conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
   va_start (ap, format);
   why = g_strdup_vprintf (format, ap);
   va_end (ap);
-  g_log (G_LOG_DOMAIN, level, "%s: %s", conn->address, why);
+  peer_log (conn->address, conn->peer ? conn->peer->name : NULL, level, "%s", why);
   if (conn->peer)
     {
       peer_lost (conn->peer);
@@ -566,16 +585,17 @@ conn_deliver (SpConn *conn, GBytes *bytes)
 
   if (!m)
     {
-      g_warning ("%s: dropping a malformed message: %s", conn->address, error->message);
+      peer_log (conn->address, NULL, G_LOG_LEVEL_WARNING, "dropping a malformed message: %s",
+                error->message);
       return;
     }
   if (m->from != conn->peer_id || m->to != t->id)
     {
       if (!conn->warned_misaddressed)
-        g_warning ("%s: dropping a message from %016" G_GINT64_MODIFIER
-                   "x to %016" G_GINT64_MODIFIER "x on this connection (further ones "
-                   "are dropped silently)",
-                   conn->address, m->from, m->to);
+        peer_log (conn->address, NULL, G_LOG_LEVEL_WARNING,
+                  "dropping a message from %016" G_GINT64_MODIFIER "x to %016" G_GINT64_MODIFIER
+                  "x on this connection (further ones are dropped silently)",
+                  m->from, m->to);
       conn->warned_misaddressed = TRUE;
       return;
     }
@@ -937,7 +957,8 @@ on_connected (GObject *source, GAsyncResult *result, gpointer data)
   conn->socket = g_steal_pointer (&socket);
   conn->stream = g_object_ref (G_IO_STREAM (conn->socket));
   if (peer->unreachable_logged)
-    g_message ("%s: reachable again", conn->address);
+    peer_log (conn->address, conn->peer ? conn->peer->name : NULL, G_LOG_LEVEL_MESSAGE,
+              "reachable again");
   peer->unreachable_logged = FALSE;
   if (conn->transport->certificate)
     conn_start_tls (conn);
@@ -1032,9 +1053,10 @@ peer_drop_one (SpPeer *peer)
   peer->dropped++;
   if (now - peer->drop_logged >= G_USEC_PER_SEC)
     {
-      g_warning ("peer %s: send queue full (%u messages), dropped %" G_GUINT64_FORMAT
-                 " message(s) since the last report",
-                 peer->name, peer->transport->queue_limit, peer->dropped);
+      peer_log (NULL, peer->name, G_LOG_LEVEL_WARNING,
+                "send queue full (%u messages), dropped %" G_GUINT64_FORMAT
+                " message(s) since the last report",
+                peer->transport->queue_limit, peer->dropped);
       peer->dropped = 0;
       peer->drop_logged = now;
     }
@@ -1183,9 +1205,10 @@ sp_transport_send (SpTransport *t, const SpRaftMsg *m)
   payload = sp_wire_msg_to_bytes (m);
   if (g_bytes_get_size (payload) > SP_WIRE_MAX_FRAME)
     {
-      g_warning ("peer %s: dropping a %s message of %" G_GSIZE_FORMAT " bytes (at most %u)",
-                 peer->name, sp_raft_msg_type_to_string (m->type), g_bytes_get_size (payload),
-                 SP_WIRE_MAX_FRAME);
+      peer_log (NULL, peer->name, G_LOG_LEVEL_WARNING,
+                "dropping a %s message of %" G_GSIZE_FORMAT " bytes (at most %u)",
+                sp_raft_msg_type_to_string (m->type), g_bytes_get_size (payload),
+                SP_WIRE_MAX_FRAME);
       return;
     }
   if (g_queue_get_length (&peer->queue) >= t->queue_limit)

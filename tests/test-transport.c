@@ -21,8 +21,6 @@ typedef struct
 } Logged;
 
 static GPtrArray *logged;
-static guint log_handler;
-static guint net_log_handler; /* glib-networking's warnings count too */
 static guint tick;
 
 static void
@@ -44,6 +42,29 @@ record_log (const char *domain, GLogLevelFlags level, const char *message, gpoin
   g_ptr_array_add (logged, l);
   if (!(level & G_LOG_LEVEL_DEBUG))
     fprintf (stderr, "  [%s] %s\n", level & G_LOG_LEVEL_WARNING ? "warning" : "log", message);
+}
+
+/* Everything logged in our domain and glib-networking's (its warnings
+ * count too), structured (the transport's peer lines) or not, while a test
+ * runs. */
+static GLogWriterOutput
+record_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
+{
+  const char *domain = NULL;
+  const char *message = NULL;
+
+  for (gsize i = 0; i < n_fields; i++)
+    if (g_str_equal (fields[i].key, "GLIB_DOMAIN"))
+      domain = fields[i].value;
+    else if (g_str_equal (fields[i].key, "MESSAGE"))
+      message = fields[i].value;
+  if (logged && message
+      && (g_strcmp0 (domain, G_LOG_DOMAIN) == 0 || g_strcmp0 (domain, "GLib-Net") == 0))
+    {
+      record_log (domain, level, message, NULL);
+      return G_LOG_WRITER_HANDLED;
+    }
+  return g_log_writer_default (level, fields, n_fields, data);
 }
 
 /* Warnings logged that start with prefix and contain text. */
@@ -100,8 +121,6 @@ static void
 setup (void)
 {
   logged = g_ptr_array_new_with_free_func (logged_free);
-  log_handler = g_log_set_handler (G_LOG_DOMAIN, G_LOG_LEVEL_MASK, record_log, NULL);
-  net_log_handler = g_log_set_handler ("GLib-Net", G_LOG_LEVEL_MASK, record_log, NULL);
   g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
   tick = g_timeout_add (10, keep_running, NULL);
   /* idle worker threads exit instead of waiting for more work */
@@ -114,8 +133,6 @@ teardown (void)
   /* Let cancelled operations finish, so leak checkers see them freed. */
   run_for (200);
   g_source_remove (tick);
-  g_log_remove_handler (G_LOG_DOMAIN, log_handler);
-  g_log_remove_handler ("GLib-Net", net_log_handler);
   g_clear_pointer (&logged, g_ptr_array_unref);
 }
 
@@ -963,12 +980,14 @@ END_TEST
 int
 main (void)
 {
-  Suite *s = suite_create ("transport");
+  Suite *s;
   TCase *plain = tcase_create ("plain");
   TCase *tls = tcase_create ("tls");
   SRunner *sr;
   int failed;
 
+  g_log_set_writer_func (record_writer, NULL, NULL);
+  s = suite_create ("transport");
   tcase_add_checked_fixture (plain, setup, teardown);
   tcase_set_timeout (plain, 60);
   tcase_add_test (plain, test_insecure_exchange);
