@@ -1,0 +1,344 @@
+"""The lab: real hosts booting real systemd, each with its own system bus,
+NetworkManager, chronyd and polkitd, joined on one Linux bridge.
+
+Each node is a systemd-nspawn container of a Debian 12 rootfs (built once
+with debootstrap and cached), seen through its own copy-on-write overlay,
+in its own network namespace.  The bridge lives in a namespace of its own,
+so nothing touches the machine's interfaces; the lab network is
+10.77.0.0/24.  Everything is torn down afterwards: containers, mounts,
+namespaces, directories.
+
+Needs root, debootstrap and systemd-container.  Used by tests/lab/test_*.py
+and bench/; `python3 tests/lab/lab.py up` brings a lab up for a look.
+"""
+
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+CACHE = os.environ.get("SPARROW_LAB_CACHE", "/var/cache/sparrow-lab")
+PREFIX = "splab"
+NET = "10.77.0."
+PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,polkitd,"
+            "iproute2,iputils-arping,iputils-ping")
+# A cached rootfs built from other packages or another prepare() is rebuilt.
+STAMP = "packages=%s prepare=2\n" % PACKAGES
+
+
+class LabError(Exception):
+    pass
+
+
+def run(*cmd, check=True, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    r = subprocess.run(list(cmd), **kw)
+    if check and r.returncode != 0:
+        raise LabError("%s: exit %d: %s%s" % (" ".join(cmd), r.returncode, r.stdout, r.stderr))
+    return r
+
+
+def missing():
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for tool in ("debootstrap", "systemd-nspawn", "ip", "nsenter"):
+        if not shutil.which(tool):
+            return "%s is not installed (apt-get install debootstrap systemd-container)" % tool
+    return None
+
+
+def mirror():
+    """The Debian mirror this machine's apt already uses."""
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        with open(path) as f:
+            text = f.read()
+        for stanza in text.split("\n\n"):
+            if re.search(r"^Suites:.*\bbookworm\b", stanza, re.M) and "debian-security" not in stanza:
+                m = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                if m:
+                    return m.group(1)
+    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", line)
+                    if m:
+                        return m.group(1)
+    raise LabError("no bookworm mirror in this machine's apt sources")
+
+
+def rootfs():
+    """The cached Debian 12 rootfs, built on first use (about a minute)."""
+    root = os.path.join(CACHE, "bookworm")
+    stamp = os.path.join(root, ".complete")
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if f.read() == STAMP:
+                return root
+    os.makedirs(CACHE, exist_ok=True)
+    tmp = root + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run("debootstrap", "--variant=minbase", "--include=" + PACKAGES, "bookworm", tmp, mirror())
+    prepare(tmp)
+    shutil.rmtree(root, ignore_errors=True)
+    os.rename(tmp, root)
+    with open(stamp, "w") as f:
+        f.write(STAMP)
+    return root
+
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def prepare(root):
+    """What every node shares: chronyd without CAP_SYS_TIME (the clock is
+    the host's), no console login, an empty machine id (each boot makes
+    its own)."""
+    write(os.path.join(root, "etc/systemd/system/chrony.service.d/lab.conf"),
+          "[Unit]\nConditionCapability=\n[Service]\nExecStart=\n"
+          "ExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n")
+    write(os.path.join(root, "etc/machine-id"), "")
+    for unit in ("console-getty.service", "getty@tty1.service"):
+        link = os.path.join(root, "etc/systemd/system", unit)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink("/dev/null", link)
+
+
+class Node:
+    def __init__(self, lab, name, index):
+        self.lab = lab
+        self.name = name
+        self.ip = NET + str(index)
+        self.netns = "%s-%s" % (PREFIX, name)
+        self.dir = os.path.join(lab.dir, name)
+        self.upper = os.path.join(self.dir, "upper")
+        self.work = os.path.join(self.dir, "work")
+        self.root = os.path.join(self.dir, "root")
+        self.proc = None
+        self.pid1 = None
+
+    # -- bring-up ---------------------------------------------------------
+
+    def create(self):
+        for d in (self.upper, self.work, self.root):
+            os.makedirs(d)
+        run("mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
+            % (self.lab.lower, self.upper, self.work), self.root)
+        write(os.path.join(self.root, "etc/hostname"), self.name + "\n")
+        write(os.path.join(self.root, "etc/NetworkManager/system-connections/lab.nmconnection"),
+              "[connection]\nid=lab\ntype=ethernet\ninterface-name=eth0\n"
+              "[ipv4]\nmethod=manual\naddress1=%s/24\n[ipv6]\nmethod=disabled\n" % self.ip,
+              mode=0o600)
+        run("ip", "netns", "add", self.netns)
+        host_end = "%s%d" % (PREFIX, self.lab.nodes.index(self))
+        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
+            "netns", self.netns)
+        run("ip", "link", "set", host_end, "netns", self.lab.bridge_ns)
+        self.lab.ns(self.lab.bridge_ns, "ip", "link", "set", host_end, "master", "br0", "up")
+        self.host_end = host_end
+
+    def boot(self):
+        log = open(os.path.join(self.dir, "console.log"), "w")
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--boot",
+             "--private-network", "--network-namespace-path=/run/netns/" + self.netns,
+             "--machine=" + self.name, "--directory=" + self.root] + self.lab.binds,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def find_pid1(self, deadline):
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabError("%s: systemd-nspawn exited %d (see %s/console.log)"
+                               % (self.name, self.proc.returncode, self.dir))
+            for child in children(self.proc.pid):
+                with open("/proc/%d/comm" % child) as f:
+                    if f.read().strip() == "systemd":
+                        self.pid1 = child
+                        return
+            time.sleep(0.02)
+        raise LabError("%s: systemd did not start" % self.name)
+
+    def wait_booted(self, deadline):
+        while time.monotonic() < deadline:
+            state = self.sh("systemctl is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return state
+            time.sleep(0.1)
+        raise LabError("%s: not booted (%s)" % (self.name, state))
+
+    # -- helpers the tests share ------------------------------------------
+
+    def sh(self, command, check=True, timeout=60):
+        """Runs a shell command inside the node (all its namespaces)."""
+        return run("nsenter", "-t", str(self.pid1), "-a", "/bin/sh", "-c", command, check=check,
+                   timeout=timeout)
+
+    @property
+    def bus(self):
+        """The node's system bus, for busctl --address= or GDBus."""
+        return "unix:path=/proc/%d/root/run/dbus/system_bus_socket" % self.pid1
+
+    def kill(self):
+        """A crash: SIGKILL to PID 1 takes the whole node down."""
+        os.kill(self.pid1, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def poweroff(self, timeout=30):
+        os.kill(self.pid1, signal.SIGRTMIN + 4)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def processes(self):
+        """Host pids of every process in the node's pid namespace."""
+        ns = os.readlink("/proc/%d/ns/pid" % self.pid1)
+        out = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    if os.readlink("/proc/%s/ns/pid" % p) == ns:
+                        out.append(int(p))
+                except OSError:
+                    pass
+        return out
+
+    def pause(self):
+        """Freezes every process of the node (the kernel still answers ping)."""
+        for p in self.processes():
+            os.kill(p, signal.SIGSTOP)
+
+    def resume(self):
+        for p in self.processes():
+            os.kill(p, signal.SIGCONT)
+
+    def cut(self, up=False):
+        """Takes the node's link to the bridge down (or up again)."""
+        self.lab.ns(self.lab.bridge_ns, "ip", "link", "set", self.host_end,
+                    "up" if up else "down")
+
+    # -- teardown ---------------------------------------------------------
+
+    def destroy(self):
+        if self.proc and self.proc.poll() is None:
+            if self.pid1:
+                self.poweroff(timeout=15)
+            else:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if os.path.ismount(self.root):
+            run("umount", self.root, check=False)
+        run("ip", "netns", "delete", self.netns, check=False)
+
+
+def children(pid):
+    out = []
+    for task in glob.glob("/proc/%d/task/*/children" % pid):
+        with open(task) as f:
+            out += [int(p) for p in f.read().split()]
+    return out
+
+
+class Lab:
+    """n nodes (n1..nN at 10.77.0.11..) and an observer (10.77.0.2)."""
+
+    def __init__(self, n=3, binds=()):
+        if not 1 <= n <= 5:
+            raise LabError("the lab has 1 to 5 nodes")
+        self.lower = rootfs()
+        self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
+        self.bridge_ns = PREFIX + "-bridge"
+        self.binds = ["--bind-ro=%s" % b for b in binds]
+        self.nodes = [Node(self, "n%d" % (i + 1), 11 + i) for i in range(n)]
+        self.observer = Node(self, "observer", 2)
+        self.nodes.append(self.observer)
+
+    def ns(self, netns, *cmd):
+        return run("ip", "netns", "exec", netns, *cmd)
+
+    def up(self, timeout=120):
+        t0 = time.monotonic()
+        try:
+            run("ip", "netns", "add", self.bridge_ns)
+            self.ns(self.bridge_ns, "ip", "link", "add", "br0", "type", "bridge")
+            self.ns(self.bridge_ns, "ip", "link", "set", "br0", "up")
+            for n in self.nodes:
+                n.create()
+                n.boot()
+            deadline = time.monotonic() + timeout
+            for n in self.nodes:
+                n.find_pid1(deadline)
+            for n in self.nodes:
+                n.wait_booted(deadline)
+        except BaseException:
+            self.down()
+            raise
+        return time.monotonic() - t0
+
+    @property
+    def members(self):
+        return [n for n in self.nodes if n is not self.observer]
+
+    def who_has(self, ip):
+        """The node that answers ARP for ip, as the observer sees it."""
+        r = self.observer.sh("arping -c 1 -w 2 -I eth0 %s" % ip, check=False)
+        m = re.search(r"\[([0-9a-fA-F:]{17})\]", r.stdout)
+        if not m:
+            return None
+        mac = m.group(1).lower()
+        for n in self.members:
+            if n.sh("cat /sys/class/net/eth0/address", check=False).stdout.strip() == mac:
+                return n
+        return None
+
+    def down(self):
+        for n in self.nodes:
+            try:
+                n.destroy()
+            except Exception as e:  # go on: leave as little behind as possible
+                print("lab teardown: %s: %s" % (n.name, e))
+        run("ip", "netns", "delete", self.bridge_ns, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        self.up()
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+
+def leftovers():
+    """Lab namespaces, mounts or processes still on the machine."""
+    found = [ns for ns in os.listdir("/run/netns") if ns.startswith(PREFIX)] \
+        if os.path.isdir("/run/netns") else []
+    with open("/proc/self/mountinfo") as f:
+        found += [line.split()[4] for line in f if "/sparrow-lab-" in line.split()[4]]
+    r = run("pgrep", "-f", "systemd-nspawn.*sparrow-lab-", check=False)
+    found += ["process " + p for p in r.stdout.split()]
+    return found
+
+
+if __name__ == "__main__":
+    import sys
+
+    why = missing()
+    if why:
+        sys.exit("lab: " + why)
+    with Lab(int(sys.argv[2]) if len(sys.argv) > 2 else 3) as lab:
+        for n in lab.nodes:
+            print("%-9s %-12s pid1 %d  %s" % (n.name, n.ip, n.pid1, n.bus))
+        if len(sys.argv) > 1 and sys.argv[1] == "up":
+            input("lab is up; Enter tears it down ")
