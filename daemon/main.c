@@ -4,8 +4,11 @@
 
 #include "config.h"
 #include "dbus-service.h"
+#include "leader-target.h"
 #include "node.h"
 #include "notify.h"
+
+#define LEADER_TARGET "sparrow-leader.target"
 
 /* A stop that outlives this is cut short: systemd's stop timeout is longer. */
 #define STOP_BOUND_MS 5000
@@ -15,6 +18,7 @@ typedef struct
   GMainLoop *loop;
   SpNode *node;
   SpDBusService *service;
+  SpLeaderTarget *target;
   guint bus_owner;
   gboolean listening;
   gboolean on_bus;
@@ -61,6 +65,16 @@ on_bus_acquired (GDBusConnection *connection, const char *name, gpointer user_da
 
   if (!sp_dbus_service_export (d->service, connection, &error))
     g_warning ("cannot export %s: %s", SP_DBUS_PATH, error->message);
+  /* Run by systemd: the leader target follows this node's leadership. The
+   * marker lives in the runtime directory systemd removes at every stop. */
+  if (g_getenv ("INVOCATION_ID") && !d->target)
+    {
+      const char *runtime = g_getenv ("RUNTIME_DIRECTORY");
+      g_autofree char *marker
+          = g_build_filename (runtime ? runtime : "/run/sparrow", "leader", NULL);
+
+      d->target = sp_leader_target_new (d->node, connection, LEADER_TARGET, marker);
+    }
 }
 
 static void
@@ -206,6 +220,7 @@ main (int argc, char **argv)
   g_main_loop_run (d.loop);
 
   g_bus_unown_name (d.bus_owner);
+  g_clear_pointer (&d.target, sp_leader_target_free);
   sp_dbus_service_free (d.service);
   g_object_unref (d.node);
   g_main_loop_unref (d.loop);

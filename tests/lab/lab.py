@@ -25,7 +25,9 @@ CACHE = os.environ.get("SPARROW_LAB_CACHE", "/var/cache/sparrow-lab")
 PREFIX = "splab"
 NET = "10.77.0."
 PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,polkitd,"
-            "iproute2,iputils-arping,iputils-ping")
+            "iproute2,iputils-arping,iputils-ping,"
+            # sparrow's own run-time dependencies, as its package would pull them in
+            "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0")
 # A cached rootfs built from other packages or another prepare() is rebuilt.
 STAMP = "packages=%s prepare=2\n" % PACKAGES
 
@@ -93,6 +95,17 @@ def rootfs():
     return root
 
 
+def stage_sparrow(source, workdir):
+    """Builds sparrow and installs it into a staging tree the way a
+    distribution package would (prefix /usr); returns the tree."""
+    build = os.path.join(workdir, "build")
+    stage = os.path.join(workdir, "stage")
+    run("meson", "setup", build, source, "--prefix=/usr", "--buildtype=debugoptimized")
+    run("meson", "compile", "-C", build)
+    run("meson", "install", "-C", build, "--destdir", stage)
+    return stage
+
+
 def write(path, text, mode=0o644):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -156,6 +169,10 @@ class Node:
              "--machine=" + self.name, "--directory=" + self.root] + self.lab.binds,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def install(self, stage):
+        """Copies the staged package into the node's root (its overlay)."""
+        run("cp", "-a", stage + "/.", self.root)
 
     def find_pid1(self, deadline):
         while time.monotonic() < deadline:
@@ -254,13 +271,17 @@ def children(pid):
 class Lab:
     """n nodes (n1..nN at 10.77.0.11..) and an observer (10.77.0.2)."""
 
-    def __init__(self, n=3, binds=()):
+    def __init__(self, n=3, binds=(), stage=None, setup=None):
+        """stage: a staged sparrow to install on the members; setup(node):
+        runs on each member's root before it boots."""
         if not 1 <= n <= 5:
             raise LabError("the lab has 1 to 5 nodes")
         self.lower = rootfs()
         self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
         self.bridge_ns = PREFIX + "-bridge"
         self.binds = ["--bind-ro=%s" % b for b in binds]
+        self.stage = stage
+        self.setup = setup
         self.nodes = [Node(self, "n%d" % (i + 1), 11 + i) for i in range(n)]
         self.observer = Node(self, "observer", 2)
         self.nodes.append(self.observer)
@@ -276,6 +297,11 @@ class Lab:
             self.ns(self.bridge_ns, "ip", "link", "set", "br0", "up")
             for n in self.nodes:
                 n.create()
+                if n is not self.observer:
+                    if self.stage:
+                        n.install(self.stage)
+                    if self.setup:
+                        self.setup(n)
                 n.boot()
             deadline = time.monotonic() + timeout
             for n in self.nodes:

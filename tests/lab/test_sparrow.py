@@ -1,0 +1,144 @@
+"""sparrow installed like a package on real systemd hosts: the leader
+target and a leader-only unit follow leadership, survive crashes of nodes
+and of the daemon in the right order, and cannot be started by hand on a
+follower.  Opt-in: SPARROW_LAB=1."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lab  # noqa: E402
+
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+EXAMPLE = "sparrow-leader-example.service"
+TARGET = "sparrow-leader.target"
+
+
+class SparrowLab(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
+        cls.stage = lab.stage_sparrow(SOURCE, cls.work)
+        cls.certs = os.path.join(cls.work, "certs")
+        certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
+        lab.run(certs_tool, "ca", cls.certs)
+        for i in range(3):
+            lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+
+    @classmethod
+    def tearDownClass(cls):
+        lab.run("rm", "-rf", cls.work)
+
+    def setUp(self):
+        self.lab = lab.Lab(3, stage=self.stage, setup=self.configure)
+        self.lab.up()
+        self.addCleanup(self.lab.down)
+        for n in self.lab.members:
+            n.sh("systemctl enable %s && systemctl enable --now sparrow.target" % EXAMPLE)
+
+    def configure(self, node):
+        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in self.lab.members)
+        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
+                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
+                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
+                  "key = /etc/sparrow/tls/node.key\n" % (node.name, node.ip, members))
+        tls = os.path.join(node.root, "etc/sparrow/tls")
+        os.makedirs(tls, exist_ok=True)
+        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
+                         (node.name + ".key", "node.key")):
+            lab.run("cp", os.path.join(self.certs, src), os.path.join(tls, dst))
+        with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
+            lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
+
+    # -- helpers ----------------------------------------------------------
+
+    def active(self, node, unit):
+        return node.sh("systemctl is-active " + unit, check=False).stdout.strip() == "active"
+
+    def holders(self, nodes=None):
+        """Members whose leader target and leader-only unit are active."""
+        return [n for n in (nodes or self.lab.members)
+                if self.active(n, TARGET) and self.active(n, EXAMPLE)]
+
+    def wait_one_holder(self, nodes=None, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = self.holders(nodes)
+            if len(h) == 1:
+                return h[0]
+            time.sleep(0.05)
+        self.fail("no single holder of %s among %s" % (TARGET, [n.name for n in nodes or
+                                                                 self.lab.members]))
+
+    # -- the tests of the issue -------------------------------------------
+
+    def test_1_exactly_one_leader_runs_the_units(self):
+        holder = self.wait_one_holder()
+        time.sleep(1)
+        self.assertEqual(self.holders(), [holder])
+        role = holder.sh("sparrowctl leader").stdout.split()[0]
+        self.assertEqual(role, holder.name)
+        for n in self.lab.members:
+            if n is not holder:
+                self.assertFalse(self.active(n, EXAMPLE))
+                self.assertFalse(os.path.exists(os.path.join(n.root, "run/sparrow/leader")))
+
+    def test_2_node_crash_moves_the_units(self):
+        old = self.wait_one_holder()
+        old.kill()
+        rest = [n for n in self.lab.members if n is not old]
+        new = self.wait_one_holder(rest)
+        self.assertIsNot(new, old)
+
+    def test_3_planned_stop_hands_over(self):
+        old = self.wait_one_holder()
+        old.sh("systemctl stop sparrow.service")
+        self.assertFalse(self.active(old, EXAMPLE))
+        rest = [n for n in self.lab.members if n is not old]
+        self.wait_one_holder(rest, timeout=5)
+
+    def test_4_daemon_crash_stops_units_and_restart_does_not_bring_them_back(self):
+        old = self.wait_one_holder()
+        old.sh("kill -9 $(systemctl show --property=MainPID --value sparrow.service)")
+        rest = [n for n in self.lab.members if n is not old]
+        self.wait_one_holder(rest)
+        seen = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            seen.append(old.sh("systemctl is-active %s" % EXAMPLE, check=False).stdout.strip())
+            time.sleep(0.01)
+        self.assertNotIn("active", seen)
+        self.assertEqual(old.sh("systemctl is-active sparrow.service", check=False)
+                         .stdout.strip(), "active")
+
+    def test_5_no_leader_units_by_hand_on_a_follower(self):
+        holder = self.wait_one_holder()
+        follower = next(n for n in self.lab.members if n is not holder)
+        follower.sh("systemctl start %s" % EXAMPLE, check=False)
+        time.sleep(0.5)
+        self.assertFalse(self.active(follower, EXAMPLE))
+        self.assertFalse(self.active(follower, TARGET))
+
+    def test_7_introspection_on_the_system_bus(self):
+        holder = self.wait_one_holder()
+        out = subprocess.run(["busctl", "--address=" + holder.bus, "introspect",
+                              "org.sparrow.cluster1", "/org/sparrow/cluster1"],
+                             capture_output=True, text=True, timeout=30).stdout
+        for name in ("org.sparrow.cluster1.Manager", "org.sparrow.cluster1.Store",
+                     ".TransferLeadership", ".Members", ".LeaseValid", ".CompareAndSwap"):
+            self.assertIn(name, out)
+
+
+if __name__ == "__main__":
+    why = lab.missing()
+    if not os.environ.get("SPARROW_LAB"):
+        why = "the lab is opt-in: set SPARROW_LAB=1 (needs root, debootstrap, systemd-container)"
+    if why:
+        print("skipped: " + why)
+        sys.exit(77)
+    result = unittest.main(verbosity=2, exit=False).result
+    sys.exit(0 if result.wasSuccessful() else 1)

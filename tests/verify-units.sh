@@ -1,0 +1,19 @@
+#!/bin/sh
+# systemd-analyze verify on every unit we install, with ExecStart= pointing
+# at the sparrowd just built.  Usage: verify-units.sh SRCDIR SBINDIR
+set -eu
+src=$1
+sbindir=$2
+if ! command -v systemd-analyze >/dev/null; then
+    echo "skipped: systemd-analyze is not installed"
+    exit 77
+fi
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+sed "s|@sbindir@|$sbindir|" "$src/units/sparrow.service.in" >"$dir/sparrow.service"
+cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
+   "$src/units/examples/sparrow-leader-example.service" "$dir/"
+cd "$dir"
+systemd-analyze verify ./sparrow.service ./sparrow.target ./sparrow-leader.target \
+    ./sparrow-leader-example.service
+echo "units: 4 verified"
