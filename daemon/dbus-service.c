@@ -1,5 +1,6 @@
 #include "dbus-service.h"
 
+#include "authority.h"
 #include "sp-dbus-generated.h"
 
 /* After a role change, members are shown again once heartbeats answered. */
@@ -117,37 +118,106 @@ on_admin_done (GObject *source, GAsyncResult *result, gpointer user_data)
     g_dbus_method_invocation_return_value (invocation, NULL);
 }
 
+/* Changes run once the caller is authorized; the node answers later. */
+typedef void (*Run) (SpNode *node, GDBusMethodInvocation *invocation);
+
+typedef struct
+{
+  SpNode *node;
+  GDBusMethodInvocation *invocation;
+  Run run;
+} Pending;
+
+static void
+on_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Pending *p = user_data;
+  GError *error = NULL;
+
+  if (sp_authority_check_finish (result, &error))
+    p->run (p->node, p->invocation);
+  else
+    g_dbus_method_invocation_take_error (p->invocation, error);
+  g_object_unref (p->node);
+  g_free (p);
+}
+
+static gboolean
+authorize (SpDBusService *service, GDBusMethodInvocation *invocation, const char *action, Run run)
+{
+  Pending *p = g_new0 (Pending, 1);
+
+  p->node = g_object_ref (service->node);
+  p->invocation = invocation;
+  p->run = run;
+  sp_authority_check_async (invocation, action, on_authorized, p);
+  return G_DBUS_METHOD_INVOCATION_HANDLED;
+}
+
+static void
+run_transfer (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *target;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s)", &target);
+  sp_node_transfer_async (node, target, on_admin_done, g_object_ref (invocation));
+}
+
 static gboolean
 handle_transfer (SpDBusManager *manager, GDBusMethodInvocation *invocation, const char *target,
                  SpDBusService *service)
 {
-  sp_node_transfer_async (service->node, target, on_admin_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_TRANSFER, run_transfer);
+}
+
+static void
+run_add_member (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *name, *address;
+  gboolean voter;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s&sb)", &name, &address,
+                 &voter);
+  sp_node_add_member_async (node, name, address, voter, on_admin_done, g_object_ref (invocation));
 }
 
 static gboolean
 handle_add_member (SpDBusManager *manager, GDBusMethodInvocation *invocation, const char *name,
                    const char *address, gboolean voter, SpDBusService *service)
 {
-  sp_node_add_member_async (service->node, name, address, voter, on_admin_done,
-                            g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_MEMBERS, run_add_member);
+}
+
+static void
+run_remove_member (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *name;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s)", &name);
+  sp_node_remove_member_async (node, name, on_admin_done, g_object_ref (invocation));
 }
 
 static gboolean
 handle_remove_member (SpDBusManager *manager, GDBusMethodInvocation *invocation, const char *name,
                       SpDBusService *service)
 {
-  sp_node_remove_member_async (service->node, name, on_admin_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_MEMBERS, run_remove_member);
+}
+
+static void
+run_promote_member (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *name;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s)", &name);
+  sp_node_promote_member_async (node, name, on_admin_done, g_object_ref (invocation));
 }
 
 static gboolean
 handle_promote_member (SpDBusManager *manager, GDBusMethodInvocation *invocation, const char *name,
                        SpDBusService *service)
 {
-  sp_node_promote_member_async (service->node, name, on_admin_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_MEMBERS, run_promote_member);
 }
 
 /* ---- Store methods ------------------------------------------------------ */
@@ -180,28 +250,54 @@ handle_get (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *k
   return G_DBUS_METHOD_INVOCATION_HANDLED;
 }
 
+static void
+run_set (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *key, *value;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s&s)", &key, &value);
+  sp_node_set_async (node, key, value, on_write_done, g_object_ref (invocation));
+}
+
 static gboolean
 handle_set (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
             const char *value, SpDBusService *service)
 {
-  sp_node_set_async (service->node, key, value, on_write_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_WRITE, run_set);
+}
+
+static void
+run_delete (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *key;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s)", &key);
+  sp_node_delete_async (node, key, on_write_done, g_object_ref (invocation));
 }
 
 static gboolean
 handle_delete (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
                SpDBusService *service)
 {
-  sp_node_delete_async (service->node, key, on_write_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_WRITE, run_delete);
+}
+
+static void
+run_cas (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *key, *value;
+  guint64 expected;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&st&s)", &key, &expected,
+                 &value);
+  sp_node_cas_async (node, key, expected, value, on_write_done, g_object_ref (invocation));
 }
 
 static gboolean
 handle_cas (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
             guint64 expected, const char *value, SpDBusService *service)
 {
-  sp_node_cas_async (service->node, key, expected, value, on_write_done, g_object_ref (invocation));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  return authorize (service, invocation, SP_ACTION_WRITE, run_cas);
 }
 
 static gboolean

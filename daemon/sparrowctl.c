@@ -59,7 +59,7 @@ fail (GError *error)
     {
       g_autofree char *why = error->message;
 
-      error->message = g_strdup_printf ("not allowed: changes need root (%s)", why);
+      error->message = g_strdup_printf ("not allowed: %s", why);
     }
   if (!remote)
     code = EXIT_FAILED;

@@ -51,6 +51,12 @@ class SparrowLab(unittest.TestCase):
         for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
                          (node.name + ".key", "node.key")):
             lab.run("cp", os.path.join(self.certs, src), os.path.join(tls, dst))
+        # alice may change the cluster through polkit; bob may not.
+        lab.write(os.path.join(node.root, "etc/polkit-1/rules.d/50-sparrow-test.rules"),
+                  'polkit.addRule(function (action, subject) {\n'
+                  '  if (action.id.indexOf("org.sparrow.cluster1.") == 0 && subject.user == "alice")\n'
+                  '    return polkit.Result.YES;\n'
+                  '});\n')
         with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
             lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
 
@@ -122,6 +128,26 @@ class SparrowLab(unittest.TestCase):
         time.sleep(0.5)
         self.assertFalse(self.active(follower, EXAMPLE))
         self.assertFalse(self.active(follower, TARGET))
+
+    def test_6_polkit_decides_who_may_change(self):
+        holder = self.wait_one_holder()
+        holder.sh("useradd --no-create-home alice && useradd --no-create-home bob")
+        out = holder.sh("pkaction --verbose --action-id org.sparrow.cluster1.write-store").stdout
+        self.assertIn("auth_admin_keep", out)
+
+        def as_user(user, command):
+            return holder.sh("setpriv --reuid=%s --regid=%s --init-groups sparrowctl %s"
+                             % (user, user, command), check=False)
+
+        for command in ("set k bob", "transfer", "members remove n3"):
+            r = as_user("bob", command)
+            self.assertEqual(r.returncode, 1, command)
+            self.assertIn("not authorized for org.sparrow.cluster1.", r.stderr)
+        self.assertEqual(as_user("bob", "get k").returncode, 4)  # reading is open
+        r = as_user("alice", "set k alice")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(holder.sh("sparrowctl set k root").returncode, 0)
+        self.assertEqual(as_user("bob", "get k").stdout.strip(), "root")
 
     def test_7_introspection_on_the_system_bus(self):
         holder = self.wait_one_holder()
