@@ -17,12 +17,14 @@ struct _SpLeaderTarget
   guint job_removed;
   gboolean subscribed;
 
-  gboolean active;   /* the last job that ended left the target started */
-  gboolean busy;     /* a marker write or a job is in flight */
-  gboolean starting; /* what the job in flight does */
-  char *job;         /* its object path, once systemd answered */
-  GHashTable *ended; /* jobs whose JobRemoved came before StartUnit's reply */
-  char *last_error;  /* logged once until something succeeds */
+  gboolean released;        /* a planned handover: the target stays stopped */
+  gboolean release_pending; /* the node waits for it to be stopped */
+  gboolean active;          /* the last job that ended left the target started */
+  gboolean busy;            /* a marker write or a job is in flight */
+  gboolean starting;        /* what the job in flight does */
+  char *job;                /* its object path, once systemd answered */
+  GHashTable *ended;        /* jobs whose JobRemoved came before StartUnit's reply */
+  char *last_error;         /* logged once until something succeeds */
 };
 
 static void reconcile (SpLeaderTarget *t);
@@ -64,7 +66,19 @@ still_wanted (SpLeaderTarget *t)
 static gboolean
 wanted (SpLeaderTarget *t)
 {
-  return g_str_equal (sp_node_get_role (t->node), "leader") && sp_node_get_lease_valid (t->node);
+  return !t->released && g_str_equal (sp_node_get_role (t->node), "leader")
+         && sp_node_get_lease_valid (t->node);
+}
+
+/* A planned handover goes on once no job runs: the target is stopped, or
+ * stopping it failed (logged) and waiting longer would not help. */
+static void
+check_released (SpLeaderTarget *t)
+{
+  if (!t->release_pending || t->busy || (t->active && t->subscribed && !t->last_error))
+    return;
+  t->release_pending = FALSE;
+  sp_node_handover_released (t->node);
 }
 
 static void
@@ -78,6 +92,7 @@ job_failed (SpLeaderTarget *t, const char *what, const char *why)
   g_free (t->last_error);
   t->last_error = g_steal_pointer (&text);
   t->busy = FALSE;
+  check_released (t);
 }
 
 static void
@@ -95,6 +110,7 @@ job_done (SpLeaderTarget *t, const char *result)
   g_message ("%s %s", t->unit,
              t->active ? "started: this node runs the leader-only units" : "stopped");
   reconcile (t);
+  check_released (t);
 }
 
 static void
@@ -223,6 +239,28 @@ on_state (SpNode *node, GParamSpec *pspec, gpointer user_data)
 }
 
 static void
+on_release (SpNode *node, gpointer user_data)
+{
+  SpLeaderTarget *t = user_data;
+
+  t->released = TRUE;
+  t->release_pending = TRUE;
+  g_clear_pointer (&t->last_error, g_free);
+  reconcile (t);
+  check_released (t);
+}
+
+static void
+on_resume (SpNode *node, gpointer user_data)
+{
+  SpLeaderTarget *t = user_data;
+
+  t->released = FALSE;
+  t->release_pending = FALSE;
+  reconcile (t);
+}
+
+static void
 on_subscribed (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpLeaderTarget *t = user_data;
@@ -263,6 +301,7 @@ sp_leader_target_new (SpNode *node, GDBusConnection *bus, const char *unit, cons
       G_DBUS_SIGNAL_FLAGS_NONE, on_job_removed, t, NULL);
   t->role_handler = g_signal_connect (node, "notify::role", G_CALLBACK (on_state), t);
   t->lease_handler = g_signal_connect (node, "notify::lease-valid", G_CALLBACK (on_state), t);
+  sp_node_set_handover (node, on_release, on_resume, t);
   g_dbus_connection_call (bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe", NULL, NULL,
                           G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_subscribed,
                           target_ref (t));
@@ -281,6 +320,9 @@ sp_leader_target_free (SpLeaderTarget *t)
   if (!t)
     return;
   g_cancellable_cancel (t->cancellable);
+  sp_node_set_handover (t->node, NULL, NULL, NULL);
+  if (t->release_pending)
+    sp_node_handover_released (t->node);
   g_clear_signal_handler (&t->role_handler, t->node);
   g_clear_signal_handler (&t->lease_handler, t->node);
   g_dbus_connection_signal_unsubscribe (t->bus, t->job_removed);

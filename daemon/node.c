@@ -48,6 +48,11 @@ struct _SpNode
   GHashTable *pending;      /* index (guint64*) -> Pending */
 
   GTask *transfer_task;
+  SpNodeHandoverFunc handover_release;
+  SpNodeHandoverFunc handover_resume;
+  gpointer handover_data;
+  gboolean releasing;  /* transfer_task waits for the handover hook */
+  guint64 transfer_to; /* its target */
   guint transfer_timeout;
   GTask *stop_task;
   guint stop_timeout;
@@ -1134,12 +1139,46 @@ settle_transfer (SpNode *node, GError *error)
   g_autoptr (GTask) task = g_steal_pointer (&node->transfer_task);
 
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
+  node->releasing = FALSE;
   if (!task)
     return;
   if (error)
     g_task_return_error (task, error);
   else
     g_task_return_boolean (task, TRUE);
+  if (node->handover_resume)
+    node->handover_resume (node, node->handover_data);
+}
+
+static void
+start_transfer (SpNode *node)
+{
+  GError *error = NULL;
+
+  if (!sp_raft_transfer_leadership (node->raft, node->transfer_to, &error))
+    {
+      settle_transfer (node, raft_error_to_node (error, node));
+      return;
+    }
+  schedule_ready (node);
+}
+
+void
+sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
+                      gpointer user_data)
+{
+  node->handover_release = release;
+  node->handover_resume = resume;
+  node->handover_data = user_data;
+}
+
+void
+sp_node_handover_released (SpNode *node)
+{
+  if (!node->releasing)
+    return;
+  node->releasing = FALSE;
+  start_transfer (node);
 }
 
 static gboolean
@@ -1166,7 +1205,6 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
                         gpointer user_data)
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
-  g_autoptr (GError) error = NULL;
   guint64 to = target && *target ? sp_member_id (target) : SP_RAFT_NONE;
 
   if (!check_running (node, task))
@@ -1188,15 +1226,25 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
       g_task_return_boolean (task, TRUE);
       return;
     }
-  if (!sp_raft_transfer_leadership (node->raft, to, &error))
+  if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
     {
-      g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
+      g_task_return_error (
+          task, raft_error_to_node (
+                    g_error_new_literal (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "not the leader"),
+                    node));
       return;
     }
   node->transfer_task = g_steal_pointer (&task);
+  node->transfer_to = to;
   node->transfer_timeout
       = g_timeout_add (4 * node->election_ticks * node->tick_ms, on_transfer_timeout, node);
-  schedule_ready (node);
+  if (node->handover_release)
+    {
+      node->releasing = TRUE;
+      node->handover_release (node, node->handover_data);
+      return;
+    }
+  start_transfer (node);
 }
 
 static void

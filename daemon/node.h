@@ -106,4 +106,14 @@ void sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCa
                                    gpointer user_data);
 gboolean sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **error);
 
+/* Planned handover.  Before a leadership transfer the node calls release
+ * and waits for sp_node_handover_released(); once the transfer is over
+ * (another node leads, or it failed) it calls resume.  The leader target
+ * uses it to stop the leader-only units before another node starts them.
+ * NULL functions remove the hook. */
+typedef void (*SpNodeHandoverFunc) (SpNode *node, gpointer user_data);
+void sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
+                           gpointer user_data);
+void sp_node_handover_released (SpNode *node);
+
 G_END_DECLS

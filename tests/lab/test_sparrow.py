@@ -3,6 +3,7 @@ target and a leader-only unit follow leadership, survive crashes of nodes
 and of the daemon in the right order, and cannot be started by hand on a
 follower.  Opt-in: SPARROW_LAB=1."""
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,10 @@ class SparrowLab(unittest.TestCase):
                   '  if (action.id.indexOf("org.sparrow.cluster1.") == 0 && subject.user == "alice")\n'
                   '    return polkit.Result.YES;\n'
                   '});\n')
+        # A workload that takes a while to stop, as real ones do: a new
+        # leader that did not wait for it would start its copy meanwhile.
+        lab.write(os.path.join(node.root, "etc/systemd/system", EXAMPLE + ".d", "slow-stop.conf"),
+                  "[Service]\nExecStop=/bin/sleep 0.3\n")
         with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
             lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
 
@@ -106,6 +111,23 @@ class SparrowLab(unittest.TestCase):
         self.assertFalse(self.active(old, EXAMPLE))
         rest = [n for n in self.lab.members if n is not old]
         self.wait_one_holder(rest, timeout=5)
+
+    def test_3b_transfer_stops_units_before_the_new_leader_starts_them(self):
+        old = self.wait_one_holder()
+        new = next(n for n in self.lab.members if n is not old)
+        old.sh("sparrowctl transfer " + new.name)
+        self.assertIs(self.wait_one_holder(), new)
+
+        def last(node, word):
+            """Monotonic time (µs) of the journal's last "<word> <unit>" line:
+            one kernel, one monotonic clock for every node."""
+            out = node.sh("journalctl --no-pager -o json -u %s" % EXAMPLE).stdout
+            stamps = [int(json.loads(line)["__MONOTONIC_TIMESTAMP"]) for line in out.splitlines()
+                      if json.loads(line).get("MESSAGE", "").startswith(word + " ")]
+            self.assertTrue(stamps, "no %s line on %s" % (word, node.name))
+            return stamps[-1]
+
+        self.assertLess(last(old, "Stopped"), last(new, "Started"))
 
     def test_4_daemon_crash_stops_units_and_restart_does_not_bring_them_back(self):
         old = self.wait_one_holder()
