@@ -105,6 +105,23 @@ class SparrowLab(unittest.TestCase):
         new = self.wait_one_holder(rest)
         self.assertIsNot(new, old)
 
+    def test_2b_cut_off_leader_lets_go_when_its_lease_ends(self):
+        old = self.wait_one_holder()
+        old.cut()
+        rest = [n for n in self.lab.members if n is not old]
+        new = self.wait_one_holder(rest)
+        self.assertIsNot(new, old)
+        self.assertFalse(self.active(old, EXAMPLE))
+        self.assertFalse(self.active(old, TARGET))
+
+    def test_2c_stalled_daemon_is_fenced_by_the_watchdog(self):
+        old = self.wait_one_holder()
+        old.sh("kill -STOP $(systemctl show --property=MainPID --value sparrow.service)")
+        rest = [n for n in self.lab.members if n is not old]
+        self.wait_one_holder(rest)
+        self.assertFalse(self.active(old, EXAMPLE))
+        self.assertIn("watchdog", old.sh("journalctl --no-pager -u sparrow.service").stdout.lower())
+
     def test_3_planned_stop_hands_over(self):
         old = self.wait_one_holder()
         old.sh("systemctl stop sparrow.service")
