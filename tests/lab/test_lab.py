@@ -78,11 +78,4 @@ class Teardown(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    why = lab.missing()
-    if not os.environ.get("SPARROW_LAB"):
-        why = "the lab is opt-in: set SPARROW_LAB=1 (needs root, debootstrap, systemd-container)"
-    if why:
-        print("skipped: " + why)
-        sys.exit(77)
-    result = unittest.main(verbosity=2, exit=False).result
-    sys.exit(0 if result.wasSuccessful() else 1)
+    lab.test_main()
