@@ -308,12 +308,6 @@ sp_leader_target_new (SpNode *node, GDBusConnection *bus, const char *unit, cons
   return t;
 }
 
-gboolean
-sp_leader_target_active (SpLeaderTarget *t)
-{
-  return t->active;
-}
-
 void
 sp_leader_target_free (SpLeaderTarget *t)
 {

@@ -22,9 +22,6 @@ SpLeaderTarget *sp_leader_target_new (SpNode *node, GDBusConnection *bus, const 
                                       const char *marker);
 void sp_leader_target_free (SpLeaderTarget *target);
 
-/* Whether the target is started (its last job succeeded). */
-gboolean sp_leader_target_active (SpLeaderTarget *target);
-
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpLeaderTarget, sp_leader_target_free)
 
 G_END_DECLS

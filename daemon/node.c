@@ -148,14 +148,6 @@ split_address (const char *address, char **host, guint16 *port)
   return *port != 0;
 }
 
-static gboolean
-conf_equal (const SpRaftConf *a, const SpRaftConf *b)
-{
-  return a->n_voters == b->n_voters && a->n_learners == b->n_learners
-         && memcmp (a->voters, b->voters, a->n_voters * sizeof (guint64)) == 0
-         && memcmp (a->learners, b->learners, a->n_learners * sizeof (guint64)) == 0;
-}
-
 static void
 want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
 {
@@ -480,7 +472,7 @@ finish_ready (SpNode *node, SpRaftReady *rd)
   sp_raft_ready_free (rd);
   node->persisting = FALSE;
   /* A configuration takes effect when appended, before it commits. */
-  if (!conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
+  if (!sp_raft_conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
     sync_peers (node);
   maybe_compact (node);
   publish (node);

@@ -95,15 +95,16 @@ call (const char *iface, const char *method, GVariant *args, const char *reply_t
                                       NULL, error);
 }
 
+/* pretty: indented; else one line (watch: one change per line). */
 static void
-print_json (JsonBuilder *builder)
+print_json (JsonBuilder *builder, gboolean pretty)
 {
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (builder);
   g_autofree char *text = NULL;
 
   json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
+  json_generator_set_pretty (gen, pretty);
   text = json_generator_to_data (gen, NULL);
   g_print ("%s\n", text);
 }
@@ -149,7 +150,7 @@ cmd_status (gboolean leader_only)
           json_builder_set_member_name (b, "term");
           json_builder_add_int_value (b, (gint64)term);
           json_builder_end_object (b);
-          print_json (b);
+          print_json (b, TRUE);
         }
       else if (*leader)
         {
@@ -212,7 +213,7 @@ cmd_status (gboolean leader_only)
         }
       json_builder_end_array (b);
       json_builder_end_object (b);
-      print_json (b);
+      print_json (b, TRUE);
       return EXIT_OK;
     }
 
@@ -290,7 +291,7 @@ cmd_get (const char *key)
       json_builder_set_member_name (b, "revision");
       json_builder_add_int_value (b, (gint64)revision);
       json_builder_end_object (b);
-      print_json (b);
+      print_json (b, TRUE);
     }
   else
     {
@@ -344,7 +345,7 @@ cmd_ls (const char *prefix)
     }
   json_builder_end_array (b);
   if (opt_json)
-    print_json (b);
+    print_json (b, TRUE);
   return EXIT_OK;
 }
 
@@ -363,9 +364,6 @@ on_changed (GDBusConnection *connection, const char *sender, const char *path, c
   if (opt_json)
     {
       g_autoptr (JsonBuilder) b = json_builder_new ();
-      g_autoptr (JsonGenerator) gen = json_generator_new ();
-      g_autoptr (JsonNode) root = NULL;
-      g_autofree char *text = NULL;
 
       json_builder_begin_object (b);
       json_builder_set_member_name (b, "key");
@@ -378,10 +376,7 @@ on_changed (GDBusConnection *connection, const char *sender, const char *path, c
       json_builder_set_member_name (b, "revision");
       json_builder_add_int_value (b, (gint64)revision);
       json_builder_end_object (b);
-      root = json_builder_get_root (b);
-      json_generator_set_root (gen, root);
-      text = json_generator_to_data (gen, NULL);
-      g_print ("%s\n", text);
+      print_json (b, FALSE);
     }
   else if (deleted)
     {

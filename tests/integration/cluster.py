@@ -25,23 +25,19 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
+{policy}
   </policy>
+{include}
 </busconfig>
 """
 
+# Everyone may do everything (and monitor).
+OPEN_POLICY = """    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>"""
 
-# The policy of Debian's system bus (deny by default), plus sparrow's file.
-SYSTEM_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path={path}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
+# The policy of Debian's system bus: deny by default.
+SYSTEM_POLICY = """    <deny own="*"/>
     <deny send_type="method_call"/>
     <allow send_type="signal"/>
     <allow send_requested_reply="true" send_type="method_return"/>
@@ -52,11 +48,7 @@ SYSTEM_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus
     <allow receive_type="signal"/>
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
     <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"""
+           send_interface="org.freedesktop.DBus.Introspectable"/>"""
 
 
 def free_port(host="127.0.0.1"):
@@ -102,10 +94,11 @@ class Node:
     def start_bus(self):
         conf = os.path.join(self.dir, "bus.conf")
         with open(conf, "w") as f:
-            if self.cluster.bus_policy:
-                f.write(SYSTEM_BUS_CONFIG.format(path=self.bus_path, policy=self.cluster.bus_policy))
+            if self.cluster.bus_policy:  # like the system bus, plus that file
+                f.write(BUS_CONFIG.format(path=self.bus_path, policy=SYSTEM_POLICY,
+                                          include="<include>%s</include>" % self.cluster.bus_policy))
             else:
-                f.write(BUS_CONFIG.format(path=self.bus_path))
+                f.write(BUS_CONFIG.format(path=self.bus_path, policy=OPEN_POLICY, include=""))
         self.bus = subprocess.Popen(
             ["dbus-daemon", "--config-file=" + conf, "--nofork", "--print-address"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
