@@ -3,8 +3,10 @@
  * disk goes through here and is validated before the core sees it.
  *
  * Serialized data is GVariant normal form, little-endian on every host.
- * Each top-level record starts with a version (q); an unknown version is an
- * error, not a guess. */
+ * Each top-level record starts with its version in its first two bytes;
+ * an unknown version is an error, not a guess.  Messages (and the
+ * transport's hello) are versioned apart from what storage keeps, so the
+ * protocol can change without rewriting data directories. */
 #pragma once
 
 #include <glib.h>
@@ -13,8 +15,9 @@
 
 G_BEGIN_DECLS
 
-#define SP_WIRE_VERSION   1
-#define SP_WIRE_MAX_FRAME (16u * 1024 * 1024) /* bytes, after the length prefix */
+#define SP_WIRE_VERSION        2 /* the peer protocol: hello and messages */
+#define SP_WIRE_RECORD_VERSION 1 /* storage records: entries, hard state, snapshots */
+#define SP_WIRE_MAX_FRAME      (16u * 1024 * 1024) /* bytes, after the length prefix */
 
 #define SP_WIRE_ERROR (sp_wire_error_quark ())
 GQuark sp_wire_error_quark (void);

@@ -9,7 +9,9 @@
 /* The documented formats, to build records the encoder refuses to make. */
 #define ENTRY_TYPE "(ttymaym(atat))"
 /* a SNAPSHOT message with the configuration given as two variants */
-#define MSG_CONF_ARGS "(qyttttttttbba" ENTRY_TYPE "m(tt(@at@at)may))"
+#define MSG_CONF_ARGS "(@at(tt(@at@at)may))"
+/* the values of a message header, in order */
+#define HEADER_LEN 11
 
 static SpRaftConf *
 new_conf (guint n_voters, guint n_learners)
@@ -122,6 +124,19 @@ assert_msg_rejected (GBytes *bytes, SpWireError code, const char *const *what)
                    what[i]);
 }
 
+/* Decodes to m without its entries and snapshot. */
+static void
+assert_encoded_msg_stripped (const SpRaftMsg *m)
+{
+  g_autoptr (GBytes) bytes = sp_wire_msg_to_bytes (m);
+  g_autoptr (SpRaftMsg) back = decode_ok (bytes);
+  SpRaftMsg bare = *m;
+
+  bare.entries = NULL;
+  bare.snapshot = NULL;
+  sp_test_assert_msg_eq (&bare, back);
+}
+
 static void
 assert_encoded_msg_rejected (const SpRaftMsg *m, const char *const *what)
 {
@@ -221,7 +236,7 @@ START_TEST (test_hard_state_round_trip_and_layout)
   /* (q(ttt)) little-endian: version, padding to 8, then the three fields */
   p = g_bytes_get_data (bytes, &n);
   ck_assert_uint_eq (n, 32);
-  ck_assert_uint_eq (p[0], SP_WIRE_VERSION);
+  ck_assert_uint_eq (p[0], SP_WIRE_RECORD_VERSION);
   ck_assert_uint_eq (p[1], 0);
   ck_assert_uint_eq (p[8], 0x88);
   ck_assert_uint_eq (p[15], 0x11);
@@ -302,9 +317,11 @@ START_TEST (test_wrong_version)
       g_autoptr (GByteArray) a = g_bytes_unref_to_array (g_bytes_ref (all[i]));
       g_autoptr (GBytes) v2 = NULL;
       g_autoptr (GError) error = NULL;
+      guint version = (i == 0 ? SP_WIRE_VERSION : SP_WIRE_RECORD_VERSION) + 1;
+      g_autofree char *said = g_strdup_printf ("version: %u", version);
       gboolean ok;
 
-      a->data[0] = SP_WIRE_VERSION + 1;
+      a->data[0] = version;
       v2 = g_byte_array_free_to_bytes (g_steal_pointer (&a));
       switch (i)
         {
@@ -323,7 +340,7 @@ START_TEST (test_wrong_version)
       ck_assert (!ok);
       ck_assert_msg (g_error_matches (error, SP_WIRE_ERROR, SP_WIRE_ERROR_VERSION), "%s",
                      error->message);
-      ck_assert_ptr_nonnull (strstr (error->message, "version: 2"));
+      ck_assert_msg (strstr (error->message, said), "\"%s\" lacks \"%s\"", error->message, said);
     }
 }
 END_TEST
@@ -339,16 +356,125 @@ ids_variant (guint n, guint64 base)
 }
 
 /* A SNAPSHOT message whose configuration the encoder cannot express. */
+static GVariant *
+ids_variant_from (const guint64 *ids, gsize n)
+{
+  return g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, ids, n, sizeof (guint64));
+}
+
+static GVariant *
+header_variant (SpRaftMsgType type, guint64 flags)
+{
+  /* version, type, flags, from, to, term, then zeros */
+  guint64 h[HEADER_LEN] = { SP_WIRE_VERSION, type, flags, 1, 2, 3 };
+
+  return g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, h, HEADER_LEN, sizeof (guint64));
+}
+
 static GBytes *
 snapshot_msg_with_conf (GVariant *voters, GVariant *learners)
 {
-  guint64 from = 1, to = 2, term = 3, zero = 0, index = 10, snap_term = 3;
-  g_autoptr (GVariant) v = g_variant_ref_sink (g_variant_new (
-      MSG_CONF_ARGS, SP_WIRE_VERSION, SP_RAFT_MSG_SNAPSHOT, from, to, term, zero, zero, zero, zero,
-      zero, FALSE, FALSE, NULL, TRUE, index, snap_term, voters, learners, NULL));
+  guint64 index = 10, snap_term = 3;
+  g_autoptr (GVariant) v
+      = g_variant_ref_sink (g_variant_new (MSG_CONF_ARGS, header_variant (SP_RAFT_MSG_SNAPSHOT, 0),
+                                           index, snap_term, voters, learners, NULL));
 
   return g_variant_get_data_as_bytes (v);
 }
+
+/* A header-only message the encoder would not write. */
+static GBytes *
+msg_with_header (GVariant *header)
+{
+  g_autoptr (GVariant) v = g_variant_ref_sink (header);
+
+  return g_variant_get_data_as_bytes (v);
+}
+
+START_TEST (test_bad_header)
+{
+  guint64 short_h[HEADER_LEN - 1] = { SP_WIRE_VERSION, SP_RAFT_MSG_HEARTBEAT };
+  g_autoptr (GBytes) good = msg_with_header (header_variant (SP_RAFT_MSG_HEARTBEAT, 0));
+  g_autoptr (GBytes) flags = msg_with_header (header_variant (SP_RAFT_MSG_HEARTBEAT, 4));
+  g_autoptr (GBytes) type = msg_with_header (header_variant (SP_RAFT_MSG_N_TYPES, 0));
+  g_autoptr (GBytes) len = msg_with_header (g_variant_new_fixed_array (
+      G_VARIANT_TYPE_UINT64, short_h, G_N_ELEMENTS (short_h), sizeof (guint64)));
+  g_autoptr (SpRaftMsg) m = decode_ok (good);
+  const char *flags_what[] = { "flags", "4", NULL };
+  const char *type_what[] = { "type", "10", NULL };
+  const char *len_what[] = { "header", "10 values", NULL };
+
+  ck_assert_int_eq (m->type, SP_RAFT_MSG_HEARTBEAT);
+  ck_assert_uint_eq (m->term, 3);
+  assert_msg_rejected (flags, SP_WIRE_ERROR_MALFORMED, flags_what);
+  assert_msg_rejected (type, SP_WIRE_ERROR_MALFORMED, type_what);
+  assert_msg_rejected (len, SP_WIRE_ERROR_MALFORMED, len_what);
+}
+END_TEST
+
+static GVariant *
+header_of (const SpRaftMsg *m)
+{
+  guint64 h[HEADER_LEN] = {
+    SP_WIRE_VERSION, m->type,    (m->reject ? 1 : 0) | (m->force ? 2 : 0),
+    m->from,         m->to,      m->term,
+    m->log_term,     m->index,   m->commit,
+    m->hint_index,   m->context,
+  };
+
+  return g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, h, HEADER_LEN, sizeof (guint64));
+}
+
+static void
+assert_layout (const SpRaftMsg *m, GVariant *want)
+{
+  g_autoptr (GVariant) sunk = g_variant_ref_sink (want);
+  g_autoptr (GBytes) bytes = sp_wire_msg_to_bytes (m);
+  g_autoptr (GBytes) want_bytes = g_variant_get_data_as_bytes (sunk);
+
+  ck_assert (g_variant_is_normal_form (sunk));
+  ck_assert_msg (g_bytes_equal (bytes, want_bytes), "%s is not laid out as %s",
+                 sp_raft_msg_type_to_string (m->type), g_variant_get_type_string (sunk));
+}
+
+/* The message layouts are the ones documented in wire.c, byte for byte. */
+START_TEST (test_msg_layout)
+{
+  g_autoptr (SpRaftMsg) append = sample_msg (SP_RAFT_MSG_APPEND);
+  g_autoptr (SpRaftMsg) snap = sample_msg (SP_RAFT_MSG_SNAPSHOT);
+  g_autoptr (SpRaftMsg) heartbeat = sample_msg (SP_RAFT_MSG_HEARTBEAT);
+  /* sample_entries: data, a no-op, empty data, a configuration (3 voters
+   * 100-102, 2 learners 200-201) */
+  {
+    const guint64 meta[] = { 3, 42, 1, 3, 43, 0, 4, 44, 1, 4, 45, 2 };
+    const guint64 voters[] = { 100, 101, 102 }, learners[] = { 200, 201 };
+    const char *set = "set vip 10.77.0.100";
+    GVariant *datas[] = {
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, set, strlen (set), 1),
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
+    };
+    GVariant *conf
+        = g_variant_new ("(@at@at)", ids_variant_from (voters, 3), ids_variant_from (learners, 2));
+
+    assert_layout (append, g_variant_new ("(@at@at@aay@a(atat))", header_of (append),
+                                          ids_variant_from (meta, G_N_ELEMENTS (meta)),
+                                          g_variant_new_array (G_VARIANT_TYPE_BYTESTRING, datas, 4),
+                                          g_variant_new_array (NULL, &conf, 1)));
+  }
+  assert_layout (
+      snap,
+      g_variant_new (
+          "(@at(tt(@at@at)m@ay))", header_of (snap), snap->snapshot->index, snap->snapshot->term,
+          g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, snap->snapshot->conf.voters,
+                                     snap->snapshot->conf.n_voters, sizeof (guint64)),
+          g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, snap->snapshot->conf.learners,
+                                     snap->snapshot->conf.n_learners, sizeof (guint64)),
+          g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, "state", 5, 1)));
+  assert_layout (heartbeat, header_of (heartbeat));
+}
+END_TEST
 
 START_TEST (test_too_many_nodes)
 {
@@ -397,6 +523,29 @@ START_TEST (test_non_consecutive_entries)
 }
 END_TEST
 
+/* An append of two entries (indexes 1 and 2) put together by hand. */
+static GBytes *
+append_with (const guint64 *fields, gsize n_fields, const char *data0, const char *data1,
+             guint n_confs)
+{
+  GVariant *datas[] = {
+    g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, data0, strlen (data0), 1),
+    g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, data1, strlen (data1), 1),
+  };
+  guint64 voters[] = { 1, 2, 3 };
+  g_autofree GVariant **confs = g_new (GVariant *, MAX (n_confs, 1));
+  g_autoptr (GVariant) v = NULL;
+
+  for (guint i = 0; i < n_confs; i++)
+    confs[i] = g_variant_new ("(@at@at)", ids_variant_from (voters, 3), ids_variant_from (NULL, 0));
+  v = g_variant_ref_sink (
+      g_variant_new ("(@at@at@aay@a(atat))", header_variant (SP_RAFT_MSG_APPEND, 0),
+                     ids_variant_from (fields, n_fields),
+                     g_variant_new_array (G_VARIANT_TYPE_BYTESTRING, datas, 2),
+                     g_variant_new_array (G_VARIANT_TYPE ("(atat)"), confs, n_confs)));
+  return g_variant_get_data_as_bytes (v);
+}
+
 START_TEST (test_inconsistent_fields)
 {
   g_autoptr (SpRaftMsg) conf_missing = sample_msg (SP_RAFT_MSG_APPEND);
@@ -406,41 +555,72 @@ START_TEST (test_inconsistent_fields)
   g_autoptr (SpRaftMsg) vote = sample_msg (SP_RAFT_MSG_VOTE);
   g_autoptr (SpRaftMsg) snap = sample_msg (SP_RAFT_MSG_SNAPSHOT);
   g_autoptr (SpRaftMsg) type = sample_msg (SP_RAFT_MSG_TIMEOUT_NOW);
-  g_autoptr (SpRaftMsg) entry_type = sample_msg (SP_RAFT_MSG_APPEND);
+  /* term, index, kind: a normal entry with data, then a configuration */
+  const guint64 good[] = { 3, 1, 1, 3, 2, 2 };
+  const guint64 kind[] = { 3, 1, 3, 3, 2, 2 };
+  const guint64 noop[] = { 3, 1, 0, 3, 2, 2 };
+  const guint64 short_fields[] = { 3, 1, 1, 3, 2 };
+  g_autoptr (GBytes) good_bytes = append_with (good, 6, "x", "", 1);
+  g_autoptr (SpRaftMsg) m = decode_ok (good_bytes);
   SpRaftEntry *e;
-  const char *conf_what[] = { "entries[3].conf", NULL };
-  const char *conf_extra_what[] = { "entries[0].conf", NULL };
-  const char *conf_data_what[] = { "entries[3].data", NULL };
-  const char *entries_what[] = { "entries", "Heartbeat", NULL };
-  const char *snapshot_what[] = { "snapshot", NULL };
+  const char *conf_what[] = { "entries[3].conf", "missing", NULL };
+  const char *snapshot_what[] = { "raft message", NULL };
   const char *type_what[] = { "type", "10", NULL };
-  const char *entry_type_what[] = { "entries[1].type", NULL };
+  const char *kind_what[] = { "entries[0].kind", "3", NULL };
+  const char *noop_what[] = { "entries[0].data", "no-op", NULL };
+  const char *conf_data_what[] = { "entries[1].data", "CONF", NULL };
+  const char *confs_what[] = { "2 confs for 1 CONF entries", NULL };
+  const char *fields_what[] = { "5 values for 2 entries", NULL };
+
+  ck_assert_uint_eq (m->entries->len, 2);
+  ck_assert_int_eq (g_array_index (m->entries, SpRaftEntry, 1).type, SP_RAFT_ENTRY_CONF);
+
+  /* what the decoder refuses */
+  {
+    g_autoptr (GBytes) b1 = append_with (kind, 6, "x", "", 1);
+    g_autoptr (GBytes) b2 = append_with (noop, 6, "x", "", 1);
+    g_autoptr (GBytes) b3 = append_with (good, 6, "x", "y", 1);
+    g_autoptr (GBytes) b4 = append_with (good, 6, "x", "", 2);
+    g_autoptr (GBytes) b5 = append_with (short_fields, 5, "x", "", 1);
+
+    assert_msg_rejected (b1, SP_WIRE_ERROR_MALFORMED, kind_what);
+    assert_msg_rejected (b2, SP_WIRE_ERROR_MALFORMED, noop_what);
+    assert_msg_rejected (b3, SP_WIRE_ERROR_MALFORMED, conf_data_what);
+    assert_msg_rejected (b4, SP_WIRE_ERROR_MALFORMED, confs_what);
+    assert_msg_rejected (b5, SP_WIRE_ERROR_MALFORMED, fields_what);
+  }
 
   e = &g_array_index (conf_missing->entries, SpRaftEntry, 3);
   g_rc_box_release (g_steal_pointer (&e->conf));
   assert_encoded_msg_rejected (conf_missing, conf_what);
 
+  /* what the format has no room for does not travel: a NORMAL entry's
+   * conf, a CONF entry's data */
   e = &g_array_index (conf_extra->entries, SpRaftEntry, 0);
   e->conf = new_conf (1, 0);
-  assert_encoded_msg_rejected (conf_extra, conf_extra_what);
-
   e = &g_array_index (conf_data->entries, SpRaftEntry, 3);
   e->data = g_bytes_new ("x", 1);
-  assert_encoded_msg_rejected (conf_data, conf_data_what);
+  {
+    g_autoptr (GBytes) b1 = sp_wire_msg_to_bytes (conf_extra);
+    g_autoptr (GBytes) b2 = sp_wire_msg_to_bytes (conf_data);
+    g_autoptr (SpRaftMsg) m1 = decode_ok (b1);
+    g_autoptr (SpRaftMsg) m2 = decode_ok (b2);
 
+    ck_assert_ptr_null (g_array_index (m1->entries, SpRaftEntry, 0).conf);
+    ck_assert_ptr_null (g_array_index (m2->entries, SpRaftEntry, 3).data);
+  }
+
+  /* a header-only type has no room for entries or a snapshot */
   heartbeat->entries = sample_entries (42);
-  assert_encoded_msg_rejected (heartbeat, entries_what);
-
+  assert_encoded_msg_stripped (heartbeat);
   vote->snapshot = new_snapshot (3, 1, NULL);
-  assert_encoded_msg_rejected (vote, snapshot_what);
+  assert_encoded_msg_stripped (vote);
+  /* and a Snapshot without one is not one */
   g_clear_pointer (&snap->snapshot, sp_raft_snapshot_free);
   assert_encoded_msg_rejected (snap, snapshot_what);
 
   type->type = SP_RAFT_MSG_N_TYPES;
   assert_encoded_msg_rejected (type, type_what);
-
-  g_array_index (entry_type->entries, SpRaftEntry, 1).type = SP_RAFT_ENTRY_CONF + 1;
-  assert_encoded_msg_rejected (entry_type, entry_type_what);
 }
 END_TEST
 
@@ -525,7 +705,7 @@ START_TEST (test_random_garbage)
       /* past the version check most of the time, into the GVariant parser */
       if (n >= 2 && i % 4 != 0)
         {
-          buf[0] = SP_WIRE_VERSION;
+          buf[0] = i % 2 ? SP_WIRE_VERSION : SP_WIRE_RECORD_VERSION;
           buf[1] = 0;
         }
       bytes = g_bytes_new (buf, n);
@@ -603,6 +783,7 @@ main (void)
   tcase_add_test (round_trip, test_hard_state_round_trip_and_layout);
   tcase_add_test (round_trip, test_snapshot_round_trip);
   tcase_add_test (round_trip, test_unaligned_input);
+  tcase_add_test (round_trip, test_msg_layout);
   tcase_add_test (round_trip, test_frame_header);
   suite_add_tcase (s, round_trip);
 
@@ -610,6 +791,7 @@ main (void)
   tcase_add_test (invalid, test_truncated);
   tcase_add_test (invalid, test_wrong_version);
   tcase_add_test (invalid, test_too_many_nodes);
+  tcase_add_test (invalid, test_bad_header);
   tcase_add_test (invalid, test_bad_node_ids);
   tcase_add_test (invalid, test_non_consecutive_entries);
   tcase_add_test (invalid, test_inconsistent_fields);
