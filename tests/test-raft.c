@@ -230,6 +230,120 @@ START_TEST (test_check_quorum_and_lease)
 }
 END_TEST
 
+/* What a driver that sleeps until sp_raft_ticks_until_due sees. */
+START_TEST (test_ticks_until_due)
+{
+  Net net;
+  SpRaftOptions o = options (1);
+  guint due;
+
+  o.heartbeat_ticks = 4;
+  net_init (&net, 3, 0);
+  /* a follower: not before its election timeout, in [E, 2E) */
+  due = sp_raft_ticks_until_due (net.n[2]);
+  ck_assert_uint_ge (due, 10);
+  ck_assert_uint_lt (due, 20);
+  net_tick (&net, 2, due - 1);
+  ck_assert_int_eq (sp_raft_role (net.n[2]), SP_RAFT_FOLLOWER);
+  ck_assert_uint_eq (sp_raft_ticks_until_due (net.n[2]), 1);
+  net_tick (&net, 2, 1);
+  ck_assert_int_ne (sp_raft_role (net.n[2]), SP_RAFT_FOLLOWER);
+  net_clear (&net);
+
+  /* a leader: its next heartbeat; then, cut off, the end of its lease */
+  net_init (&net, 3, 0);
+  sp_raft_free (net.n[1]);
+  {
+    SpRaftConf conf = { .voters = { 1, 2, 3 }, .n_voters = 3 };
+    SpRaftRestore rs = { .bootstrap = &conf };
+
+    net.n[1] = sp_raft_new (&o, &rs, NULL);
+  }
+  elect_first (&net);
+  due = sp_raft_ticks_until_due (net.n[1]);
+  ck_assert_uint_ge (due, 1);
+  ck_assert_uint_le (due, 4);
+  net_isolate (&net, 1, TRUE);
+  for (guint t = 0; t < 30 && sp_raft_role (net.n[1]) == SP_RAFT_LEADER; t++)
+    {
+      gboolean lease = sp_raft_lease_valid (net.n[1]);
+
+      due = sp_raft_ticks_until_due (net.n[1]);
+      ck_assert_uint_ge (due, 1);
+      ck_assert_uint_le (due, 4);
+      /* the ticks before the due one change nothing */
+      for (guint k = 1; k < due; k++)
+        {
+          sp_raft_tick (net.n[1]);
+          ck_assert (!sp_raft_has_ready (net.n[1]));
+          ck_assert_int_eq (sp_raft_lease_valid (net.n[1]), lease);
+        }
+      net_tick (&net, 1, 1);
+    }
+  ck_assert (!sp_raft_lease_valid (net.n[1]));
+  ck_assert_int_eq (sp_raft_role (net.n[1]), SP_RAFT_FOLLOWER);
+  net_clear (&net);
+
+  /* a learner waits for its leader */
+  net_init (&net, 1, 1);
+  ck_assert_uint_eq (sp_raft_ticks_until_due (net.n[2]), G_MAXUINT);
+  net_clear (&net);
+}
+END_TEST
+
+/* Appends that reach a follower together are answered with one message. */
+START_TEST (test_appends_in_one_batch_get_one_answer)
+{
+  Net net;
+  g_autoptr (GBytes) data = g_bytes_new_static ("x", 1);
+  SpRaftMsg appends[3];
+  g_autoptr (SpRaftReady) rd = NULL;
+  guint64 last = 0;
+  guint answers = 0;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  ck_assert (sp_raft_propose (net.n[1], data, &last, NULL));
+  net_settle (&net);
+  /* then three appends after it, as a leader writing fast would send */
+  for (guint i = 0; i < G_N_ELEMENTS (appends); i++)
+    {
+      SpRaftEntry e = { .term = sp_raft_term (net.n[1]), .index = last + 1 + i };
+
+      appends[i] = (SpRaftMsg){
+        .type = SP_RAFT_MSG_APPEND,
+        .from = 1,
+        .to = 2,
+        .term = sp_raft_term (net.n[1]),
+        .index = last + i,
+        .log_term = i == 0 ? sp_raft_term_at (net.n[2], last) : e.term,
+        .context = 100 + i,
+        .entries = sp_raft_entries_new (1),
+      };
+      g_array_append_val (appends[i].entries, e);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (appends); i++)
+    ck_assert (sp_raft_step (net.n[2], &appends[i], NULL));
+  rd = sp_raft_ready (net.n[2]);
+  for (guint i = 0; i < rd->messages->len; i++)
+    {
+      SpRaftMsg *m = g_ptr_array_index (rd->messages, i);
+
+      if (m->type != SP_RAFT_MSG_APPEND_RESP)
+        continue;
+      answers++;
+      ck_assert (!m->reject);
+      ck_assert_uint_eq (m->index, last + G_N_ELEMENTS (appends));
+      ck_assert_uint_eq (m->context, 100 + G_N_ELEMENTS (appends) - 1);
+    }
+  ck_assert_uint_eq (answers, 1);
+  sp_raft_advance (net.n[2], rd);
+  for (guint i = 0; i < G_N_ELEMENTS (appends); i++)
+    g_array_unref (appends[i].entries);
+  net_clear (&net);
+}
+END_TEST
+
 START_TEST (test_stickiness_refuses_votes_while_leader_alive)
 {
   Net net;
@@ -491,6 +605,8 @@ raft_suite (void)
   tcase_add_test (tc, test_election_and_replication);
   tcase_add_test (tc, test_prevote_isolated_node_does_not_disrupt);
   tcase_add_test (tc, test_check_quorum_and_lease);
+  tcase_add_test (tc, test_ticks_until_due);
+  tcase_add_test (tc, test_appends_in_one_batch_get_one_answer);
   tcase_add_test (tc, test_stickiness_refuses_votes_while_leader_alive);
   tcase_add_test (tc, test_transfer);
   tcase_add_test (tc, test_learner_promotion);

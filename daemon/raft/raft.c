@@ -408,6 +408,21 @@ refresh_conf (SpRaft *r)
     set_conf (r, &conf, index, term);
 }
 
+/* After an append: the configuration in force changes only if a CONF entry
+ * came, or the entry it came from was cut off or replaced (then another
+ * entry sits at its index, with another term).  Otherwise there is no need
+ * to look back through the log for the newest CONF entry. */
+static gboolean
+conf_may_have_moved (const SpRaft *r, const GArray *entries)
+{
+  for (guint i = 0; entries && i < entries->len; i++)
+    if (g_array_index (entries, SpRaftEntry, i).type == SP_RAFT_ENTRY_CONF)
+      return TRUE;
+  return r->conf_index > 0
+         && (r->conf_index > sp_log_last_index (&r->log)
+             || sp_log_term (&r->log, r->conf_index) != r->conf_term);
+}
+
 /* ---- role changes ------------------------------------------------------- */
 
 static void
@@ -697,6 +712,24 @@ step_candidate (SpRaft *r, const SpRaftMsg *m)
 
 /* ---- follower ----------------------------------------------------------- */
 
+/* Appends that arrive together are answered together: an acceptance says
+ * everything an earlier one to the same leader in the same batch said (its
+ * index and its echoed stamp are at least as high), so the earlier one is
+ * dropped rather than sent.  Under load this is most of a follower's
+ * answers.  Rejections carry hints and always go. */
+static void
+supersede_previous_ack (SpRaft *r, const SpRaftMsg *resp)
+{
+  SpRaftMsg *prev;
+
+  if (r->msgs->len < 2)
+    return;
+  prev = g_ptr_array_index (r->msgs, r->msgs->len - 2);
+  if (prev->type == SP_RAFT_MSG_APPEND_RESP && !prev->reject && prev->to == resp->to
+      && prev->term == resp->term && prev->index <= resp->index && prev->context <= resp->context)
+    g_ptr_array_remove_index (r->msgs, r->msgs->len - 2);
+}
+
 static void
 handle_append (SpRaft *r, const SpRaftMsg *m)
 {
@@ -713,8 +746,9 @@ handle_append (SpRaft *r, const SpRaftMsg *m)
     {
       sp_log_commit_to (log, MIN (m->commit, last_new));
       resp->index = last_new;
-      if (m->entries && m->entries->len > 0)
+      if (conf_may_have_moved (r, m->entries))
         refresh_conf (r);
+      supersede_previous_ack (r, resp);
       return;
     }
 
@@ -1067,6 +1101,54 @@ sp_raft_tick (SpRaft *r)
       r->heartbeat_elapsed = 0;
       bcast_heartbeat (r);
     }
+}
+
+/* Mirrors sp_raft_tick: each part is when the matching test there would
+ * first pass, counted on the incremented clock.  Expiries are taken
+ * separately rather than as a quorum count, which may wake a driver early
+ * (harmless) but never late. */
+guint
+sp_raft_ticks_until_due (const SpRaft *r)
+{
+  guint due = G_MAXUINT;
+  guint active = 0;
+
+  if (r->state != STATE_LEADER)
+    {
+      if (!is_voter (r))
+        return G_MAXUINT;
+      return r->election_elapsed >= r->randomized_timeout
+                 ? 1
+                 : r->randomized_timeout - r->election_elapsed;
+    }
+  if (r->transferee != SP_RAFT_NONE)
+    due = MIN (due, r->opts.election_ticks - MIN (r->transfer_elapsed, r->opts.election_ticks - 1));
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      const SpProgress *p = &r->prs[i];
+
+      if (!p->voter)
+        continue;
+      if (p->id == r->id)
+        {
+          active++;
+          continue;
+        }
+      /* check-quorum: p stops counting as active */
+      if (r->now - p->last_heard < r->opts.election_ticks)
+        {
+          active++;
+          due = MIN (due, (guint)(p->last_heard + r->opts.election_ticks - r->now));
+        }
+      /* the lease: p's acknowledgement stops counting */
+      if (p->lease_stamp != 0 && r->now - p->lease_stamp < r->opts.lease_ticks)
+        due = MIN (due, (guint)(p->lease_stamp + r->opts.lease_ticks - r->now));
+    }
+  /* a membership change can leave too few active already */
+  if (active < quorum (r))
+    return 1;
+  return MIN (due,
+              r->opts.heartbeat_ticks - MIN (r->heartbeat_elapsed, r->opts.heartbeat_ticks - 1));
 }
 
 static gboolean

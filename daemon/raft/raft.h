@@ -8,7 +8,8 @@
  * Driving it (one loop, single-threaded):
  *   r = sp_raft_new (&opts, &restore, &err);
  *   loop:
- *     sp_raft_tick (r)             every tick (heartbeat/election unit)
+ *     sp_raft_tick (r)             every tick (the unit of all timeouts), or
+ *                                  lazily: see sp_raft_ticks_until_due
  *     sp_raft_step (r, msg, &err)  for every message received from a peer
  *     sp_raft_propose (...)        client writes (leader only)
  *     if (sp_raft_has_ready (r)) {
@@ -214,6 +215,13 @@ SpRaft *sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *restore, GE
 void sp_raft_free (SpRaft *r);
 
 void sp_raft_tick (SpRaft *r);
+/* Ticks until tick() may act on its own: the first n - 1 calls only move
+ * time on (no message, no change of role, leader, transfer or lease), the
+ * n-th may do something.  n >= 1; G_MAXUINT when no tick ever will (a node
+ * that does not vote waits for its leader).  Other input (step, propose...)
+ * may bring the moment forward: ask again after it.  A driver can sleep
+ * that long and then catch up with that many ticks in a row. */
+guint sp_raft_ticks_until_due (const SpRaft *r);
 /* Messages for another node, from a stale term or malformed are dropped
  * (returns FALSE with error set for malformed ones only, to be logged). */
 gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);

@@ -168,6 +168,8 @@ struct _SpSim
   guint64 max_delay_us; /* delays are uniform in [1 ms, this] */
   guint max_inflight;
   guint max_msg_entries;
+  guint heartbeat_ticks;
+  guint64 batch_us;        /* deliveries this close together are read as one batch */
   guint quick_restart_ppm; /* crashes that come back within 50 ms */
   guint weight[N_ACTIONS];
   guint weight_sum;
@@ -950,26 +952,78 @@ net_send (SpSim *s, const SpRaftMsg *m)
     push (s, rnd_between (s, 1000, s->max_delay_us), EV_DELIVER, 0, sp_raft_msg_copy (m), TRUE);
 }
 
-static void
-deliver (SpSim *s, const Event *ev)
+static gboolean
+step_received (SpSim *s, Node *n, const Event *ev)
 {
   const SpRaftMsg *m = ev->msg;
-  Node *n = node_get (s, m->to);
   g_autoptr (GError) error = NULL;
 
-  if (!n || n->state != NODE_UP)
-    {
-      rec_msg (s, REC_LOST, m->to, m, "receiver down", ev->dup);
-      return;
-    }
   rec_msg (s, REC_RECV, m->to, m, NULL, ev->dup);
   if (!sp_raft_step (n->raft, m, &error))
     {
       fail (s, "well-formed messages: n" U64 " rejected a %s from n" U64 ": %s", n->id,
             sp_raft_msg_type_to_string (m->type), m->from, error->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static int
+cmp_event (gconstpointer a, gconstpointer b)
+{
+  return before (a, b) ? -1 : before (b, a) ? 1 : 0;
+}
+
+/* A node reads what has arrived before it acts on it, as sparrowd reads
+ * several frames at once: the deliveries to it due within the schedule's
+ * batch window are taken out of the queue (they arrive a little early,
+ * which any network may do) and stepped with this one, in order, before
+ * the node acts once. */
+static void
+take_deliveries_to (SpSim *s, guint64 id, GArray *out)
+{
+  Event *h = (Event *)s->heap->data;
+  guint n = s->heap->len, kept = 0;
+
+  if (s->batch_us == 0)
+    return;
+  for (guint i = 0; i < n; i++)
+    if (h[i].kind == EV_DELIVER && h[i].msg->to == id && h[i].time <= s->now + s->batch_us)
+      g_array_append_val (out, h[i]);
+    else
+      h[kept++] = h[i];
+  if (out->len == 0)
+    return;
+  g_array_set_size (s->heap, kept);
+  /* what is left is a heap again once sorted */
+  g_array_sort (s->heap, cmp_event);
+  g_array_sort (out, cmp_event);
+}
+
+static void
+deliver (SpSim *s, const Event *ev)
+{
+  Node *n = node_get (s, ev->msg->to);
+  g_autoptr (GArray) more = g_array_new (FALSE, FALSE, sizeof (Event));
+  gboolean ok;
+
+  if (!n || n->state != NODE_UP)
+    {
+      rec_msg (s, REC_LOST, ev->msg->to, ev->msg, "receiver down", ev->dup);
       return;
     }
-  drain (s, n, "recv");
+  take_deliveries_to (s, n->id, more);
+  ok = step_received (s, n, ev);
+  for (guint i = 0; i < more->len; i++)
+    {
+      Event *e = &g_array_index (more, Event, i);
+
+      if (ok && !s->failure)
+        ok = step_received (s, n, e);
+      sp_raft_msg_free (e->msg);
+    }
+  if (ok)
+    drain (s, n, "recv");
 }
 
 /* ---- node lifecycle ----------------------------------------------------- */
@@ -993,7 +1047,7 @@ node_start (SpSim *s, Node *n, const SpRaftConf *bootstrap)
 {
   SpRaftOptions o = {
     .id = n->id,
-    .heartbeat_ticks = 1,
+    .heartbeat_ticks = s->heartbeat_ticks,
     .election_ticks = ELECTION_TICKS,
     .lease_ticks = sp_raft_default_lease_ticks (ELECTION_TICKS),
     .max_inflight = s->max_inflight,
@@ -1491,6 +1545,31 @@ check_liveness (SpSim *s)
 
 /* ---- the loop ----------------------------------------------------------- */
 
+/* sparrowd sleeps until sp_raft_ticks_until_due says a tick may act: a
+ * tick before that must change nothing a driver would see. */
+static void
+tick (SpSim *s, Node *n)
+{
+  guint due = sp_raft_ticks_until_due (n->raft);
+  SpRaftRole role = sp_raft_role (n->raft);
+  guint64 leader = sp_raft_leader (n->raft);
+  guint64 transfer = sp_raft_transfer_target (n->raft);
+  gboolean lease = sp_raft_lease_valid (n->raft);
+
+  if (due == 0)
+    fail (s, "tick schedule: n" U64 " says a tick is due in 0 ticks", n->id);
+  sp_raft_tick (n->raft);
+  if (due > 1
+      && (sp_raft_has_ready (n->raft) || sp_raft_role (n->raft) != role
+          || sp_raft_leader (n->raft) != leader || sp_raft_transfer_target (n->raft) != transfer
+          || sp_raft_lease_valid (n->raft) != lease))
+    fail (s,
+          "tick schedule: n" U64
+          " acted on a tick %u ticks before the one it announced (ready %d role %d/%d lease %d/%d)",
+          n->id, due - 1, sp_raft_has_ready (n->raft), role, sp_raft_role (n->raft), lease,
+          sp_raft_lease_valid (n->raft));
+}
+
 static void
 handle (SpSim *s, const Event *ev)
 {
@@ -1501,7 +1580,7 @@ handle (SpSim *s, const Event *ev)
       case EV_TICK:
         if (n->state != NODE_UP || n->incarnation != ev->incarnation)
           break;
-        sp_raft_tick (n->raft);
+        tick (s, n);
         drain (s, n, "tick");
         push (s, n->period_us, EV_TICK, n->id, NULL, FALSE);
         break;
@@ -1596,12 +1675,17 @@ sp_sim_run (SpSim *s)
       s->weight_sum += s->weight[a];
       g_string_append_printf (mix, " %u", s->weight[a]);
     }
+  /* sparrowd ticks in milliseconds: heartbeats are many ticks apart. */
+  s->heartbeat_ticks = (guint)rnd_between (s, 1, 4);
+  s->batch_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_below (s, 4)];
   note (s, 0, "seed " U64 ": %u nodes, %.1f %% loss, %.1f %% duplication, %.1f s of chaos",
         s->opts.seed, s->opts.n_nodes, s->drop_ppm / 1e4, s->dup_ppm / 1e4, chaos_us / 1e6);
   note (s, 0, "delays 1-" U64 " ms, %u appends in flight of up to %u entries, %u %% quick restarts",
         s->max_delay_us / 1000, s->max_inflight, s->max_msg_entries, s->quick_restart_ppm / 10000);
   note (s, 0, "an action every %" G_GUINT64_FORMAT " ms on average, weights%s",
         s->chaos_gap_us / 1000, mix->str);
+  note (s, 0, "heartbeat every %u ticks, election timeout %u ticks, batches of %u ms",
+        s->heartbeat_ticks, ELECTION_TICKS, (guint)(s->batch_us / 1000));
 
   for (guint i = 1; i <= s->opts.n_nodes; i++)
     conf.voters[conf.n_voters++] = i;
