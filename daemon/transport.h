@@ -60,6 +60,14 @@ void sp_transport_remove_peer (SpTransport *transport, guint64 id);
 /* Queues m for m->to (copied); unknown peers are ignored. */
 void sp_transport_send (SpTransport *transport, const SpRaftMsg *m);
 
+/* Incoming messages are read as they arrive (the default) or, not eager,
+ * only when sp_transport_receive_pending () asks: an idle leader reads its
+ * followers' answers once per heartbeat rather than waking up for each.
+ * Connections still being set up are read either way. */
+void sp_transport_set_eager (SpTransport *transport, gboolean eager);
+/* Reads, without blocking, what the incoming connections hold now. */
+void sp_transport_receive_pending (SpTransport *transport);
+
 /* Whether the outgoing connection to id is established (for status). */
 gboolean sp_transport_peer_connected (SpTransport *transport, guint64 id);
 

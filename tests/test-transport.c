@@ -474,6 +474,46 @@ START_TEST (test_insecure_exchange)
 }
 END_TEST
 
+/* Not eager, a transport reads only when asked: messages wait in the
+ * socket, none is lost or reordered, and eager again it reads at once. */
+START_TEST (test_lazy_reading)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  g_autoptr (GPtrArray) ab = sample (1, 2);
+
+  node_listen (a, "127.0.0.1", 0);
+  node_listen (b, "127.0.0.1", 0);
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b); /* connected both ways */
+
+  sp_transport_set_eager (b->t, FALSE);
+  g_ptr_array_set_size (b->got, 0);
+  send_all (a, ab);
+  run_for (300);
+  ck_assert_uint_eq (b->got->len, 0);
+  /* what the socket holds each time (the 3 MiB snapshot fills it: the
+   * rest comes as alpha can write it) */
+  WAIT_UNTIL ((sp_transport_receive_pending (b->t), b->got->len >= ab->len), WAIT_MS);
+  assert_got (b, ab);
+
+  /* a connection set up while not eager is read once it says hello */
+  sp_transport_remove_peer (a->t, 2);
+  connect_to (a, b, "beta", "127.0.0.1");
+  g_ptr_array_set_size (b->got, 0);
+  send_all (a, ab);
+  WAIT_UNTIL ((sp_transport_receive_pending (b->t), b->got->len >= ab->len), WAIT_MS);
+  assert_got (b, ab);
+
+  sp_transport_set_eager (b->t, TRUE);
+  g_ptr_array_set_size (b->got, 0);
+  send_all (a, ab);
+  WAIT_UNTIL (b->got->len >= ab->len, WAIT_MS);
+  assert_got (b, ab);
+}
+END_TEST
+
 START_TEST (test_ipv6_exchange)
 {
   g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
@@ -997,6 +1037,7 @@ main (void)
   tcase_set_timeout (plain, 60);
   tcase_add_test (plain, test_insecure_exchange);
   tcase_add_test (plain, test_ipv6_exchange);
+  tcase_add_test (plain, test_lazy_reading);
   tcase_add_test (plain, test_malformed_frames);
   tcase_add_test (plain, test_split_frames);
   tcase_add_test (plain, test_reconnect);
