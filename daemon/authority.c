@@ -1,6 +1,9 @@
 #include "authority.h"
 
 #define CHECK_ALLOW_INTERACTION 1
+/* Callers remembered per bus connection; past this the cache starts over. */
+#define UID_CACHE_MAX 1024
+#define UID_CACHE_KEY "sp-authority-uids"
 
 typedef struct
 {
@@ -53,23 +56,29 @@ on_checked (GObject *source, GAsyncResult *res, gpointer user_data)
     deny (task, challenge ? "authentication is required" : "polkit says no");
 }
 
-static void
-on_uid (GObject *source, GAsyncResult *res, gpointer user_data)
+/* A unique name is never given to another connection while the bus runs,
+ * and a connection's user never changes: its uid can be remembered, one
+ * cache per bus connection (a new bus may hand out the same names). */
+static GHashTable *
+uid_cache (GDBusConnection *bus)
 {
-  g_autoptr (GTask) task = user_data;
-  Check *c = g_task_get_task_data (task);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply
-      = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
-  GVariantBuilder subject, details;
-  guint32 uid;
+  GHashTable *cache = g_object_get_data (G_OBJECT (bus), UID_CACHE_KEY);
 
-  if (!reply)
+  if (!cache)
     {
-      deny (task, error->message);
-      return;
+      cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+      g_object_set_data_full (G_OBJECT (bus), UID_CACHE_KEY, cache,
+                              (GDestroyNotify)g_hash_table_unref);
     }
-  g_variant_get (reply, "(u)", &uid);
+  return cache;
+}
+
+static void
+check_uid (GTask *task, guint32 uid)
+{
+  Check *c = g_task_get_task_data (task);
+  GVariantBuilder subject, details;
+
   if (uid == 0)
     {
       g_task_return_boolean (task, TRUE);
@@ -85,7 +94,31 @@ on_uid (GObject *source, GAsyncResult *res, gpointer user_data)
                      c->interactive ? CHECK_ALLOW_INTERACTION : 0, ""),
       G_VARIANT_TYPE ("((bba{ss}))"), G_DBUS_CALL_FLAGS_NONE,
       /* an interactive check waits for a person */
-      c->interactive ? G_MAXINT : -1, NULL, on_checked, g_steal_pointer (&task));
+      c->interactive ? G_MAXINT : -1, NULL, on_checked, g_object_ref (task));
+}
+
+static void
+on_uid (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Check *c = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply
+      = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
+  GHashTable *cache;
+  guint32 uid;
+
+  if (!reply)
+    {
+      deny (task, error->message);
+      return;
+    }
+  g_variant_get (reply, "(u)", &uid);
+  cache = uid_cache (c->bus);
+  if (g_hash_table_size (cache) >= UID_CACHE_MAX)
+    g_hash_table_remove_all (cache);
+  g_hash_table_insert (cache, g_strdup (c->sender), GUINT_TO_POINTER (uid + 1));
+  check_uid (task, uid);
 }
 
 void
@@ -95,6 +128,7 @@ sp_authority_check_async (GDBusMethodInvocation *invocation, const char *action,
   GTask *task = g_task_new (NULL, NULL, callback, user_data);
   GDBusMessage *message = g_dbus_method_invocation_get_message (invocation);
   Check *c = g_new0 (Check, 1);
+  guint known;
 
   c->bus = g_object_ref (g_dbus_method_invocation_get_connection (invocation));
   c->sender = g_strdup (g_dbus_method_invocation_get_sender (invocation));
@@ -103,10 +137,28 @@ sp_authority_check_async (GDBusMethodInvocation *invocation, const char *action,
       = (g_dbus_message_get_flags (message) & G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION)
         != 0;
   g_task_set_task_data (task, c, (GDestroyNotify)check_free);
+  /* stored as uid + 1: NULL is "not known" */
+  known = GPOINTER_TO_UINT (g_hash_table_lookup (uid_cache (c->bus), c->sender));
+  if (known)
+    {
+      check_uid (task, known - 1);
+      g_object_unref (task);
+      return;
+    }
   g_dbus_connection_call (c->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                           "org.freedesktop.DBus", "GetConnectionUnixUser",
                           g_variant_new ("(s)", c->sender), G_VARIANT_TYPE ("(u)"),
                           G_DBUS_CALL_FLAGS_NONE, -1, NULL, on_uid, task);
+}
+
+gboolean
+sp_authority_known_root (GDBusMethodInvocation *invocation)
+{
+  GHashTable *cache = uid_cache (g_dbus_method_invocation_get_connection (invocation));
+
+  return GPOINTER_TO_UINT (
+             g_hash_table_lookup (cache, g_dbus_method_invocation_get_sender (invocation)))
+         == 1;
 }
 
 gboolean

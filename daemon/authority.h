@@ -18,5 +18,9 @@ G_BEGIN_DECLS
 void sp_authority_check_async (GDBusMethodInvocation *invocation, const char *action,
                                GAsyncReadyCallback callback, gpointer user_data);
 gboolean sp_authority_check_finish (GAsyncResult *result, GError **error);
+/* Whether an earlier check found the sender to be root: the change may then
+ * run at once, without a round trip to the bus or a main-loop pass.  (The
+ * uid of a bus client is remembered for as long as the connection lasts.) */
+gboolean sp_authority_known_root (GDBusMethodInvocation *invocation);
 
 G_END_DECLS

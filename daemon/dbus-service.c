@@ -3,21 +3,45 @@
 #include "authority.h"
 #include "sp-dbus-generated.h"
 
-/* After a role change, members are shown again once heartbeats answered. */
-#define MEMBERS_SOON_MS 200
+#define STORE_IFACE "org.sparrow.cluster1.Store"
+
+/* Members moves with every write on a leader (match indexes): shown at
+ * most this often, the first change after a quiet spell at once. */
+#define MEMBERS_MIN_INTERVAL_MS 500
 
 struct _SpDBusService
 {
   SpNode *node;
   SpDBusManager *manager;
-  SpDBusStore *store;
+  GDBusConnection *store_bus; /* where the Store object is registered */
+  guint store_id;
   GPtrArray *bindings;
   gulong members_handler;
-  gulong role_handler;
-  guint members_soon;
   gulong store_handler;
-  guint members_refresh;
+  guint members_later;      /* a refresh waiting for the interval */
+  gint64 members_refreshed; /* monotonic */
+  GPtrArray *kept_types;
 };
+
+/* GLib 2.74 frees the layout of a container GVariant type with its last
+ * value and builds it again for the next: for the bodies of the messages
+ * every write sends or receives, that is a good part of what GDBus spends
+ * on them.  A value of each keeps them built. */
+static GPtrArray *
+keep_types (void)
+{
+  static const char *const types[] = {
+    "(ss)",  "(sst)", "(s)", "(t)",   "(a(ssbt))", "a(ssbt)", "(ssbt)", "(sa{sv}as)",
+    "a{sv}", "{sv}",  "as",  "(sb)",  "(st)",      "(sss)",   "(sst)",  "(u)",
+    "a(yv)", "(yv)",  "(s)", "(ssb)", "a(ssbbt)",  "(ssbbt)",
+  };
+  GPtrArray *kept = g_ptr_array_new_with_free_func ((GDestroyNotify)g_variant_unref);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (types); i++)
+    g_ptr_array_add (kept, g_variant_ref_sink (g_variant_new_from_data (
+                               G_VARIANT_TYPE (types[i]), NULL, 0, FALSE, NULL, NULL)));
+  return kept;
+}
 
 static const GDBusErrorEntry error_entries[] = {
   { SP_NODE_ERROR_NOT_LEADER, "org.sparrow.cluster1.Error.NotLeader" },
@@ -59,49 +83,40 @@ refresh_members (SpDBusService *service)
     sp_dbus_manager_set_members (service->manager, v);
 }
 
-static void
-on_members_changed (SpNode *node, gpointer user_data)
-{
-  refresh_members (user_data);
-}
-
 static gboolean
-on_members_soon (gpointer user_data)
+on_members_later (gpointer user_data)
 {
   SpDBusService *service = user_data;
 
-  service->members_soon = 0;
+  service->members_later = 0;
+  service->members_refreshed = g_get_monotonic_time ();
   refresh_members (service);
   return G_SOURCE_REMOVE;
 }
 
 static void
-on_role_changed (SpNode *node, GParamSpec *pspec, gpointer user_data)
+on_members_changed (SpNode *node, gpointer user_data)
 {
   SpDBusService *service = user_data;
+  gint64 wait
+      = service->members_refreshed + MEMBERS_MIN_INTERVAL_MS * 1000 - g_get_monotonic_time ();
 
-  /* A new leader learns reachability and match indexes from the first
-   * round of heartbeats: show them then rather than up to a second later. */
-  refresh_members (service);
-  g_clear_handle_id (&service->members_soon, g_source_remove);
-  service->members_soon = g_timeout_add (MEMBERS_SOON_MS, on_members_soon, service);
-}
-
-static gboolean
-on_members_refresh (gpointer user_data)
-{
-  /* Reachability and match indexes move without a membership change. */
-  refresh_members (user_data);
-  return G_SOURCE_CONTINUE;
+  if (service->members_later)
+    return;
+  if (wait <= 0)
+    on_members_later (service);
+  else
+    service->members_later = g_timeout_add ((guint)(wait / 1000) + 1, on_members_later, service);
 }
 
 static void
-on_store_changed (SpNode *node, const char *key, const char *value, guint64 revision,
-                  gpointer user_data)
+on_store_changed (SpNode *node, GVariant *changes, gpointer user_data)
 {
   SpDBusService *service = user_data;
 
-  sp_dbus_store_emit_changed (service->store, key, value ? value : "", value == NULL, revision);
+  if (service->store_bus)
+    g_dbus_connection_emit_signal (service->store_bus, NULL, SP_DBUS_PATH, STORE_IFACE, "Changed",
+                                   g_variant_new_tuple (&changes, 1), NULL);
 }
 
 /* ---- Manager methods ---------------------------------------------------- */
@@ -145,7 +160,14 @@ on_authorized (GObject *source, GAsyncResult *result, gpointer user_data)
 static gboolean
 authorize (SpDBusService *service, GDBusMethodInvocation *invocation, const char *action, Run run)
 {
-  Pending *p = g_new0 (Pending, 1);
+  Pending *p;
+
+  if (sp_authority_known_root (invocation))
+    {
+      run (service->node, invocation);
+      return G_DBUS_METHOD_INVOCATION_HANDLED;
+    }
+  p = g_new0 (Pending, 1);
 
   p->node = g_object_ref (service->node);
   p->invocation = invocation;
@@ -230,40 +252,43 @@ on_write_done (GObject *source, GAsyncResult *result, gpointer user_data)
   guint64 revision;
 
   if (!sp_node_write_finish (SP_NODE (source), result, &revision, &error))
-    g_dbus_method_invocation_take_error (invocation, error);
+    {
+      g_dbus_method_invocation_take_error (invocation, error);
+    }
   else
-    g_dbus_method_invocation_return_value (invocation, g_variant_new ("(t)", revision));
+    {
+      GVariant *reply = g_variant_new_uint64 (revision);
+
+      g_dbus_method_invocation_return_value (invocation, g_variant_new_tuple (&reply, 1));
+    }
 }
 
-static gboolean
-handle_get (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key, gboolean stale,
-            SpDBusService *service)
+static void
+store_get (SpDBusService *service, GDBusMethodInvocation *invocation, GVariant *params)
 {
   g_autofree char *value = NULL;
   GError *error = NULL;
+  const char *key;
+  gboolean stale;
   guint64 revision;
 
+  g_variant_get (params, "(&sb)", &key, &stale);
   if (!sp_node_get (service->node, key, stale, &value, &revision, &error))
     g_dbus_method_invocation_take_error (invocation, error);
   else
-    sp_dbus_store_complete_get (store, invocation, value, revision);
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+    g_dbus_method_invocation_return_value (invocation, g_variant_new ("(st)", value, revision));
 }
 
 static void
 run_set (SpNode *node, GDBusMethodInvocation *invocation)
 {
-  const char *key, *value;
+  GVariant *params = g_dbus_method_invocation_get_parameters (invocation);
+  g_autoptr (GVariant) key = g_variant_get_child_value (params, 0);
+  g_autoptr (GVariant) value = g_variant_get_child_value (params, 1);
 
-  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s&s)", &key, &value);
-  sp_node_set_async (node, key, value, on_write_done, g_object_ref (invocation));
-}
-
-static gboolean
-handle_set (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
-            const char *value, SpDBusService *service)
-{
-  return authorize (service, invocation, SP_ACTION_WRITE, run_set);
+  /* the commonest write: no format string to parse */
+  sp_node_set_async (node, g_variant_get_string (key, NULL), g_variant_get_string (value, NULL),
+                     on_write_done, g_object_ref (invocation));
 }
 
 static void
@@ -273,13 +298,6 @@ run_delete (SpNode *node, GDBusMethodInvocation *invocation)
 
   g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s)", &key);
   sp_node_delete_async (node, key, on_write_done, g_object_ref (invocation));
-}
-
-static gboolean
-handle_delete (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
-               SpDBusService *service)
-{
-  return authorize (service, invocation, SP_ACTION_WRITE, run_delete);
 }
 
 static void
@@ -293,26 +311,21 @@ run_cas (SpNode *node, GDBusMethodInvocation *invocation)
   sp_node_cas_async (node, key, expected, value, on_write_done, g_object_ref (invocation));
 }
 
-static gboolean
-handle_cas (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *key,
-            guint64 expected, const char *value, SpDBusService *service)
-{
-  return authorize (service, invocation, SP_ACTION_WRITE, run_cas);
-}
-
-static gboolean
-handle_list (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *prefix,
-             gboolean stale, SpDBusService *service)
+static void
+store_list (SpDBusService *service, GDBusMethodInvocation *invocation, GVariant *params)
 {
   g_autoptr (GPtrArray) keys = NULL;
   GError *error = NULL;
   GVariantBuilder b;
+  const char *prefix;
+  gboolean stale;
 
+  g_variant_get (params, "(&sb)", &prefix, &stale);
   keys = sp_node_list (service->node, prefix, stale, &error);
   if (!keys)
     {
       g_dbus_method_invocation_take_error (invocation, error);
-      return G_DBUS_METHOD_INVOCATION_HANDLED;
+      return;
     }
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a(sst)"));
   for (guint i = 0; i < keys->len; i++)
@@ -324,9 +337,37 @@ handle_list (SpDBusStore *store, GDBusMethodInvocation *invocation, const char *
       if (sp_node_get (service->node, keys->pdata[i], TRUE, &value, &revision, NULL))
         g_variant_builder_add (&b, "(sst)", keys->pdata[i], value, revision);
     }
-  sp_dbus_store_complete_list (store, invocation, g_variant_builder_end (&b));
-  return G_DBUS_METHOD_INVOCATION_HANDLED;
+  g_dbus_method_invocation_return_value (invocation,
+                                         g_variant_new ("(@a(sst))", g_variant_builder_end (&b)));
 }
+
+/* The Store has methods and a signal, no properties: registered with the
+ * generated interface description (GDBus checks each call's arguments
+ * against it), without a skeleton turning every call into GValues and a
+ * GObject signal, since every write comes this way. */
+static void
+on_store_call (GDBusConnection *bus, const char *sender, const char *path, const char *iface,
+               const char *method, GVariant *params, GDBusMethodInvocation *invocation,
+               gpointer user_data)
+{
+  SpDBusService *service = user_data;
+
+  if (g_str_equal (method, "Set"))
+    authorize (service, invocation, SP_ACTION_WRITE, run_set);
+  else if (g_str_equal (method, "Get"))
+    store_get (service, invocation, params);
+  else if (g_str_equal (method, "Delete"))
+    authorize (service, invocation, SP_ACTION_WRITE, run_delete);
+  else if (g_str_equal (method, "CompareAndSwap"))
+    authorize (service, invocation, SP_ACTION_WRITE, run_cas);
+  else if (g_str_equal (method, "List"))
+    store_list (service, invocation, params);
+  else
+    g_dbus_method_invocation_return_error (invocation, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD,
+                                           "no method %s in %s", method, iface);
+}
+
+static const GDBusInterfaceVTable store_vtable = { on_store_call, NULL, NULL, { NULL } };
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
@@ -343,9 +384,9 @@ sp_dbus_service_new (SpNode *node)
   SpDBusService *service = g_new0 (SpDBusService, 1);
 
   register_errors ();
+  service->kept_types = keep_types ();
   service->node = g_object_ref (node);
   service->manager = sp_dbus_manager_skeleton_new ();
-  service->store = sp_dbus_store_skeleton_new ();
   service->bindings = g_ptr_array_new_with_free_func ((GDestroyNotify)g_binding_unbind);
 
   bind (service, "name", "node-name");
@@ -361,9 +402,6 @@ sp_dbus_service_new (SpNode *node)
       = g_signal_connect (node, "members-changed", G_CALLBACK (on_members_changed), service);
   service->store_handler
       = g_signal_connect (node, "store-changed", G_CALLBACK (on_store_changed), service);
-  service->role_handler
-      = g_signal_connect (node, "notify::role", G_CALLBACK (on_role_changed), service);
-  service->members_refresh = g_timeout_add_seconds (1, on_members_refresh, service);
 
   g_signal_connect (service->manager, "handle-transfer-leadership", G_CALLBACK (handle_transfer),
                     service);
@@ -372,21 +410,22 @@ sp_dbus_service_new (SpNode *node)
                     service);
   g_signal_connect (service->manager, "handle-promote-member", G_CALLBACK (handle_promote_member),
                     service);
-  g_signal_connect (service->store, "handle-get", G_CALLBACK (handle_get), service);
-  g_signal_connect (service->store, "handle-set", G_CALLBACK (handle_set), service);
-  g_signal_connect (service->store, "handle-delete", G_CALLBACK (handle_delete), service);
-  g_signal_connect (service->store, "handle-compare-and-swap", G_CALLBACK (handle_cas), service);
-  g_signal_connect (service->store, "handle-list", G_CALLBACK (handle_list), service);
   return service;
 }
 
 gboolean
 sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection, GError **error)
 {
-  return g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (service->manager), connection,
-                                           SP_DBUS_PATH, error)
-         && g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (service->store),
-                                              connection, SP_DBUS_PATH, error);
+  if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (service->manager), connection,
+                                         SP_DBUS_PATH, error))
+    return FALSE;
+  service->store_id = g_dbus_connection_register_object (connection, SP_DBUS_PATH,
+                                                         sp_dbus_store_interface_info (),
+                                                         &store_vtable, service, NULL, error);
+  if (!service->store_id)
+    return FALSE;
+  service->store_bus = g_object_ref (connection);
+  return TRUE;
 }
 
 void
@@ -394,19 +433,18 @@ sp_dbus_service_free (SpDBusService *service)
 {
   if (!service)
     return;
-  g_clear_handle_id (&service->members_refresh, g_source_remove);
   g_clear_signal_handler (&service->members_handler, service->node);
   g_clear_signal_handler (&service->store_handler, service->node);
-  g_clear_signal_handler (&service->role_handler, service->node);
-  g_clear_handle_id (&service->members_soon, g_source_remove);
+  g_clear_handle_id (&service->members_later, g_source_remove);
   g_ptr_array_unref (service->bindings);
   /* Never exported when the bus was unreachable. */
   if (g_dbus_interface_skeleton_get_connection (G_DBUS_INTERFACE_SKELETON (service->manager)))
     g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->manager));
-  if (g_dbus_interface_skeleton_get_connection (G_DBUS_INTERFACE_SKELETON (service->store)))
-    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->store));
+  if (service->store_id)
+    g_dbus_connection_unregister_object (service->store_bus, service->store_id);
+  g_clear_object (&service->store_bus);
   g_object_unref (service->manager);
-  g_object_unref (service->store);
   g_object_unref (service->node);
+  g_ptr_array_unref (service->kept_types);
   g_free (service);
 }

@@ -15,9 +15,13 @@ typedef enum
 typedef struct
 {
   PendingKind kind;
+  guint64 index;
   guint64 term;
   GTask *task;
-  guint timeout;
+  gint64 deadline; /* monotonic */
+  GList link;      /* in SpNode.expiring */
+  GError *error;   /* the answer, once applied */
+  guint64 revision;
 } Pending;
 
 struct _SpNode
@@ -40,12 +44,20 @@ struct _SpNode
   GHashTable *peers;     /* ids (guint64*) the transport currently dials */
   SpRaftConf peers_conf; /* the configuration peers were synced to */
 
-  guint tick_source;
+  /* The core ticks every tick_ms, lazily: the clock source sleeps until
+   * the next tick the core says may act (or a request expires), and every
+   * input first catches the core up with the ticks that passed. */
+  GSource *clock;
+  gint64 clock_start; /* monotonic time of tick 0 */
+  guint64 ticks;      /* ticks given to the core */
   guint ready_source;
+  gboolean in_clock; /* on_clock runs the batch itself: no idle pass */
   gboolean persisting;
   gboolean failed;
   SpRaftHardState saved_hs; /* last hard state handed to the storage */
   GHashTable *pending;      /* index (guint64*) -> Pending */
+  GVariantBuilder *changes; /* store changes applied in this batch, a(ssbt) */
+  GQueue expiring;          /* the same Pendings, oldest first */
 
   GTask *transfer_task;
   SpNodeHandoverFunc handover_release;
@@ -59,6 +71,8 @@ struct _SpNode
   gboolean stopping;
 
   /* last published values, for change notification */
+  SpRaftProgress seen[SP_RAFT_MAX_NODES]; /* members as last told: id, match, recent */
+  guint n_seen;
   SpRaftRole role;
   guint64 term;
   char *leader;
@@ -203,6 +217,66 @@ sync_peers (SpNode *node)
 
 /* ---- publishing state --------------------------------------------------- */
 
+/* A leader with nothing in flight: its lease holds, everything is
+ * committed, applied and replicated everywhere, no request waits.  Its
+ * followers' answers then only renew the lease, and are read once per
+ * heartbeat (when the clock fires) instead of waking the process for each.
+ * Reading them up to a heartbeat late costs nothing: the lease runs from
+ * when a heartbeat was sent, not from when its answer was read; it only
+ * takes the clock one extra wake-up per heartbeat if two heartbeats do not
+ * fit in a lease. */
+static gboolean
+settled (SpNode *node)
+{
+  SpRaftProgress prs[SP_RAFT_MAX_NODES];
+  guint64 last = sp_raft_last_index (node->raft);
+  guint n;
+
+  if (sp_raft_role (node->raft) != SP_RAFT_LEADER || !sp_raft_lease_valid (node->raft)
+      || sp_raft_commit_index (node->raft) != last || sp_raft_applied_index (node->raft) != last
+      || g_hash_table_size (node->pending) > 0 || node->transfer_task
+      || sp_raft_transfer_target (node->raft) != SP_RAFT_NONE)
+    return FALSE;
+  n = sp_raft_progress (node->raft, prs);
+  for (guint i = 0; i < n; i++)
+    if (prs[i].match != last)
+      return FALSE;
+  return TRUE;
+}
+
+/* Whether a member's reachability or match index moved since the last
+ * call: noticed here, on every batch (a heartbeat at the latest, or the
+ * clock when a member's time runs out), rather than by polling. */
+static gboolean
+members_moved (SpNode *node)
+{
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  SpRaftProgress now[SP_RAFT_MAX_NODES];
+  gboolean moved;
+  guint n = 0;
+
+  if (sp_raft_role (node->raft) == SP_RAFT_LEADER)
+    n = sp_raft_progress (node->raft, now);
+  else
+    for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
+      {
+        guint64 id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+
+        now[n++] = (SpRaftProgress){
+          .id = id,
+          .voter = i < conf->n_voters,
+          .recent = id == node->id || sp_transport_peer_connected (node->transport, id),
+        };
+      }
+  moved = n != node->n_seen;
+  for (guint i = 0; i < n && !moved; i++)
+    moved = now[i].id != node->seen[i].id || now[i].match != node->seen[i].match
+            || now[i].recent != node->seen[i].recent || now[i].voter != node->seen[i].voter;
+  memcpy (node->seen, now, n * sizeof now[0]);
+  node->n_seen = n;
+  return moved;
+}
+
 static void
 publish (SpNode *node)
 {
@@ -213,6 +287,8 @@ publish (SpNode *node)
   guint64 commit = sp_raft_commit_index (node->raft);
   gboolean lease = sp_raft_lease_valid (node->raft);
 
+  /* After every batch: how the transport should read until the next. */
+  sp_transport_set_eager (node->transport, !settled (node));
   g_object_freeze_notify (G_OBJECT (node));
   if (role != node->role)
     {
@@ -247,6 +323,8 @@ publish (SpNode *node)
       g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEASE_VALID]);
     }
   g_object_thaw_notify (G_OBJECT (node));
+  if (members_moved (node))
+    g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
 }
 
 /* ---- pending requests --------------------------------------------------- */
@@ -254,9 +332,8 @@ publish (SpNode *node)
 static void
 pending_free (Pending *p)
 {
-  if (p->timeout)
-    g_source_remove (p->timeout);
   g_clear_object (&p->task);
+  g_clear_error (&p->error);
   g_free (p);
 }
 
@@ -265,34 +342,24 @@ fail_pending (SpNode *node, guint64 index, GError *error)
 {
   Pending *p = g_hash_table_lookup (node->pending, &index);
 
-  if (!p)
-    return;
   g_task_return_error (p->task, error);
+  g_queue_unlink (&node->expiring, &p->link);
   g_hash_table_remove (node->pending, &index);
 }
 
-typedef struct
+/* Requests not committed within their deadline fail (from the clock). */
+static void
+expire_pending (SpNode *node)
 {
-  SpNode *node;
-  guint64 index;
-} TimeoutData;
+  gint64 now = g_get_monotonic_time ();
+  Pending *p;
 
-static gboolean
-pending_timed_out (gpointer user_data)
-{
-  TimeoutData *td = user_data;
-  Pending *p = g_hash_table_lookup (td->node->pending, &td->index);
-
-  if (p)
-    {
-      p->timeout = 0;
-      fail_pending (td->node, td->index,
-                    g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NO_QUORUM,
-                                 "not committed in time (entry %" G_GUINT64_FORMAT
-                                 "): no quorum? The write may still be applied later",
-                                 td->index));
-    }
-  return G_SOURCE_REMOVE;
+  while ((p = g_queue_peek_head (&node->expiring)) && p->deadline <= now)
+    fail_pending (node, p->index,
+                  g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NO_QUORUM,
+                               "not committed in time (entry %" G_GUINT64_FORMAT
+                               "): no quorum? The write may still be applied later",
+                               p->index));
 }
 
 static void
@@ -300,17 +367,23 @@ add_pending (SpNode *node, guint64 index, PendingKind kind, GTask *task)
 {
   Pending *p = g_new0 (Pending, 1);
   guint64 *key = g_new (guint64, 1);
-  TimeoutData *td = g_new (TimeoutData, 1);
 
+  /* An index proposed in an earlier term that never committed. */
+  if (g_hash_table_contains (node->pending, &index))
+    fail_pending (node, index,
+                  g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                               "leadership changed before entry %" G_GUINT64_FORMAT
+                               " committed; the request was not applied",
+                               index));
   *key = index;
   p->kind = kind;
+  p->index = index;
   p->term = sp_raft_term (node->raft);
   p->task = g_object_ref (task);
-  td->node = node;
-  td->index = index;
-  p->timeout = g_timeout_add_full (G_PRIORITY_DEFAULT, 20 * node->election_ticks * node->tick_ms,
-                                   pending_timed_out, td, g_free);
-  g_hash_table_replace (node->pending, key, p);
+  p->deadline = g_get_monotonic_time () + 20 * (gint64)node->config->election_ms * 1000;
+  p->link.data = p;
+  g_queue_push_tail_link (&node->expiring, &p->link);
+  g_hash_table_insert (node->pending, key, p);
 }
 
 static GError *
@@ -346,14 +419,37 @@ raft_error_to_node (GError *error, SpNode *node)
 /* ---- ready processing --------------------------------------------------- */
 
 static void schedule_ready (SpNode *node);
+static gboolean advance_clock (SpNode *node);
+
+/* Takes the request waiting for index out of the table, to be answered
+ * once its whole batch is applied (see answer ()). */
+static void
+settle_pending (SpNode *node, guint64 index, GError *error, guint64 revision, GPtrArray *done)
+{
+  gpointer key, value;
+  Pending *p;
+
+  if (!g_hash_table_steal_extended (node->pending, &index, &key, &value))
+    {
+      g_clear_error (&error);
+      return;
+    }
+  g_free (key);
+  p = value;
+  g_queue_unlink (&node->expiring, &p->link);
+  p->error = error;
+  p->revision = revision;
+  g_ptr_array_add (done, p);
+}
 
 static void
-apply_entry (SpNode *node, const SpRaftEntry *e)
+apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
 {
   Pending *p = g_hash_table_lookup (node->pending, &e->index);
   g_autoptr (GError) error = NULL;
   guint64 revision = 0;
   gboolean ok = TRUE;
+  gint code;
 
   if (e->type == SP_RAFT_ENTRY_CONF)
     {
@@ -372,35 +468,66 @@ apply_entry (SpNode *node, const SpRaftEntry *e)
     return;
   if (p->term != e->term)
     {
-      fail_pending (node, e->index,
-                    g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
-                                 "leadership changed before entry %" G_GUINT64_FORMAT
-                                 " committed; the request was not applied",
-                                 e->index));
+      settle_pending (node, e->index,
+                      g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                                   "leadership changed before entry %" G_GUINT64_FORMAT
+                                   " committed; the request was not applied",
+                                   e->index),
+                      0, done);
       return;
     }
-  if (!ok)
+  if (ok)
     {
-      gint code = g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT)
-                      ? SP_NODE_ERROR_CONFLICT
-                  : g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND)
-                      ? SP_NODE_ERROR_NOT_FOUND
-                      : SP_NODE_ERROR_INVALID_ARGUMENT;
-
-      fail_pending (node, e->index, g_error_new_literal (SP_NODE_ERROR, code, error->message));
+      settle_pending (node, e->index, NULL, revision, done);
       return;
     }
-  if (p->kind == PENDING_WRITE)
-    g_task_return_pointer (p->task, g_memdup2 (&revision, sizeof revision), g_free);
-  else
-    g_task_return_boolean (p->task, TRUE);
-  g_hash_table_remove (node->pending, &e->index);
+  code = g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT) ? SP_NODE_ERROR_CONFLICT
+         : g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND)
+             ? SP_NODE_ERROR_NOT_FOUND
+             : SP_NODE_ERROR_INVALID_ARGUMENT;
+  settle_pending (node, e->index, g_error_new_literal (SP_NODE_ERROR, code, error->message), 0,
+                  done);
+}
+
+/* Watchers first, then the requests: whoever wrote is answered after the
+ * changes went out, one signal per batch rather than one per key. */
+static void
+answer (SpNode *node, GPtrArray *done)
+{
+  if (node->changes)
+    {
+      g_autoptr (GVariantBuilder) builder = g_steal_pointer (&node->changes);
+      g_autoptr (GVariant) changes = g_variant_ref_sink (g_variant_builder_end (builder));
+
+      g_signal_emit (node, signals[SIGNAL_STORE_CHANGED], 0, changes);
+    }
+  for (guint i = 0; i < done->len; i++)
+    {
+      Pending *p = g_ptr_array_index (done, i);
+
+      if (p->error)
+        g_task_return_error (p->task, g_steal_pointer (&p->error));
+      else if (p->kind == PENDING_WRITE)
+        g_task_return_pointer (p->task, g_memdup2 (&p->revision, sizeof p->revision), g_free);
+      else
+        g_task_return_boolean (p->task, TRUE);
+    }
 }
 
 static void
 on_store_changed (const char *key, const char *value, guint64 revision, gpointer user_data)
 {
-  g_signal_emit (user_data, signals[SIGNAL_STORE_CHANGED], 0, key, value, revision);
+  SpNode *node = user_data;
+  GVariant *change[] = {
+    g_variant_new_string (key),
+    g_variant_new_string (value ? value : ""),
+    g_variant_new_boolean (value == NULL),
+    g_variant_new_uint64 (revision),
+  };
+
+  if (!node->changes)
+    node->changes = g_variant_builder_new (G_VARIANT_TYPE ("a(ssbt)"));
+  g_variant_builder_add_value (node->changes, g_variant_new_tuple (change, G_N_ELEMENTS (change)));
 }
 
 static void
@@ -434,7 +561,16 @@ fail_node (SpNode *node, const char *what, const GError *error)
   /* Without durable storage this node must not vote or ack: stop it. */
   g_critical ("%s: %s; this node stops taking part", what, error->message);
   node->failed = TRUE;
-  g_clear_handle_id (&node->tick_source, g_source_remove);
+  /* Nothing will commit here any more: tell whoever waits. */
+  while (!g_queue_is_empty (&node->expiring))
+    {
+      Pending *p = g_queue_peek_head (&node->expiring);
+
+      fail_pending (node, p->index,
+                    g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_STOPPED,
+                                 "%s failed: %s; the write may or may not be applied", node->name,
+                                 error->message));
+    }
 }
 
 static void
@@ -447,6 +583,8 @@ send_messages (SpNode *node, SpRaftReady *rd)
 static void
 finish_ready (SpNode *node, SpRaftReady *rd)
 {
+  g_autoptr (GPtrArray) done = g_ptr_array_new_with_free_func ((GDestroyNotify)pending_free);
+
   if (!rd->send_before_persist)
     send_messages (node, rd);
   if (rd->snapshot)
@@ -467,16 +605,19 @@ finish_ready (SpNode *node, SpRaftReady *rd)
       g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
     }
   for (guint i = 0; i < rd->committed->len; i++)
-    apply_entry (node, &g_array_index (rd->committed, SpRaftEntry, i));
+    apply_entry (node, &g_array_index (rd->committed, SpRaftEntry, i), done);
   sp_raft_advance (node->raft, rd);
   sp_raft_ready_free (rd);
+  answer (node, done);
   node->persisting = FALSE;
   /* A configuration takes effect when appended, before it commits. */
   if (!sp_raft_conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
     sync_peers (node);
   maybe_compact (node);
   publish (node);
-  schedule_ready (node);
+  /* Only when there is more: an idle pass per batch costs a loop iteration. */
+  if (!node->failed && sp_raft_has_ready (node->raft))
+    schedule_ready (node);
 }
 
 typedef struct
@@ -508,17 +649,16 @@ on_persisted (GError *error, gpointer user_data)
   g_free (pd);
 }
 
-static gboolean
-process_ready (gpointer user_data)
+static void
+process_ready (SpNode *node)
 {
-  SpNode *node = user_data;
   SpRaftReady *rd;
 
-  node->ready_source = 0;
+  advance_clock (node);
   if (node->failed || node->persisting || !sp_raft_has_ready (node->raft))
     {
       publish (node);
-      return G_SOURCE_REMOVE;
+      return;
     }
   rd = sp_raft_ready (node->raft);
   node->persisting = TRUE;
@@ -546,6 +686,15 @@ process_ready (gpointer user_data)
     {
       finish_ready (node, rd);
     }
+}
+
+static gboolean
+on_ready_idle (gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  node->ready_source = 0;
+  process_ready (node);
   return G_SOURCE_REMOVE;
 }
 
@@ -553,22 +702,129 @@ static void
 schedule_ready (SpNode *node)
 {
   /* Once per loop iteration: whatever arrives meanwhile joins the batch. */
-  if (!node->ready_source && !node->persisting && !node->failed)
-    node->ready_source = g_idle_add_full (G_PRIORITY_DEFAULT, process_ready, node, NULL);
+  if (!node->ready_source && !node->persisting && !node->failed && !node->in_clock)
+    node->ready_source = g_idle_add_full (G_PRIORITY_DEFAULT, on_ready_idle, node, NULL);
 }
 
-/* ---- inputs ------------------------------------------------------------- */
+/* ---- the clock ---------------------------------------------------------- */
+
+static guint64
+ticks_now (SpNode *node)
+{
+  return (guint64)(g_get_monotonic_time () - node->clock_start) / (1000 * node->tick_ms);
+}
+
+/* Gives the core the ticks that passed.  A node that is not leader and
+ * fell more than two election timeouts behind (the process was stopped)
+ * skips to two timeouts before now: enough for any election timeout to run
+ * out once, while campaigns nobody heard would only be repeated, and
+ * skipped ticks only make it wait longer before voting for someone else.
+ * (Within two timeouts nothing is skipped: a sleeping follower wakes up
+ * that late when its leader is gone.)  A leader gets every tick: its lease
+ * and check-quorum count them. */
+static gboolean
+advance_clock (SpNode *node)
+{
+  guint64 now = ticks_now (node);
+
+  if (node->failed || node->ticks >= now)
+    return FALSE;
+  while (node->ticks < now)
+    {
+      if (now - node->ticks > 2 * (guint64)node->election_ticks
+          && sp_raft_role (node->raft) != SP_RAFT_LEADER)
+        node->ticks = now - 2 * (guint64)node->election_ticks;
+      sp_raft_tick (node->raft);
+      node->ticks++;
+    }
+  return TRUE;
+}
+
+/* When the clock must fire next, or -1: a tick that may act, or the oldest
+ * request's deadline.  Computed before every poll (the source's prepare),
+ * so inputs that move it need not tell the source. */
+static gint64
+clock_deadline (SpNode *node)
+{
+  Pending *oldest = g_queue_peek_head (&node->expiring);
+  guint due;
+  gint64 at = oldest ? oldest->deadline : -1;
+
+  if (node->failed)
+    return -1;
+  due = sp_raft_ticks_until_due (node->raft);
+  if (due != G_MAXUINT)
+    {
+      gint64 tick_at = node->clock_start + (gint64)(node->ticks + due) * 1000 * node->tick_ms;
+
+      at = at < 0 ? tick_at : MIN (at, tick_at);
+    }
+  return at;
+}
+
+typedef struct
+{
+  GSource source;
+  SpNode *node;
+} ClockSource;
 
 static gboolean
-on_tick (gpointer user_data)
+clock_prepare (GSource *source, gint *timeout)
+{
+  gint64 at = clock_deadline (((ClockSource *)source)->node);
+  gint64 now = g_source_get_time (source);
+
+  if (at < 0)
+    *timeout = -1;
+  else
+    *timeout = at <= now ? 0 : (gint)MIN ((at - now + 999) / 1000, G_MAXINT);
+  return at >= 0 && at <= now;
+}
+
+static gboolean
+clock_check (GSource *source)
+{
+  gint64 at = clock_deadline (((ClockSource *)source)->node);
+
+  return at >= 0 && at <= g_source_get_time (source);
+}
+
+static gboolean
+clock_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  return callback (user_data);
+}
+
+static GSourceFuncs clock_funcs = { clock_prepare, clock_check, clock_dispatch, NULL, NULL, NULL };
+
+static gboolean
+on_clock (gpointer user_data)
 {
   SpNode *node = user_data;
 
-  sp_raft_tick (node->raft);
-  schedule_ready (node);
-  publish (node);
+  /* Nothing else would join a batch the clock starts: no idle pass. */
+  node->in_clock = TRUE;
+  /* The answers a settled leader left unread (see settled ()) first. */
+  sp_transport_receive_pending (node->transport);
+  advance_clock (node);
+  expire_pending (node);
+  node->in_clock = FALSE;
+  g_clear_handle_id (&node->ready_source, g_source_remove);
+  process_ready (node);
   return G_SOURCE_CONTINUE;
 }
+
+static void
+stop_clock (SpNode *node)
+{
+  if (node->clock)
+    {
+      g_source_destroy (node->clock);
+      g_clear_pointer (&node->clock, g_source_unref);
+    }
+}
+
+/* ---- inputs ------------------------------------------------------------- */
 
 static void
 on_receive (const SpRaftMsg *m, gpointer user_data)
@@ -578,6 +834,7 @@ on_receive (const SpRaftMsg *m, gpointer user_data)
 
   if (node->failed)
     return;
+  advance_clock (node);
   if (!sp_raft_step (node->raft, m, &error))
     g_warning ("dropped %s from %s: %s", sp_raft_msg_type_to_string (m->type),
                id_name (node, m->from), error->message);
@@ -585,6 +842,27 @@ on_receive (const SpRaftMsg *m, gpointer user_data)
 }
 
 /* ---- construction ------------------------------------------------------- */
+
+/* The largest tick up to 10 ms that both timeouts are whole numbers of:
+ * fine enough for the lease and election jitter, few enough ticks to catch
+ * up with after a sleep. */
+static guint
+tick_ms (const SpConfig *config)
+{
+  guint a = config->heartbeat_ms, b = config->election_ms;
+
+  while (b)
+    {
+      guint r = a % b;
+
+      a = b;
+      b = r;
+    }
+  for (guint t = MIN (a, 10); t > 1; t--)
+    if (a % t == 0)
+      return t;
+  return 1;
+}
 
 SpNode *
 sp_node_new (SpConfig *config, GError **error)
@@ -601,8 +879,8 @@ sp_node_new (SpConfig *config, GError **error)
   node->config = config;
   node->name = g_strdup (config->node_name);
   node->id = sp_member_id (config->node_name);
-  node->tick_ms = config->heartbeat_ms;
-  node->election_ticks = MAX (3, config->election_ms / config->heartbeat_ms);
+  node->tick_ms = tick_ms (config);
+  node->election_ticks = config->election_ms / node->tick_ms;
 
   for (guint i = 0; i < config->initial_members->len; i++)
     {
@@ -635,7 +913,7 @@ sp_node_new (SpConfig *config, GError **error)
     }
 
   opts.id = node->id;
-  opts.heartbeat_ticks = 1;
+  opts.heartbeat_ticks = config->heartbeat_ms / node->tick_ms;
   opts.election_ticks = node->election_ticks;
   opts.seed = g_get_real_time () ^ node->id;
   restore.hard_state = state.hard_state;
@@ -674,7 +952,12 @@ sp_node_start (SpNode *node, GError **error)
   if (!sp_transport_listen (node->transport, c->listen_host, c->listen_port, error))
     return FALSE;
   sync_peers (node);
-  node->tick_source = g_timeout_add (node->tick_ms, on_tick, node);
+  node->clock = g_source_new (&clock_funcs, sizeof (ClockSource));
+  ((ClockSource *)node->clock)->node = node;
+  g_source_set_callback (node->clock, on_clock, node, NULL);
+  g_source_set_static_name (node->clock, "sparrow clock");
+  node->clock_start = g_get_monotonic_time ();
+  g_source_attach (node->clock, NULL);
   schedule_ready (node);
   publish (node);
   return TRUE;
@@ -685,11 +968,12 @@ sp_node_finalize (GObject *object)
 {
   SpNode *node = SP_NODE (object);
 
-  g_clear_handle_id (&node->tick_source, g_source_remove);
+  stop_clock (node);
   g_clear_handle_id (&node->ready_source, g_source_remove);
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
   g_clear_pointer (&node->pending, g_hash_table_unref);
+  g_clear_pointer (&node->changes, g_variant_builder_unref);
   g_clear_pointer (&node->transport, sp_transport_free);
   g_clear_pointer (&node->storage, sp_storage_free);
   g_clear_pointer (&node->raft, sp_raft_free);
@@ -762,7 +1046,7 @@ sp_node_class_init (SpNodeClass *klass)
                       NULL, NULL, G_TYPE_NONE, 0);
   signals[SIGNAL_STORE_CHANGED]
       = g_signal_new ("store-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
-                      NULL, G_TYPE_NONE, 3, G_TYPE_STRING, G_TYPE_STRING, G_TYPE_UINT64);
+                      NULL, G_TYPE_NONE, 1, G_TYPE_VARIANT);
 }
 
 static void on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data);
@@ -841,7 +1125,11 @@ sp_node_get_members (SpNode *node)
   GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_node_member_free);
   const SpRaftConf *conf = sp_raft_conf (node->raft);
   SpRaftProgress prs[SP_RAFT_MAX_NODES];
-  guint n_prs = sp_raft_progress (node->raft, prs);
+  guint n_prs;
+
+  if (advance_clock (node))
+    schedule_ready (node);
+  n_prs = sp_raft_progress (node->raft, prs);
 
   for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
     {
@@ -905,6 +1193,8 @@ propose (SpNode *node, GTask *task, GBytes *cmd, GError *cmd_error)
       g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
+  /* Appends carry the current tick as their lease stamp. */
+  advance_clock (node);
   if (!sp_raft_propose (node->raft, cmd, &index, &error))
     {
       g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
@@ -970,10 +1260,14 @@ sp_node_write_finish (SpNode *node, GAsyncResult *result, guint64 *revision, GEr
 static gboolean
 check_read (SpNode *node, gboolean stale, GError **error)
 {
-  guint64 applied = sp_raft_applied_index (node->raft);
+  guint64 applied;
 
   if (stale)
     return TRUE;
+  /* The lease is counted in ticks: give the core the time that passed. */
+  if (advance_clock (node))
+    schedule_ready (node);
+  applied = sp_raft_applied_index (node->raft);
   if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
     {
       g_autoptr (GError) e = g_error_new (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "-");
@@ -1034,6 +1328,7 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
                                name);
       return;
     }
+  advance_clock (node);
   if (!sp_raft_change_membership (node->raft, op, id, &index, &error))
     {
       g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
@@ -1147,6 +1442,7 @@ start_transfer (SpNode *node)
 {
   GError *error = NULL;
 
+  advance_clock (node);
   if (!sp_raft_transfer_leadership (node->raft, node->transfer_to, &error))
     {
       settle_transfer (node, raft_error_to_node (error, node));
@@ -1228,8 +1524,7 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
     }
   node->transfer_task = g_steal_pointer (&task);
   node->transfer_to = to;
-  node->transfer_timeout
-      = g_timeout_add (4 * node->election_ticks * node->tick_ms, on_transfer_timeout, node);
+  node->transfer_timeout = g_timeout_add (4 * node->config->election_ms, on_transfer_timeout, node);
   if (node->handover_release)
     {
       node->releasing = TRUE;
@@ -1245,7 +1540,7 @@ finish_stop (SpNode *node)
   g_autoptr (GTask) task = g_steal_pointer (&node->stop_task);
 
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
-  g_clear_handle_id (&node->tick_source, g_source_remove);
+  stop_clock (node);
   /* The newest applied commit index too (those entries are on disk), so a
    * restart replays everything applied. */
   if (!node->failed && sp_raft_applied_index (node->raft) > node->saved_hs.commit)

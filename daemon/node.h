@@ -3,11 +3,17 @@
  * replicated state).  Everything above it (D-Bus, systemd target, plugins)
  * watches its properties and signals.
  *
- * Loop: a tick every heartbeat-ms; each received message or request steps
- * the core; once per loop iteration the pending ready batch is persisted in
- * the storage worker, and only when it is durable are its messages sent and
- * its committed entries applied (Raft's persist-before-send).  Requests that
- * arrive meanwhile pile up in the core and leave as the next batch.
+ * Loop: the core counts time in ticks of up to 10 ms, but the node sleeps
+ * until the next tick that may act (sp_raft_ticks_until_due) and catches
+ * the core up whenever it wakes, so an idle follower wakes only for its
+ * leader's heartbeats, and an idle leader (see settled () in node.c) only
+ * to send them, reading its followers' answers at the same time.  Each
+ * received message or request steps the core; once per loop iteration the
+ * pending ready batch is persisted in the storage worker, and only when it
+ * is durable are its messages sent and its committed entries applied
+ * (Raft's persist-before-send); the writes of a batch are answered once it
+ * is applied and announced.  Requests that arrive meanwhile pile up in the
+ * core and leave as the next batch.
  *
  * Writes go to the leader: on a follower they fail with
  * SP_NODE_ERROR_NOT_LEADER whose message names the leader and its address
@@ -46,8 +52,11 @@ guint64 sp_member_id (const char *name);
 /* Properties (all emit notify on change): "name" (s), "role" (s:
  * follower, candidate (pre-vote included), leader, learner), "term" (t),
  * "leader" (s, "" when unknown), "leader-address" (s), "commit-index" (t),
- * "lease-valid" (b).  Signals: "members-changed" (), "store-changed"
- * (s key, s value or NULL when deleted, t revision). */
+ * "lease-valid" (b).  Signals: "members-changed" () when a member joins,
+ * leaves, or its reachability or match index moves (see
+ * sp_node_get_members), "store-changed"
+ * (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every
+ * change of one applied batch, in order, before the writes in it return). */
 
 SpNode *sp_node_new (SpConfig *config, GError **error);
 /* Listens and starts ticking. */

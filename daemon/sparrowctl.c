@@ -350,17 +350,8 @@ cmd_ls (const char *prefix)
 }
 
 static void
-on_changed (GDBusConnection *connection, const char *sender, const char *path, const char *iface,
-            const char *signal, GVariant *params, gpointer user_data)
+print_change (const char *key, const char *value, gboolean deleted, guint64 revision)
 {
-  const char *prefix = user_data;
-  const char *key, *value;
-  gboolean deleted;
-  guint64 revision;
-
-  g_variant_get (params, "(&s&sbt)", &key, &value, &deleted, &revision);
-  if (!g_str_has_prefix (key, prefix))
-    return;
   if (opt_json)
     {
       g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -386,6 +377,25 @@ on_changed (GDBusConnection *connection, const char *sender, const char *path, c
     {
       g_print ("%" G_GUINT64_FORMAT " set %s=%s\n", revision, key, value);
     }
+}
+
+/* One signal carries every change of a batch the node applied. */
+static void
+on_changed (GDBusConnection *connection, const char *sender, const char *path, const char *iface,
+            const char *signal, GVariant *params, gpointer user_data)
+{
+  const char *prefix = user_data;
+  g_autoptr (GVariantIter) changes = NULL;
+  const char *key, *value;
+  gboolean deleted;
+  guint64 revision;
+
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(a(ssbt))")))
+    return;
+  g_variant_get (params, "(a(ssbt))", &changes);
+  while (g_variant_iter_next (changes, "(&s&sbt)", &key, &value, &deleted, &revision))
+    if (g_str_has_prefix (key, prefix))
+      print_change (key, value, deleted, revision);
   /* One line per change, even into a pipe. */
   fflush (stdout);
 }

@@ -35,6 +35,23 @@ struct _SpStore
   gpointer member_watch_data;
 };
 
+/* The command type, checked once; a value of it kept so that GLib keeps
+ * its layout built between writes. */
+static const GVariantType *
+cmd_type (void)
+{
+  static GVariant *kept;
+  static gsize ready = 0;
+
+  if (g_once_init_enter (&ready))
+    {
+      kept = g_variant_ref_sink (
+          g_variant_new_from_data (G_VARIANT_TYPE (CMD_TYPE), NULL, 0, FALSE, NULL, NULL));
+      g_once_init_leave (&ready, 1);
+    }
+  return g_variant_get_type (kept);
+}
+
 GQuark
 sp_store_error_quark (void)
 {
@@ -119,11 +136,17 @@ check_string (const char *what, const char *s, gsize max, gboolean allow_empty, 
   return TRUE;
 }
 
+/* Every write builds a command and every node applies it: child by child,
+ * without a format string to parse each time (see wire.c). */
 static GBytes *
 encode (Op op, const char *key, const char *value, guint64 expected)
 {
-  g_autoptr (GVariant) v = g_variant_ref_sink (
-      g_variant_new (CMD_TYPE, (guint16)STORE_VERSION, (guint8)op, key, value, expected));
+  GVariant *fields[] = {
+    g_variant_new_uint16 (STORE_VERSION), g_variant_new_byte ((guint8)op),
+    g_variant_new_string (key),           g_variant_new_string (value),
+    g_variant_new_uint64 (expected),
+  };
+  g_autoptr (GVariant) v = g_variant_ref_sink (g_variant_new_tuple (fields, G_N_ELEMENTS (fields)));
 
   return g_variant_get_data_as_bytes (v);
 }
@@ -165,7 +188,7 @@ sp_store_cmd_member (const char *name, const char *address, GError **error)
 
 /* Untrusted bytes to a GVariant of the given type, or an error. */
 static GVariant *
-decode (GBytes *bytes, const char *type, const char *what, GError **error)
+decode (GBytes *bytes, const GVariantType *type, const char *what, GError **error)
 {
   g_autoptr (GVariant) v = NULL;
   guint16 version;
@@ -175,13 +198,17 @@ decode (GBytes *bytes, const char *type, const char *what, GError **error)
       g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is empty", what);
       return NULL;
     }
-  v = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type), bytes, FALSE));
+  v = g_variant_ref_sink (g_variant_new_from_bytes (type, bytes, FALSE));
   if (!g_variant_is_normal_form (v))
     {
       g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is malformed", what);
       return NULL;
     }
-  g_variant_get_child (v, 0, "q", &version);
+  {
+    g_autoptr (GVariant) child = g_variant_get_child_value (v, 0);
+
+    version = g_variant_get_uint16 (child);
+  }
   if (version != STORE_VERSION)
     {
       g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s has unknown version %u", what,
@@ -201,16 +228,26 @@ notify (SpStore *store, const char *key, const char *value)
 gboolean
 sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
 {
-  g_autoptr (GVariant) v = decode (cmd, CMD_TYPE, "store command", error);
+  g_autoptr (GVariant) v = decode (cmd, cmd_type (), "store command", error);
+  g_autoptr (GVariant) op_v = NULL;
+  g_autoptr (GVariant) key_v = NULL;
+  g_autoptr (GVariant) value_v = NULL;
+  g_autoptr (GVariant) expected_v = NULL;
   const char *key, *value;
   guint64 expected;
-  guint16 version;
   guint8 op;
   Item *item;
 
   if (!v)
     return FALSE;
-  g_variant_get (v, "(qy&s&st)", &version, &op, &key, &value, &expected);
+  op_v = g_variant_get_child_value (v, 1);
+  key_v = g_variant_get_child_value (v, 2);
+  value_v = g_variant_get_child_value (v, 3);
+  expected_v = g_variant_get_child_value (v, 4);
+  op = g_variant_get_byte (op_v);
+  key = g_variant_get_string (key_v, NULL);
+  value = g_variant_get_string (value_v, NULL);
+  expected = g_variant_get_uint64 (expected_v);
   if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
       || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
     return FALSE;
@@ -355,7 +392,7 @@ sp_store_snapshot (const SpStore *store)
 gboolean
 sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
 {
-  g_autoptr (GVariant) v = decode (snapshot, SNAP_TYPE, "store snapshot", error);
+  g_autoptr (GVariant) v = decode (snapshot, G_VARIANT_TYPE (SNAP_TYPE), "store snapshot", error);
   g_autoptr (GHashTable) items = items_new ();
   g_autoptr (GHashTable) members = members_new ();
   g_autoptr (GVariantIter) item_iter = NULL;

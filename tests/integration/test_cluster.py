@@ -198,6 +198,42 @@ class ThreeNodes(ClusterTest):
         self.assertEqual([(e["key"], e["value"]) for e in seen], [("app/x", "1"), ("app/x", None)])
 
 
+    def test_watch_sees_every_write_of_a_burst(self):
+        # Writes that arrive together are applied, and announced, together:
+        # the watcher still gets each one once, in revision order.
+        leader = self.c.node(self.c.wait_leader())
+        follower = next(n for n in self.c.nodes if n is not leader)
+        watch = subprocess.Popen([SPARROWCTL, "--json", "watch", "burst/"], env=follower.env,
+                                 stdout=subprocess.PIPE, text=True)
+        self.addCleanup(watch.stdout.close)
+        self.addCleanup(watch.wait, 10)
+        self.addCleanup(watch.terminate)
+        time.sleep(0.3)  # subscribed
+        writers = [subprocess.Popen([SPARROWCTL, "set", "burst/%d" % i, str(i)], env=leader.env,
+                                    stdout=subprocess.DEVNULL) for i in range(24)]
+        for w in writers:
+            self.assertEqual(w.wait(timeout=60), 0)
+        seen = [json.loads(watch.stdout.readline()) for _ in writers]
+        self.assertEqual(sorted(e["key"] for e in seen), sorted("burst/%d" % i for i in range(24)))
+        revisions = [e["revision"] for e in seen]
+        self.assertEqual(revisions, sorted(revisions))
+        self.assertEqual(len(set(revisions)), len(revisions))
+
+    def test_status_follows_a_member_going_and_coming_back(self):
+        leader = self.c.node(self.c.wait_leader())
+        other = next(n for n in self.c.nodes if n is not leader)
+
+        def reachable():
+            return {m["name"]: m["reachable"] for m in leader.status()["members"]}
+
+        self.c.wait(lambda: all(reachable().values()), what="every member reachable")
+        other.kill(signal.SIGKILL)
+        self.c.wait(lambda: not reachable()[other.name], what="the killed member unreachable")
+        self.assertTrue(reachable()[leader.name])
+        other.start()
+        self.c.wait(lambda: reachable()[other.name], what="the member reachable again")
+
+
 class Process(unittest.TestCase):
     """sd_notify as systemd would see it, on a cluster of one."""
 
