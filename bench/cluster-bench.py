@@ -5,14 +5,20 @@ asserted):
   1. failover: SIGKILL of the leader -> a new leader visible on D-Bus (ms);
   2. graceful transfer: TransferLeadership -> the target leads (ms);
   3. Set throughput and latency through D-Bus, 1 and 32 concurrent clients,
-     fsync on (bench/write-bench, a C client);
-  4. idle RSS and CPU of one sparrowd.
+     fsync on (bench/write-bench, a C client), several runs each;
+  4. idle RSS and CPU of each sparrowd, in plaintext and with TLS, next to
+     bench/heartbeat-floor: the same heartbeat exchange done by a minimal C
+     program, i.e. what the kernel alone costs for it on this machine.
 
-Usage: cluster-bench.py [--trials N] [--heartbeat-ms H --election-ms E] [BUILD_DIR]
+The daemons run as in production (no test settings), with the daemon's
+default timings unless --heartbeat-ms / --election-ms say otherwise.
+
+Usage: cluster-bench.py [--only NAME] [--trials N] [--heartbeat-ms H --election-ms E] [BUILD_DIR]
 """
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -32,6 +38,23 @@ def pct(values, p):
 def report(name, ms):
     print("%-34s n=%-3d min %7.1f  median %7.1f  p99 %7.1f  max %7.1f ms" % (
         name, len(ms), min(ms), statistics.median(ms), pct(ms, 99), max(ms)), flush=True)
+
+
+def new_cluster(Cluster, args, **kw):
+    return Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms,
+                   leak_checks=False, **kw)
+
+
+def timings(Cluster, args):
+    """(heartbeat, election) in ms, as sparrowd itself reads its configuration."""
+    c = new_cluster(Cluster, args)
+    try:
+        out = subprocess.run([os.environ["SPARROWD"], "--check-config", "--config",
+                              c.nodes[0].config], capture_output=True, text=True, check=True).stdout
+    finally:
+        c.teardown()
+    m = re.search(r"heartbeat (\d+) ms, election timeout (\d+) ms", out)
+    return int(m.group(1)), int(m.group(2))
 
 
 def dbus_leader(node):
@@ -67,7 +90,7 @@ def poll_new_leader(nodes, old, deadline):
 def bench_failover(Cluster, args):
     ms = []
     for _ in range(args.trials):
-        c = Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms)
+        c = new_cluster(Cluster, args)
         try:
             c.start()
             old = c.node(c.wait_leader())
@@ -85,7 +108,7 @@ def bench_failover(Cluster, args):
 
 def bench_transfer(Cluster, args):
     ms = []
-    c = Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms)
+    c = new_cluster(Cluster, args)
     try:
         c.start()
         for _ in range(args.trials):
@@ -102,40 +125,71 @@ def bench_transfer(Cluster, args):
 
 
 def bench_writes(Cluster, args):
-    c = Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms)
+    c = new_cluster(Cluster, args)
     try:
         c.start()
         leader = c.node(c.wait_leader())
         for clients in (1, 32):
-            subprocess.run([os.path.join(args.build, "bench", "write-bench"), "--clients",
-                            str(clients), "--seconds", str(args.seconds)], env=leader.env,
-                           check=True)
+            rates = []
+            for _ in range(args.write_runs):
+                out = subprocess.run([os.path.join(args.build, "bench", "write-bench"),
+                                      "--clients", str(clients), "--seconds", str(args.seconds)],
+                                     env=leader.env, check=True, capture_output=True,
+                                     text=True).stdout
+                print(out.rstrip(), flush=True)
+                rates.append(float(re.search(r":\s+(\d+) writes/s", out).group(1)))
+            print("Set, %2d client(s): median %.0f writes/s of %d runs (%.0f-%.0f)"
+                  % (clients, statistics.median(rates), len(rates), min(rates), max(rates)),
+                  flush=True)
     finally:
         c.teardown()
 
 
-def bench_idle(Cluster, args):
-    c = Cluster(3, heartbeat_ms=args.heartbeat_ms, election_ms=args.election_ms)
+def cpu_ns(pid):
+    """CPU time of every thread of pid so far, in nanoseconds."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+def cpu_percent(pids, seconds):
+    before = {p: cpu_ns(p) for p in pids}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    return {p: (cpu_ns(p) - before[p]) / 1e9 / elapsed * 100 for p in pids}
+
+
+def bench_idle(Cluster, args, heartbeat):
+    for tls in (False, True):
+        c = new_cluster(Cluster, args, tls=tls)
+        try:
+            c.start()
+            c.wait_leader()
+            time.sleep(3)
+            used = cpu_percent([n.proc.pid for n in c.nodes], args.idle_seconds)
+            for n in sorted(c.nodes, key=lambda n: n.status()["role"] != "leader"):
+                with open("/proc/%d/status" % n.proc.pid) as f:
+                    rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+                print("idle %s %-9s %-8s: RSS %5.1f MiB, CPU %.3f %% of a core (%d s)"
+                      % (n.name, "TLS" if tls else "plaintext", n.status()["role"], rss / 1024.0,
+                         used[n.proc.pid], args.idle_seconds), flush=True)
+        finally:
+            c.teardown()
+    floor = subprocess.Popen([os.path.join(args.build, "bench", "heartbeat-floor"),
+                              str(heartbeat), "2"], stdout=subprocess.PIPE, text=True)
     try:
-        c.start()
-        c.wait_leader()
+        pids = [int(p) for p in floor.stdout.readline().split()]
         time.sleep(2)
-        tick = os.sysconf("SC_CLK_TCK")
-        for n in c.nodes:
-            def cpu():
-                with open("/proc/%d/stat" % n.proc.pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                return int(fields[11]) + int(fields[12])
-            c0, t0 = cpu(), time.monotonic()
-            time.sleep(args.seconds)
-            used = (cpu() - c0) / tick / (time.monotonic() - t0) * 100
-            with open("/proc/%d/status" % n.proc.pid) as f:
-                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-            role = n.status()["role"]
-            print("idle %s (%-8s): RSS %5.1f MiB, CPU %.3f %% of a core"
-                  % (n.name, role, rss / 1024.0, used), flush=True)
+        used = cpu_percent(pids, args.idle_seconds)
+        for i, p in enumerate(pids):
+            print("idle floor (minimal C, same exchange) %-8s: CPU %.3f %% of a core"
+                  % ("leader" if i == 0 else "follower", used[p]), flush=True)
     finally:
-        c.teardown()
+        floor.terminate()
+        floor.wait()
 
 
 def main():
@@ -147,22 +201,30 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("build", nargs="?", default=os.path.join(here, "..", "build"))
     p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--heartbeat-ms", type=int, default=50)
-    p.add_argument("--election-ms", type=int, default=400)
+    p.add_argument("--seconds", type=float, default=5.0, help="length of one write run")
+    p.add_argument("--write-runs", type=int, default=3)
+    p.add_argument("--idle-seconds", type=int, default=30)
+    p.add_argument("--heartbeat-ms", type=int, help="default: the daemon's")
+    p.add_argument("--election-ms", type=int, help="default: the daemon's")
     p.add_argument("--only", choices=["failover", "transfer", "writes", "idle"])
     args = p.parse_args()
     build = args.build = os.path.abspath(args.build)
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
     os.environ.setdefault("SPARROWCTL", os.path.join(build, "daemon", "sparrowctl"))
+    os.environ.setdefault("SPARROW_CERTS", os.path.join(here, "..", "tools", "sparrow-certs"))
     from cluster import Cluster
 
-    print("3 nodes on 127.0.0.1, heartbeat %d ms, election timeout %d ms"
-          % (args.heartbeat_ms, args.election_ms), flush=True)
+    heartbeat, election = timings(Cluster, args)
+    print("3 nodes on 127.0.0.1, heartbeat %d ms, election timeout %d ms%s"
+          % (heartbeat, election, "" if args.heartbeat_ms or args.election_ms
+             else " (the daemon's defaults)"), flush=True)
     for name, fn in (("failover", bench_failover), ("transfer", bench_transfer),
                      ("writes", bench_writes), ("idle", bench_idle)):
         if args.only in (None, name):
-            fn(Cluster, args)
+            if fn is bench_idle:
+                fn(Cluster, args, heartbeat)
+            else:
+                fn(Cluster, args)
 
 
 if __name__ == "__main__":

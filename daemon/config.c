@@ -523,15 +523,16 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
       || !get_uint (l, "cluster", "snapshot-entries", SNAPSHOT_ENTRIES_MIN, G_MAXUINT,
                     &c->snapshot_entries, error))
     return FALSE;
-  /* the Raft core needs an election timeout of at least three ticks */
-  if (c->election_ms < 3 * c->heartbeat_ms)
+  /* A follower campaigns after election-ms without a heartbeat: with fewer
+   * than two in that time, one late heartbeat starts an election. */
+  if (c->election_ms < 2 * c->heartbeat_ms)
     {
       const char *key = g_key_file_has_key (l->merged, "cluster", "election-ms", NULL)
                             ? "election-ms"
                             : "heartbeat-ms";
 
       return key_error (l, error, SP_CONFIG_ERROR_INVALID, "cluster", key,
-                        "expected election-ms (%u) to be at least 3 times heartbeat-ms (%u)",
+                        "expected election-ms (%u) to be at least twice heartbeat-ms (%u)",
                         c->election_ms, c->heartbeat_ms);
     }
   return load_members (l, c, error);
@@ -583,8 +584,8 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->path = g_strdup (path);
   c->data_dir = g_strdup (SP_CONFIG_DEFAULT_DATA_DIR);
   c->initial_members = g_ptr_array_new_with_free_func ((GDestroyNotify)member_free);
-  c->heartbeat_ms = 50;
-  c->election_ms = 400;
+  c->heartbeat_ms = 250;
+  c->election_ms = 600;
   c->snapshot_entries = 10000;
   if (!load_node (&l, c, error) || !load_cluster (&l, c, error) || !load_tls (&l, c, error))
     return NULL;

@@ -8,8 +8,8 @@
  *   data-dir = /var/lib/sparrow
  *   [cluster]
  *   initial-members = alpha=192.0.2.1:7400;beta=192.0.2.2:7400;gamma=192.0.2.3:7400
- *   heartbeat-ms = 50
- *   election-ms = 400                minimum election timeout
+ *   heartbeat-ms = 250
+ *   election-ms = 600                minimum election timeout (at least 2 heartbeats)
  *   join = false                     true: join an existing cluster (never bootstrap;
  *                                    initial-members then only tells where peers are)
  *   snapshot-entries = 10000         applied entries between snapshots (log compaction)

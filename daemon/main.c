@@ -181,8 +181,10 @@ main (int argc, char **argv)
     }
   if (check_config)
     {
-      g_print ("%s: configuration is valid (%u warning%s)\n", config->path, warnings->len,
-               warnings->len == 1 ? "" : "s");
+      g_print (
+          "%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms\n",
+          config->path, warnings->len, warnings->len == 1 ? "" : "s", config->heartbeat_ms,
+          config->election_ms);
       return 0;
     }
   if (config->insecure)

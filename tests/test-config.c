@@ -111,8 +111,8 @@ START_TEST (test_defaults)
   ck_assert_str_eq (c->listen_host, "127.0.0.1");
   ck_assert_uint_eq (c->listen_port, 7400);
   ck_assert_str_eq (c->data_dir, SP_CONFIG_DEFAULT_DATA_DIR);
-  ck_assert_uint_eq (c->heartbeat_ms, 50);
-  ck_assert_uint_eq (c->election_ms, 400);
+  ck_assert_uint_eq (c->heartbeat_ms, 250);
+  ck_assert_uint_eq (c->election_ms, 600);
   ck_assert (!c->join);
   ck_assert_uint_eq (c->snapshot_entries, 10000);
   ck_assert (c->insecure);
@@ -244,13 +244,13 @@ START_TEST (test_election_versus_heartbeat)
 {
   g_autoptr (SpConfig) c = NULL;
 
-  assert_key_error (NODE "[cluster]\nheartbeat-ms = 100\nelection-ms = 250\n" INSECURE,
+  assert_key_error (NODE "[cluster]\nheartbeat-ms = 100\nelection-ms = 150\n" INSECURE,
                     SP_CONFIG_ERROR_INVALID, "[cluster] election-ms", "heartbeat-ms (100)");
   /* only the heartbeat was set: it is the key to blame */
-  assert_key_error (NODE "[cluster]\nheartbeat-ms = 200\n" INSECURE, SP_CONFIG_ERROR_INVALID,
-                    "[cluster] heartbeat-ms", "election-ms (400)");
-  c = load_ok (NODE "[cluster]\nheartbeat-ms = 100\nelection-ms = 300\n" INSECURE, NULL);
-  ck_assert_uint_eq (c->election_ms, 300);
+  assert_key_error (NODE "[cluster]\nheartbeat-ms = 400\n" INSECURE, SP_CONFIG_ERROR_INVALID,
+                    "[cluster] heartbeat-ms", "election-ms (600)");
+  c = load_ok (NODE "[cluster]\nheartbeat-ms = 100\nelection-ms = 200\n" INSECURE, NULL);
+  ck_assert_uint_eq (c->election_ms, 200);
 }
 END_TEST
 
@@ -301,7 +301,7 @@ START_TEST (test_unknown_keys_warn)
   const char *w0, *w1, *w2;
 
   ck_assert_str_eq (c->node_name, "alpha");
-  ck_assert_uint_eq (c->election_ms, 400);
+  ck_assert_uint_eq (c->election_ms, 600);
   ck_assert_uint_eq (warnings->len, 3);
   w0 = warnings->pdata[0];
   w1 = warnings->pdata[1];

@@ -86,8 +86,9 @@ class Node:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = "unix:path=" + self.bus_path
         env.pop("NOTIFY_SOCKET", None)
         env["G_DEBUG"] = "fatal-criticals"
-        # Every allocation visible to LeakSanitizer in sanitized builds.
-        env["G_SLICE"] = "always-malloc"
+        if self.cluster.leak_checks:
+            # Every allocation visible to LeakSanitizer in sanitized builds.
+            env["G_SLICE"] = "always-malloc"
         env.update(self.extra_env)
         return env
 
@@ -112,8 +113,13 @@ class Node:
             "data-dir = %s" % self.data_dir,
             "[cluster]",
             "initial-members = %s" % ";".join("%s=%s" % (m.name, m.address) for m in members),
-            "heartbeat-ms = %d" % self.cluster.heartbeat_ms,
-            "election-ms = %d" % self.cluster.election_ms,
+        ]
+        # None: the daemon's defaults
+        if self.cluster.heartbeat_ms is not None:
+            lines.append("heartbeat-ms = %d" % self.cluster.heartbeat_ms)
+        if self.cluster.election_ms is not None:
+            lines.append("election-ms = %d" % self.cluster.election_ms)
+        lines += [
             "join = %s" % ("true" if join else "false"),
             "snapshot-entries = %d" % self.cluster.snapshot_entries,
             "[tls]",
@@ -175,14 +181,17 @@ class Node:
 
 class Cluster:
     def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000,
-                 bus_policy=None, host="127.0.0.1"):
+                 bus_policy=None, host="127.0.0.1", leak_checks=True):
         """bus_policy: a policy file to run each bus like the system bus
-        with it; else every bus lets everyone do everything."""
+        with it; else every bus lets everyone do everything.  Timings None:
+        the daemon's defaults.  leak_checks False: the daemons run as in
+        production (benchmarks), not set up for LeakSanitizer."""
         self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
         self.bus_policy = bus_policy
         self.host = host
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
+        self.leak_checks = leak_checks
         self.snapshot_entries = snapshot_entries
         self.nodes = [Node(self, "n%d" % (i + 1)) for i in range(size)]
         self.certs = None
