@@ -29,7 +29,7 @@ PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,pol
             # sparrow's own run-time dependencies, as its package would pull them in
             "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0")
 # A cached rootfs built from other packages or another prepare() is rebuilt.
-STAMP = "packages=%s prepare=2\n" % PACKAGES
+STAMP = "packages=%s prepare=3\n" % PACKAGES
 
 
 class LabError(Exception):
@@ -116,10 +116,14 @@ def write(path, text, mode=0o644):
 def prepare(root):
     """What every node shares: chronyd without CAP_SYS_TIME (the clock is
     the host's), no console login, an empty machine id (each boot makes
-    its own)."""
+    its own), and the journal in memory: the nodes are thrown away, and a
+    boot then never waits on, or fails in, moving it to /var (seen once:
+    systemd-journal-flush.service failed and left a node degraded)."""
     write(os.path.join(root, "etc/systemd/system/chrony.service.d/lab.conf"),
           "[Unit]\nConditionCapability=\n[Service]\nExecStart=\n"
           "ExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n")
+    write(os.path.join(root, "etc/systemd/journald.conf.d/lab.conf"),
+          "[Journal]\nStorage=volatile\n")
     write(os.path.join(root, "etc/machine-id"), "")
     for unit in ("console-getty.service", "getty@tty1.service"):
         link = os.path.join(root, "etc/systemd/system", unit)
