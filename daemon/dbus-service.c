@@ -31,9 +31,9 @@ static GPtrArray *
 keep_types (void)
 {
   static const char *const types[] = {
-    "(ss)",  "(sst)", "(s)", "(t)",   "(a(ssbt))", "a(ssbt)", "(ssbt)", "(sa{sv}as)",
-    "a{sv}", "{sv}",  "as",  "(sb)",  "(st)",      "(sss)",   "(sst)",  "(u)",
-    "a(yv)", "(yv)",  "(s)", "(ssb)", "a(ssbbt)",  "(ssbbt)",
+    "(ss)",       "(sst)", "(s)",  "(t)",   "(a(ssbt))", "a(ssbt)", "(ssbt)",
+    "(sa{sv}as)", "a{sv}", "{sv}", "as",    "(sb)",      "(st)",    "(sss)",
+    "(u)",        "a(yv)", "(yv)", "(ssb)", "a(ssbbt)",  "(ssbbt)",
   };
   GPtrArray *kept = g_ptr_array_new_with_free_func ((GDestroyNotify)g_variant_unref);
 

@@ -362,6 +362,16 @@ expire_pending (SpNode *node)
                                p->index));
 }
 
+/* A request whose entry was replaced by another leader's. */
+static GError *
+superseded_error (guint64 index)
+{
+  return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
+                      "leadership changed before entry %" G_GUINT64_FORMAT
+                      " committed; the request was not applied",
+                      index);
+}
+
 static void
 add_pending (SpNode *node, guint64 index, PendingKind kind, GTask *task)
 {
@@ -370,11 +380,7 @@ add_pending (SpNode *node, guint64 index, PendingKind kind, GTask *task)
 
   /* An index proposed in an earlier term that never committed. */
   if (g_hash_table_contains (node->pending, &index))
-    fail_pending (node, index,
-                  g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
-                               "leadership changed before entry %" G_GUINT64_FORMAT
-                               " committed; the request was not applied",
-                               index));
+    fail_pending (node, index, superseded_error (index));
   *key = index;
   p->kind = kind;
   p->index = index;
@@ -468,12 +474,7 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
     return;
   if (p->term != e->term)
     {
-      settle_pending (node, e->index,
-                      g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_LEADER,
-                                   "leadership changed before entry %" G_GUINT64_FORMAT
-                                   " committed; the request was not applied",
-                                   e->index),
-                      0, done);
+      settle_pending (node, e->index, superseded_error (e->index), 0, done);
       return;
     }
   if (ok)

@@ -191,6 +191,7 @@ static GVariant *
 decode (GBytes *bytes, const GVariantType *type, const char *what, GError **error)
 {
   g_autoptr (GVariant) v = NULL;
+  g_autoptr (GVariant) version_v = NULL;
   guint16 version;
 
   if (!bytes)
@@ -204,11 +205,8 @@ decode (GBytes *bytes, const GVariantType *type, const char *what, GError **erro
       g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s is malformed", what);
       return NULL;
     }
-  {
-    g_autoptr (GVariant) child = g_variant_get_child_value (v, 0);
-
-    version = g_variant_get_uint16 (child);
-  }
+  version_v = g_variant_get_child_value (v, 0);
+  version = g_variant_get_uint16 (version_v);
   if (version != STORE_VERSION)
     {
       g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID, "%s has unknown version %u", what,

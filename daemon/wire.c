@@ -596,8 +596,7 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
   g_autoptr (GVariant) body = NULL;
   gsize size;
   const guint8 *p = g_bytes_get_data (bytes, &size);
-  const GVariantType *type = t->header;
-  guint64 msg_type;
+  guint64 msg_type = G_MAXUINT64;
 
   if (size > SP_WIRE_MAX_FRAME)
     {
@@ -605,7 +604,18 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
                    "raft message: %" G_GSIZE_FORMAT " bytes, at most %u", size, SP_WIRE_MAX_FRAME);
       return NULL;
     }
-  v = record_from_bytes (bytes, type, SP_WIRE_VERSION, error);
+  /* The type is the header's second value (see the top of the file): it
+   * says how to read the record, read once.  The version comes first. */
+  if (size >= 2 * sizeof (guint64))
+    {
+      memcpy (&msg_type, p + sizeof (guint64), sizeof msg_type);
+      msg_type = GUINT64_FROM_LE (msg_type);
+    }
+  v = record_from_bytes (bytes,
+                         msg_type == SP_RAFT_MSG_APPEND     ? t->append
+                         : msg_type == SP_RAFT_MSG_SNAPSHOT ? t->snapshot_msg
+                                                            : t->header,
+                         SP_WIRE_VERSION, error);
   if (!v)
     {
       g_prefix_error (error, "raft message: ");
@@ -616,26 +626,15 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
       malformed (error, "raft message: header: %" G_GSIZE_FORMAT " bytes", size);
       return NULL;
     }
-  /* The type is the header's second value (see the top of the file). */
-  memcpy (&msg_type, p + sizeof (guint64), sizeof msg_type);
-  msg_type = GUINT64_FROM_LE (msg_type);
   if (msg_type >= SP_RAFT_MSG_N_TYPES)
     {
       malformed (error, "raft message: type: %" G_GUINT64_FORMAT " is not a message type",
                  msg_type);
       return NULL;
     }
-  if (msg_type == SP_RAFT_MSG_APPEND || msg_type == SP_RAFT_MSG_SNAPSHOT)
-    {
-      g_clear_pointer (&v, g_variant_unref);
-      v = record_from_bytes (bytes, msg_type == SP_RAFT_MSG_APPEND ? t->append : t->snapshot_msg,
-                             SP_WIRE_VERSION, error);
-      header = g_variant_get_child_value (v, 0);
-    }
-  else
-    {
-      header = g_variant_ref (v);
-    }
+  header = msg_type == SP_RAFT_MSG_APPEND || msg_type == SP_RAFT_MSG_SNAPSHOT
+               ? g_variant_get_child_value (v, 0)
+               : g_variant_ref (v);
   if (!msg_header_from_variant (header, m, error))
     {
       g_prefix_error (error, "raft message: ");
