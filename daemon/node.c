@@ -277,6 +277,18 @@ members_moved (SpNode *node)
   return moved;
 }
 
+/* Freezes notifications at the first change of a batch, so that the batch
+ * makes one PropertiesChanged, and an unchanged batch (most heartbeats)
+ * touches nothing of GObject's. */
+static void
+property_changed (SpNode *node, GParamSpec *pspec, gboolean *frozen)
+{
+  if (!*frozen)
+    g_object_freeze_notify (G_OBJECT (node));
+  *frozen = TRUE;
+  g_object_notify_by_pspec (G_OBJECT (node), pspec);
+}
+
 static void
 publish (SpNode *node)
 {
@@ -286,43 +298,44 @@ publish (SpNode *node)
   const char *address = g_hash_table_lookup (node->addresses, leader);
   guint64 commit = sp_raft_commit_index (node->raft);
   gboolean lease = sp_raft_lease_valid (node->raft);
+  gboolean frozen = FALSE;
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
-  g_object_freeze_notify (G_OBJECT (node));
   if (role != node->role)
     {
       node->role = role;
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_ROLE]);
+      property_changed (node, props[PROP_ROLE], &frozen);
     }
   if (term != node->term)
     {
       node->term = term;
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_TERM]);
+      property_changed (node, props[PROP_TERM], &frozen);
     }
   if (g_strcmp0 (leader, node->leader) != 0)
     {
       g_free (node->leader);
       node->leader = g_strdup (leader);
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEADER]);
+      property_changed (node, props[PROP_LEADER], &frozen);
     }
   if (g_strcmp0 (address ? address : "", node->leader_address) != 0)
     {
       g_free (node->leader_address);
       node->leader_address = g_strdup (address ? address : "");
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEADER_ADDRESS]);
+      property_changed (node, props[PROP_LEADER_ADDRESS], &frozen);
     }
   if (commit != node->commit_index)
     {
       node->commit_index = commit;
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_COMMIT_INDEX]);
+      property_changed (node, props[PROP_COMMIT_INDEX], &frozen);
     }
   if (lease != node->lease_valid)
     {
       node->lease_valid = lease;
-      g_object_notify_by_pspec (G_OBJECT (node), props[PROP_LEASE_VALID]);
+      property_changed (node, props[PROP_LEASE_VALID], &frozen);
     }
-  g_object_thaw_notify (G_OBJECT (node));
+  if (frozen)
+    g_object_thaw_notify (G_OBJECT (node));
   if (members_moved (node))
     g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
 }

@@ -41,10 +41,12 @@
  * append's entry fields), a heartbeat is its header alone, and values are
  * built and taken apart child by child, because g_variant_new () and
  * g_variant_get () parse their format string on every call and
- * G_VARIANT_TYPE () validates its string on every use.  GLib also rebuilds
- * the layout of a container type whenever the last value of that type is
- * gone: the types are checked once and one value of each record type is
- * kept for the life of the process (see types ()). */
+ * G_VARIANT_TYPE () validates its string on every use.  A message that is
+ * its header alone (heartbeats, votes, their answers) does not touch
+ * GVariant at all: an `at` is its values' bytes, read and written in place.
+ * GLib also rebuilds the layout of a container type whenever the last
+ * value of that type is gone: the types are checked once and one value of
+ * each record type is kept for the life of the process (see types ()). */
 #include "wire.h"
 
 #include <string.h>
@@ -275,20 +277,24 @@ sp_wire_msg_to_bytes (const SpRaftMsg *m)
   };
   GVariant *fields[4];
 
+  if (m->type != SP_RAFT_MSG_APPEND && !(m->type == SP_RAFT_MSG_SNAPSHOT && m->snapshot))
+    {
+      /* Entries or a snapshot where they do not belong stay out; a Snapshot
+       * without one is sent as it is, and refused on arrival. */
+      guint64 *le = g_new (guint64, HEADER_LEN);
+
+      for (guint i = 0; i < HEADER_LEN; i++)
+        le[i] = GUINT64_TO_LE (header[i]);
+      return g_bytes_new_take (le, sizeof header);
+    }
   fields[0] = ids_to_variant (header, HEADER_LEN);
   if (m->type == SP_RAFT_MSG_APPEND)
     {
       entries_to_variants (m->entries, &fields[1], &fields[2], &fields[3]);
       return record_to_bytes (g_variant_new_tuple (fields, 4));
     }
-  if (m->type == SP_RAFT_MSG_SNAPSHOT && m->snapshot)
-    {
-      fields[1] = snapshot_to_variant (m->snapshot);
-      return record_to_bytes (g_variant_new_tuple (fields, 2));
-    }
-  /* Entries or a snapshot where they do not belong stay out; a Snapshot
-   * without one is sent as it is, and refused on arrival. */
-  return record_to_bytes (fields[0]);
+  fields[1] = snapshot_to_variant (m->snapshot);
+  return record_to_bytes (g_variant_new_tuple (fields, 2));
 }
 
 GBytes *
@@ -465,6 +471,25 @@ snapshot_from_variant (GVariant *v, GError **error)
   return g_steal_pointer (&s);
 }
 
+/* The version in a record's first two bytes. */
+static gboolean
+check_version (const guint8 *p, gsize size, guint expected_version, GError **error)
+{
+  guint version;
+
+  if (size < 2)
+    return malformed (error, "version: missing (%" G_GSIZE_FORMAT " bytes)", size);
+  version = p[0] | (guint)p[1] << 8;
+  if (version != expected_version)
+    {
+      g_set_error (error, SP_WIRE_ERROR, SP_WIRE_ERROR_VERSION,
+                   "version: %u is not supported (this build speaks %u)", version,
+                   expected_version);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 /* Checks the version of a top-level record and reads it as type. */
 static GVariant *
 record_from_bytes (GBytes *bytes, const GVariantType *type, guint expected_version, GError **error)
@@ -472,21 +497,9 @@ record_from_bytes (GBytes *bytes, const GVariantType *type, guint expected_versi
   gsize size;
   const guint8 *p = g_bytes_get_data (bytes, &size);
   g_autoptr (GVariant) v = NULL;
-  guint version;
 
-  if (size < 2)
-    {
-      malformed (error, "version: missing (%" G_GSIZE_FORMAT " bytes)", size);
-      return NULL;
-    }
-  version = p[0] | (guint)p[1] << 8;
-  if (version != expected_version)
-    {
-      g_set_error (error, SP_WIRE_ERROR, SP_WIRE_ERROR_VERSION,
-                   "version: %u is not supported (this build speaks %u)", version,
-                   expected_version);
-      return NULL;
-    }
+  if (!check_version (p, size, expected_version, error))
+    return NULL;
   v = g_variant_ref_sink (g_variant_new_from_bytes (type, bytes, FALSE));
   if (G_BYTE_ORDER == G_BIG_ENDIAN)
     {
@@ -561,12 +574,10 @@ msg_entries_from_variant (GVariant *v, SpRaftMsg *m, GError **error)
   return TRUE;
 }
 
+/* n values in host order */
 static gboolean
-msg_header_from_variant (GVariant *v, SpRaftMsg *m, GError **error)
+msg_header_from_values (const guint64 *header, gsize n, SpRaftMsg *m, GError **error)
 {
-  gsize n;
-  const guint64 *header = g_variant_get_fixed_array (v, &n, sizeof (guint64));
-
   /* the first bytes said so, but the whole value must say it too */
   if (n != HEADER_LEN || header[MSG_VERSION] != SP_WIRE_VERSION)
     return malformed (error, "header: %" G_GSIZE_FORMAT " values, expected %d", n, HEADER_LEN);
@@ -586,6 +597,24 @@ msg_header_from_variant (GVariant *v, SpRaftMsg *m, GError **error)
   return TRUE;
 }
 
+/* A message that is its header alone: the `at` read in place, without the
+ * GVariant machinery (most messages are heartbeats and their answers). */
+static gboolean
+msg_header_from_bytes (const guint8 *p, gsize size, SpRaftMsg *m, GError **error)
+{
+  guint64 header[HEADER_LEN];
+
+  if (size % sizeof (guint64) != 0)
+    return malformed (error, "header: %" G_GSIZE_FORMAT " bytes, not whole values", size);
+  if (size != sizeof header)
+    return malformed (error, "header: %" G_GSIZE_FORMAT " values, expected %d",
+                      size / sizeof (guint64), HEADER_LEN);
+  memcpy (header, p, sizeof header);
+  for (guint i = 0; i < HEADER_LEN; i++)
+    header[i] = GUINT64_FROM_LE (header[i]);
+  return msg_header_from_values (header, HEADER_LEN, m, error);
+}
+
 SpRaftMsg *
 sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
 {
@@ -594,9 +623,11 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
   g_autoptr (GVariant) v = NULL;
   g_autoptr (GVariant) header = NULL;
   g_autoptr (GVariant) body = NULL;
-  gsize size;
+  gsize size, n;
   const guint8 *p = g_bytes_get_data (bytes, &size);
   guint64 msg_type = G_MAXUINT64;
+  gboolean header_only;
+  const guint64 *values;
 
   if (size > SP_WIRE_MAX_FRAME)
     {
@@ -611,12 +642,11 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
       memcpy (&msg_type, p + sizeof (guint64), sizeof msg_type);
       msg_type = GUINT64_FROM_LE (msg_type);
     }
-  v = record_from_bytes (bytes,
-                         msg_type == SP_RAFT_MSG_APPEND     ? t->append
-                         : msg_type == SP_RAFT_MSG_SNAPSHOT ? t->snapshot_msg
-                                                            : t->header,
-                         SP_WIRE_VERSION, error);
-  if (!v)
+  header_only = msg_type != SP_RAFT_MSG_APPEND && msg_type != SP_RAFT_MSG_SNAPSHOT;
+  if (header_only ? !check_version (p, size, SP_WIRE_VERSION, error)
+                  : !(v = record_from_bytes (
+                          bytes, msg_type == SP_RAFT_MSG_APPEND ? t->append : t->snapshot_msg,
+                          SP_WIRE_VERSION, error)))
     {
       g_prefix_error (error, "raft message: ");
       return NULL;
@@ -632,15 +662,19 @@ sp_wire_msg_from_bytes (GBytes *bytes, GError **error)
                  msg_type);
       return NULL;
     }
-  header = msg_type == SP_RAFT_MSG_APPEND || msg_type == SP_RAFT_MSG_SNAPSHOT
-               ? g_variant_get_child_value (v, 0)
-               : g_variant_ref (v);
-  if (!msg_header_from_variant (header, m, error))
+  if (header_only)
     {
-      g_prefix_error (error, "raft message: ");
-      return NULL;
+      if (!msg_header_from_bytes (p, size, m, error))
+        {
+          g_prefix_error (error, "raft message: ");
+          return NULL;
+        }
+      return g_steal_pointer (&m);
     }
-  if (m->type == SP_RAFT_MSG_APPEND && !msg_entries_from_variant (v, m, error))
+  header = g_variant_get_child_value (v, 0);
+  values = g_variant_get_fixed_array (header, &n, sizeof (guint64));
+  if (!msg_header_from_values (values, n, m, error)
+      || (m->type == SP_RAFT_MSG_APPEND && !msg_entries_from_variant (v, m, error)))
     {
       g_prefix_error (error, "raft message: ");
       return NULL;

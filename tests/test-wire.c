@@ -403,12 +403,20 @@ START_TEST (test_bad_header)
   const char *flags_what[] = { "flags", "4", NULL };
   const char *type_what[] = { "type", "10", NULL };
   const char *len_what[] = { "header", "10 values", NULL };
+  const char *odd_what[] = { "header", "91 bytes", NULL };
+  g_autoptr (GByteArray) odd = g_byte_array_new ();
+  g_autoptr (GBytes) odd_bytes = NULL;
 
   ck_assert_int_eq (m->type, SP_RAFT_MSG_HEARTBEAT);
   ck_assert_uint_eq (m->term, 3);
   assert_msg_rejected (flags, SP_WIRE_ERROR_MALFORMED, flags_what);
   assert_msg_rejected (type, SP_WIRE_ERROR_MALFORMED, type_what);
   assert_msg_rejected (len, SP_WIRE_ERROR_MALFORMED, len_what);
+  /* a whole header and three bytes more */
+  g_byte_array_append (odd, g_bytes_get_data (good, NULL), g_bytes_get_size (good));
+  g_byte_array_append (odd, (const guint8 *)"abc", 3);
+  odd_bytes = g_byte_array_free_to_bytes (g_steal_pointer (&odd));
+  assert_msg_rejected (odd_bytes, SP_WIRE_ERROR_MALFORMED, odd_what);
 }
 END_TEST
 
