@@ -8,7 +8,8 @@ asserted):
      fsync on, several runs each, with bench/write-bench's two clients: one
      that speaks the D-Bus protocol itself (a load generator that costs the
      shared CPU little) and one through GDBus (what most clients cost);
-  4. idle RSS and CPU of each sparrowd, in plaintext and with TLS, next to
+  4. idle RSS and CPU of each sparrowd, in plaintext, with TLS, and
+     answering the watchdog as sparrow.service asks (WatchdogSec=), next to
      bench/heartbeat-floor: the same heartbeat exchange done by a minimal C
      program, i.e. what the kernel alone costs for it on this machine.
 
@@ -22,9 +23,11 @@ import argparse
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -166,22 +169,59 @@ def cpu_percent(pids, seconds):
     return {p: (cpu_ns(p) - before[p]) / 1e9 / elapsed * 100 for p in pids}
 
 
+def unit_watchdog_usec():
+    """WatchdogSec= of units/sparrow.service.in, in microseconds."""
+    with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
+        m = re.search(r"^WatchdogSec=(\d+)ms$", f.read(), re.M)
+    return int(m.group(1)) * 1000
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket that counts WATCHDOG=1."""
+
+    def __init__(self, path):
+        self.path = path
+        self.pings = 0
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        threading.Thread(target=self.drain, daemon=True).start()
+
+    def drain(self):
+        while True:
+            if self.sock.recv(4096) == b"WATCHDOG=1":
+                self.pings += 1
+
+
 def bench_idle(Cluster, args, heartbeat):
-    for tls in (False, True):
+    watchdog = unit_watchdog_usec()
+    # The third as sparrow.service runs it: answering systemd's watchdog.
+    for tls, under_unit in ((False, False), (True, False), (False, True)):
         c = new_cluster(Cluster, args, tls=tls)
+        notify = None
         try:
+            if under_unit:
+                notify = NotifySocket(os.path.join(c.dir, "notify"))
+                for n in c.nodes:
+                    n.extra_env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": str(watchdog)}
             c.start()
             c.wait_leader()
             time.sleep(3)
+            pings = notify.pings if notify else 0
             used = cpu_percent([n.proc.pid for n in c.nodes], args.idle_seconds)
+            what = "TLS" if tls else "plaintext"
+            if under_unit:
+                what += ", answering WatchdogSec=%dms (%.1f pings/s a node)" % (
+                    watchdog // 1000, (notify.pings - pings) / args.idle_seconds / len(c.nodes))
             for n in sorted(c.nodes, key=lambda n: n.status()["role"] != "leader"):
                 with open("/proc/%d/status" % n.proc.pid) as f:
                     rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-                print("idle %s %-9s %-8s: RSS %5.1f MiB, CPU %.3f %% of a core (%d s)"
-                      % (n.name, "TLS" if tls else "plaintext", n.status()["role"], rss / 1024.0,
-                         used[n.proc.pid], args.idle_seconds), flush=True)
+                print("idle %s %-8s: RSS %5.1f MiB, CPU %.3f %% of a core (%d s), %s"
+                      % (n.name, n.status()["role"], rss / 1024.0, used[n.proc.pid],
+                         args.idle_seconds, what), flush=True)
         finally:
             c.teardown()
+            if notify:
+                notify.sock.close()
     floor = subprocess.Popen([os.path.join(args.build, "bench", "heartbeat-floor"),
                               str(heartbeat), "2"], stdout=subprocess.PIPE, text=True)
     try:

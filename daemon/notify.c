@@ -1,33 +1,63 @@
 #include "notify.h"
 
-#include <gio/gio.h>
-#include <gio/gunixsocketaddress.h>
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+/* Connected once: under WatchdogSec=120ms a datagram goes out every 60 ms,
+ * and a socket made, connected and closed for each one cost several times
+ * what the heartbeats of an idle node do. */
+static int notify_fd = -1;
+
+static int
+notify_connect (const char *path)
+{
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  size_t len = strlen (path);
+  socklen_t addr_len;
+  int fd;
+
+  if (len >= sizeof addr.sun_path)
+    {
+      g_warning ("sd_notify: NOTIFY_SOCKET is too long: %s", path);
+      return -1;
+    }
+  memcpy (addr.sun_path, path, len);
+  /* A leading '@' names a socket in the abstract namespace. */
+  if (path[0] == '@')
+    addr.sun_path[0] = '\0';
+  addr_len = offsetof (struct sockaddr_un, sun_path) + len + (path[0] == '@' ? 0 : 1);
+  fd = socket (AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 || connect (fd, (struct sockaddr *)&addr, addr_len) < 0)
+    {
+      g_warning ("sd_notify to %s: %s", path, g_strerror (errno));
+      if (fd >= 0)
+        close (fd);
+      return -1;
+    }
+  return fd;
+}
 
 void
 sp_notify (const char *state)
 {
   const char *path = g_getenv ("NOTIFY_SOCKET");
-  g_autoptr (GSocket) socket = NULL;
-  g_autoptr (GSocketAddress) address = NULL;
-  g_autoptr (GError) error = NULL;
 
   if (!path || !*path)
     return;
-  socket = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_DATAGRAM, 0, &error);
-  if (!socket)
+  if (notify_fd < 0 && (notify_fd = notify_connect (path)) < 0)
+    return;
+  /* A datagram to a local socket does not block (and would not wait). */
+  if (send (notify_fd, state, strlen (state), MSG_NOSIGNAL) < 0)
     {
-      g_warning ("sd_notify: %s", error->message);
-      return;
+      g_warning ("sd_notify to %s: %s", path, g_strerror (errno));
+      /* connect anew next time */
+      close (notify_fd);
+      notify_fd = -1;
     }
-  /* A leading '@' names a socket in the abstract namespace. */
-  if (path[0] == '@')
-    address = g_unix_socket_address_new_with_type (path + 1, -1, G_UNIX_SOCKET_ADDRESS_ABSTRACT);
-  else
-    address = g_unix_socket_address_new (path);
-  /* A datagram to a local socket does not block. */
-  if (g_socket_send_to (socket, address, state, strlen (state), NULL, &error) < 0)
-    g_warning ("sd_notify to %s: %s", path, error->message);
 }
 
 guint64

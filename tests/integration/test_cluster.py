@@ -267,6 +267,22 @@ class Process(unittest.TestCase):
         until(lambda m: m == "STOPPING=1")
         self.assertEqual(n.proc.wait(timeout=10), 0)
 
+    def test_notify_abstract_socket(self):
+        c = Cluster(1)
+        self.addCleanup(c.teardown)
+        n = c.nodes[0]
+        name = "sparrow-test-notify-%d" % os.getpid()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind("\0" + name)
+        sock.settimeout(10)
+        n.extra_env = {"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "200000"}
+        n.start()
+        got = []
+        # a recv that times out fails the test
+        while "READY=1" not in got or "WATCHDOG=1" not in got:
+            got.append(sock.recv(4096).decode())
+
 
 class Snapshots(ClusterTest):
     snapshot_entries = 20
