@@ -188,8 +188,16 @@ class NotifySocket:
 
     def drain(self):
         while True:
-            if self.sock.recv(4096) == b"WATCHDOG=1":
+            data = self.sock.recv(4096)
+            if not data:  # shut down by close ()
+                return
+            if data == b"WATCHDOG=1":
                 self.pings += 1
+
+    def close(self):
+        # shutdown () wakes the recv () of drain (); close () alone would not
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
 
 
 def bench_idle(Cluster, args, heartbeat):
@@ -221,7 +229,7 @@ def bench_idle(Cluster, args, heartbeat):
         finally:
             c.teardown()
             if notify:
-                notify.sock.close()
+                notify.close()
     floor = subprocess.Popen([os.path.join(args.build, "bench", "heartbeat-floor"),
                               str(heartbeat), "2"], stdout=subprocess.PIPE, text=True)
     try:
