@@ -11,14 +11,12 @@
 #include "raft/raft.h"
 
 #define DROP_IN_DIR          "sparrow.conf.d"
-#define NAME_MAX_LEN         63
 #define HEARTBEAT_MIN        1
 #define HEARTBEAT_MAX        20000
 #define ELECTION_MIN         10
 #define ELECTION_MAX         60000
 #define SNAPSHOT_ENTRIES_MIN 10
 #define ADDRESS_EXPECTS      "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
-#define NAME_EXPECTS         "1 to " G_STRINGIFY (NAME_MAX_LEN) " letters, digits, '_', '.' or '-'"
 
 typedef struct
 {
@@ -347,12 +345,12 @@ get_bool (Loader *l, const char *group, const char *key, gboolean *out, GError *
 
 /* ---- value syntax ------------------------------------------------------- */
 
-static gboolean
-valid_name (const char *s)
+gboolean
+sp_config_valid_name (const char *s)
 {
   gsize n = strlen (s);
 
-  if (n == 0 || n > NAME_MAX_LEN)
+  if (n == 0 || n > SP_CONFIG_NAME_MAX)
     return FALSE;
   for (gsize i = 0; i < n; i++)
     if (!g_ascii_isalnum (s[i]) && !strchr ("_.-", s[i]))
@@ -429,10 +427,10 @@ load_node (Loader *l, SpConfig *c, GError **error)
     return FALSE;
   if (!c->node_name)
     return key_error (l, error, SP_CONFIG_ERROR_MISSING, "node", "name",
-                      "missing; expected this member's name (" NAME_EXPECTS ")");
-  if (!valid_name (c->node_name))
+                      "missing; expected this member's name (" SP_CONFIG_NAME_RULE ")");
+  if (!sp_config_valid_name (c->node_name))
     return key_error (l, error, SP_CONFIG_ERROR_INVALID, "node", "name",
-                      "expected " NAME_EXPECTS ", got \"%s\"", c->node_name);
+                      "expected " SP_CONFIG_NAME_RULE ", got \"%s\"", c->node_name);
 
   if (!get_string (l, "node", "listen", &listen, error))
     return FALSE;
@@ -483,9 +481,9 @@ load_members (Loader *l, SpConfig *c, GError **error)
       else
         {
           m->name = g_strstrip (g_strndup (item, eq - item));
-          if (!valid_name (m->name))
-            what = g_strdup_printf ("\"%s\": expected a name of " NAME_EXPECTS ", got \"%s\"", item,
-                                    m->name);
+          if (!sp_config_valid_name (m->name))
+            what = g_strdup_printf (
+                "\"%s\": expected a name of " SP_CONFIG_NAME_RULE ", got \"%s\"", item, m->name);
           else if (!parse_address (g_strstrip (eq + 1), &m->host, &m->port))
             what = g_strdup_printf ("\"%s\": expected " ADDRESS_EXPECTS ", got \"%s\"", item,
                                     eq + 1);

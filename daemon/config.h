@@ -65,6 +65,14 @@ typedef struct
   gboolean insecure;
 } SpConfig;
 
+/* Member names: the one rule for the configuration, the member changes of
+ * the running cluster and the certificates of tools/sparrow-certs (its
+ * shell copy says the same). */
+#define SP_CONFIG_NAME_MAX 63
+#define SP_CONFIG_NAME_RULE                                                                        \
+  "1 to " G_STRINGIFY (SP_CONFIG_NAME_MAX) " letters, digits, '_', '.' or '-'"
+gboolean sp_config_valid_name (const char *name);
+
 /* warnings (may be NULL) receives one string per warning. */
 SpConfig *sp_config_load (const char *path, GPtrArray *warnings, GError **error);
 void sp_config_free (SpConfig *config);

@@ -4,6 +4,7 @@
 
 #include "storage.h"
 #include "store.h"
+#include "text.h"
 #include "transport.h"
 
 typedef enum
@@ -1268,6 +1269,18 @@ sp_node_write_finish (SpNode *node, GAsyncResult *result, guint64 *revision, GEr
 
 /* ---- reads -------------------------------------------------------------- */
 
+/* The store's key rule, as this node's error. */
+static gboolean
+check_key (const char *key, gboolean prefix, GError **error)
+{
+  g_autoptr (GError) e = NULL;
+
+  if (prefix ? sp_store_check_prefix (key, &e) : sp_store_check_key (key, &e))
+    return TRUE;
+  g_set_error_literal (error, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT, e->message);
+  return FALSE;
+}
+
 /* A leader may serve a read from local state while its lease holds and it
  * has applied an entry of its own term: every write acknowledged by any
  * leader before is then applied here, and no other leader can exist. */
@@ -1305,12 +1318,14 @@ sp_node_get (SpNode *node, const char *key, gboolean stale, char **value, guint6
 {
   const char *v;
 
-  if (!check_read (node, stale, error))
+  if (!check_key (key, FALSE, error) || !check_read (node, stale, error))
     return FALSE;
   v = sp_store_get (node->store, key, revision);
   if (!v)
     {
-      g_set_error (error, SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s does not exist", key);
+      g_autofree char *echo = sp_text_echo (key);
+
+      g_set_error (error, SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s does not exist", echo);
       return FALSE;
     }
   *value = g_strdup (v);
@@ -1320,32 +1335,105 @@ sp_node_get (SpNode *node, const char *key, gboolean stale, char **value, guint6
 GPtrArray *
 sp_node_list (SpNode *node, const char *prefix, gboolean stale, GError **error)
 {
-  if (!check_read (node, stale, error))
+  if (!check_key (prefix, TRUE, error) || !check_read (node, stale, error))
     return NULL;
   return sp_store_list (node->store, prefix);
 }
 
 /* ---- administration ----------------------------------------------------- */
 
+/* Member names follow the configuration's rule, so a name that passes is
+ * short and safe to echo as it is. */
+static gboolean
+check_name (GTask *task, const char *name)
+{
+  g_autofree char *echo = NULL;
+
+  if (sp_config_valid_name (name))
+    return TRUE;
+  echo = sp_text_echo (name);
+  g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                           "invalid member name \"%s\": expected " SP_CONFIG_NAME_RULE, echo);
+  return FALSE;
+}
+
+static gboolean
+check_leader (SpNode *node, GTask *task)
+{
+  if (sp_raft_role (node->raft) == SP_RAFT_LEADER)
+    return TRUE;
+  g_task_return_error (
+      task,
+      raft_error_to_node (
+          g_error_new_literal (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "not the leader"), node));
+  return FALSE;
+}
+
+/* The core's refusals name members by id: said again with the name. */
+static GError *
+conf_error (SpNode *node, GError *error, const char *name)
+{
+  g_autoptr (GError) e = error;
+
+  if (e->domain != SP_RAFT_ERROR || e->code == SP_RAFT_ERROR_NOT_LEADER)
+    return raft_error_to_node (g_steal_pointer (&e), node);
+  switch (e->code)
+    {
+      case SP_RAFT_ERROR_CONF_PENDING:
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                            "another membership change is not committed yet; retry");
+      case SP_RAFT_ERROR_NOT_READY:
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                            "%s has just been elected and has not committed an entry of its "
+                            "term yet; retry",
+                            node->name);
+      case SP_RAFT_ERROR_NOT_CAUGHT_UP:
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                            "%s has not caught up with the log, or was not heard from lately; "
+                            "retry once it has",
+                            name);
+      case SP_RAFT_ERROR_TRANSFERRING:
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                            "a leadership transfer is in progress; retry");
+      default:
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                            "cannot change the membership of %s", name);
+    }
+}
+
 static void
 change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
 {
   const SpRaftConf *conf = sp_raft_conf (node->raft);
   guint64 id = sp_member_id (name);
+  gboolean voter = sp_raft_conf_is_voter (conf, id);
+  gboolean learner = sp_raft_conf_is_learner (conf, id);
   g_autoptr (GError) error = NULL;
   guint64 index;
 
-  if (op != SP_RAFT_CONF_ADD_VOTER && op != SP_RAFT_CONF_ADD_LEARNER
-      && !sp_raft_conf_is_voter (conf, id) && !sp_raft_conf_is_learner (conf, id))
+  if (op != SP_RAFT_CONF_ADD_VOTER && op != SP_RAFT_CONF_ADD_LEARNER && !voter && !learner)
     {
       g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s is not a member",
+                               name);
+      return;
+    }
+  if (op == SP_RAFT_CONF_PROMOTE && voter)
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                               "%s is already a voter", name);
+      return;
+    }
+  if (op == SP_RAFT_CONF_REMOVE && id == node->id && sp_raft_role (node->raft) == SP_RAFT_LEADER)
+    {
+      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                               "%s leads and cannot remove itself: transfer leadership first",
                                name);
       return;
     }
   advance_clock (node);
   if (!sp_raft_change_membership (node->raft, op, id, &index, &error))
     {
-      g_task_return_error (task, raft_error_to_node (g_steal_pointer (&error), node));
+      g_task_return_error (task, conf_error (node, g_steal_pointer (&error), name));
       return;
     }
   add_pending (node, index, PENDING_CONF, task);
@@ -1378,12 +1466,14 @@ sp_node_add_member_async (SpNode *node, const char *name, const char *address, g
   GError *error = NULL;
   guint16 port;
 
-  if (!check_running (node, task))
+  if (!check_running (node, task) || !check_name (task, name))
     return;
   if (!split_address (address, &host, &port))
     {
+      g_autofree char *echo = sp_text_echo (address);
+
       g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                               "address \"%s\" is not host:port", address);
+                               "address \"%s\" is not host:port", echo);
       return;
     }
   cmd = sp_store_cmd_member (name, address, &error);
@@ -1412,7 +1502,7 @@ sp_node_remove_member_async (SpNode *node, const char *name, GAsyncReadyCallback
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
 
-  if (check_running (node, task))
+  if (check_running (node, task) && check_name (task, name))
     change_membership (node, task, SP_RAFT_CONF_REMOVE, name);
 }
 
@@ -1422,7 +1512,7 @@ sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallbac
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
 
-  if (check_running (node, task))
+  if (check_running (node, task) && check_name (task, name))
     change_membership (node, task, SP_RAFT_CONF_PROMOTE, name);
 }
 
@@ -1509,7 +1599,7 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
   g_autoptr (GTask) task = new_task (node, callback, user_data);
   guint64 to = target && *target ? sp_member_id (target) : SP_RAFT_NONE;
 
-  if (!check_running (node, task))
+  if (!check_running (node, task) || (target && *target && !check_name (task, target)))
     return;
   if (node->transfer_task)
     {
@@ -1517,10 +1607,13 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
                                "a leadership transfer is already in progress");
       return;
     }
-  if (to != SP_RAFT_NONE && !g_hash_table_contains (node->names, &to))
+  if (to != SP_RAFT_NONE && !sp_raft_conf_is_voter (sp_raft_conf (node->raft), to))
     {
-      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                               "%s is not a member", target);
+      g_task_return_new_error (task, SP_NODE_ERROR,
+                               sp_raft_conf_is_learner (sp_raft_conf (node->raft), to)
+                                   ? SP_NODE_ERROR_INVALID_ARGUMENT
+                                   : SP_NODE_ERROR_NOT_FOUND,
+                               "%s is not a voting member", target);
       return;
     }
   if (to == node->id && sp_raft_role (node->raft) == SP_RAFT_LEADER)
@@ -1528,14 +1621,8 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
       g_task_return_boolean (task, TRUE);
       return;
     }
-  if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
-    {
-      g_task_return_error (
-          task, raft_error_to_node (
-                    g_error_new_literal (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "not the leader"),
-                    node));
-      return;
-    }
+  if (!check_leader (node, task))
+    return;
   node->transfer_task = g_steal_pointer (&task);
   node->transfer_to = to;
   node->transfer_timeout = g_timeout_add (4 * node->config->election_ms, on_transfer_timeout, node);

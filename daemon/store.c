@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "text.h"
+
 #define STORE_VERSION 1
 #define CMD_TYPE      "(qysst)"
 #define SNAP_TYPE     "(qta(sst)a(ss))"
@@ -136,6 +138,37 @@ check_string (const char *what, const char *s, gsize max, gboolean allow_empty, 
   return TRUE;
 }
 
+static gboolean
+check_key (const char *what, const char *key, gboolean allow_empty, GError **error)
+{
+  if (!check_string (what, key, SP_STORE_MAX_KEY, allow_empty, error))
+    return FALSE;
+  for (const char *p = key; *p; p = g_utf8_next_char (p))
+    if (sp_text_is_unsafe (g_utf8_get_char (p)))
+      {
+        g_autofree char *echo = sp_text_echo (key);
+
+        g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                     "%s %s has a control or bidi control character (U+%04X), which keys "
+                     "may not contain",
+                     what, echo, g_utf8_get_char (p));
+        return FALSE;
+      }
+  return TRUE;
+}
+
+gboolean
+sp_store_check_key (const char *key, GError **error)
+{
+  return check_key ("key", key, FALSE, error);
+}
+
+gboolean
+sp_store_check_prefix (const char *prefix, GError **error)
+{
+  return check_key ("prefix", prefix, TRUE, error);
+}
+
 /* Every write builds a command and every node applies it: child by child,
  * without a format string to parse each time (see wire.c). */
 static GBytes *
@@ -154,7 +187,7 @@ encode (Op op, const char *key, const char *value, guint64 expected)
 GBytes *
 sp_store_cmd_set (const char *key, const char *value, GError **error)
 {
-  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+  if (!sp_store_check_key (key, error)
       || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
     return NULL;
   return encode (OP_SET, key, value, 0);
@@ -163,7 +196,7 @@ sp_store_cmd_set (const char *key, const char *value, GError **error)
 GBytes *
 sp_store_cmd_delete (const char *key, GError **error)
 {
-  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error))
+  if (!sp_store_check_key (key, error))
     return NULL;
   return encode (OP_DELETE, key, "", 0);
 }
@@ -171,7 +204,7 @@ sp_store_cmd_delete (const char *key, GError **error)
 GBytes *
 sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value, GError **error)
 {
-  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+  if (!sp_store_check_key (key, error)
       || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
     return NULL;
   return encode (OP_CAS, key, value, expected_revision);
@@ -180,8 +213,8 @@ sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value,
 GBytes *
 sp_store_cmd_member (const char *name, const char *address, GError **error)
 {
-  if (!check_string ("member name", name, SP_STORE_MAX_KEY, FALSE, error)
-      || !check_string ("member address", address, SP_STORE_MAX_KEY, FALSE, error))
+  if (!check_key ("member name", name, FALSE, error)
+      || !check_key ("member address", address, FALSE, error))
     return NULL;
   return encode (OP_MEMBER, name, address, 0);
 }
@@ -256,8 +289,10 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
       case OP_CAS:
         if ((item ? item->revision : 0) != expected)
           {
+            g_autofree char *echo = sp_text_echo (key);
+
             g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_CONFLICT,
-                         "%s is at revision %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT, key,
+                         "%s is at revision %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT, echo,
                          item ? item->revision : 0, expected);
             return FALSE;
           }
@@ -276,7 +311,10 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
       case OP_DELETE:
         if (!item)
           {
-            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND, "%s does not exist", key);
+            g_autofree char *echo = sp_text_echo (key);
+
+            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_NOT_FOUND, "%s does not exist",
+                         echo);
             return FALSE;
           }
         g_hash_table_remove (store->items, key);
@@ -410,9 +448,11 @@ sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
           || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error)
           || g_hash_table_contains (items, key))
         {
+          g_autofree char *echo = sp_text_echo (key);
+
           if (error && !*error)
             g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
-                         "store snapshot: bad record for key %s", key);
+                         "store snapshot: bad record for key %s", echo);
           return FALSE;
         }
       item = g_new0 (Item, 1);

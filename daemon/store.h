@@ -35,7 +35,15 @@ SpStore *sp_store_new (void);
 void sp_store_free (SpStore *store);
 void sp_store_set_watch (SpStore *store, SpStoreWatch watch, gpointer user_data);
 
-/* Commands to propose.  They validate their arguments (UTF-8, sizes). */
+/* Keys: 1 to SP_STORE_MAX_KEY bytes of UTF-8 without the characters of
+ * sp_text_is_unsafe (control characters, DEL, bidi overrides and isolates),
+ * so that a listing shows every key as it is.  The one rule for every
+ * request naming a key; a prefix may also be empty.  Applying and restoring
+ * check only UTF-8 and size, so that data written before the rule loads. */
+gboolean sp_store_check_key (const char *key, GError **error);
+gboolean sp_store_check_prefix (const char *prefix, GError **error);
+
+/* Commands to propose.  They validate their arguments (key rule, sizes). */
 GBytes *sp_store_cmd_set (const char *key, const char *value, GError **error);
 GBytes *sp_store_cmd_delete (const char *key, GError **error);
 /* expected_revision 0: the key must not exist. */

@@ -97,6 +97,75 @@ START_TEST (test_bad_input)
 }
 END_TEST
 
+START_TEST (test_key_rule)
+{
+  static const char *const bad[] = {
+    "",
+    "a\x1b[31mb",
+    "two\nlines",
+    "tab\t",
+    "del\x7f",
+    "c1\xc2\x85",
+    "\xe2\x80\xae"
+    "evil",
+    "iso\xe2\x81\xa6late",
+    "pop\xe2\x81\xa9",
+  };
+  g_autofree char *too_long = g_strnfill (SP_STORE_MAX_KEY + 1, 'k');
+  g_autoptr (GError) error = NULL;
+
+  ck_assert (sp_store_check_key ("svc/vip-1.ä漢 x", NULL));
+  ck_assert (sp_store_check_prefix ("", NULL));
+  ck_assert (!sp_store_check_key ("", NULL));
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr (GBytes) set = sp_store_cmd_set (bad[i], "v", NULL);
+      g_autoptr (GBytes) del = sp_store_cmd_delete (bad[i], NULL);
+      g_autoptr (GBytes) cas = sp_store_cmd_cas (bad[i], 0, "v", NULL);
+
+      ck_assert_msg (!sp_store_check_key (bad[i], NULL), "key %" G_GSIZE_FORMAT, i);
+      ck_assert_msg (*bad[i] == '\0' || !sp_store_check_prefix (bad[i], NULL),
+                     "prefix %" G_GSIZE_FORMAT, i);
+      ck_assert (!set && !del && !cas);
+    }
+  ck_assert (!sp_store_check_key (too_long, &error));
+  ck_assert_ptr_nonnull (strstr (error->message, "limit"));
+  g_clear_error (&error);
+
+  /* The echo of a refused key is shown escaped and cut short. */
+  {
+    g_autofree char *base = g_strnfill (200, 'a');
+    g_autofree char *key = g_strconcat (base, "\x1b", NULL);
+
+    ck_assert (!sp_store_check_key (key, &error));
+    ck_assert_ptr_nonnull (strstr (error->message, "…"));
+    ck_assert_ptr_null (strchr (error->message, '\x1b'));
+    ck_assert_uint_lt (strlen (error->message), 200);
+    g_clear_error (&error);
+    ck_assert (!sp_store_check_key ("a\x1b", &error));
+    ck_assert_ptr_nonnull (strstr (error->message, "a\\x1b"));
+  }
+}
+END_TEST
+
+/* Data written before the key rule: still applied and restored. */
+START_TEST (test_old_keys_still_load)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (SpStore) copy = sp_store_new ();
+  g_autoptr (GVariant) v = g_variant_ref_sink (
+      g_variant_new ("(qysst)", (guint16)1, (guint8)0, "old\nkey", "v", (guint64)0));
+  g_autoptr (GBytes) cmd = g_variant_get_data_as_bytes (v);
+  g_autoptr (GBytes) snap = NULL;
+
+  ck_assert (sp_store_apply (store, cmd, NULL, NULL));
+  ck_assert_str_eq (sp_store_get (store, "old\nkey", NULL), "v");
+  snap = sp_store_snapshot (store);
+  ck_assert (sp_store_restore (copy, snap, NULL));
+  ck_assert_str_eq (sp_store_get (copy, "old\nkey", NULL), "v");
+}
+END_TEST
+
 static void
 record (const char *key, const char *value, guint64 revision, gpointer user_data)
 {
@@ -186,6 +255,8 @@ main (void)
   tcase_add_test (tc, test_bad_input);
   tcase_add_test (tc, test_watch);
   tcase_add_test (tc, test_snapshot_restore);
+  tcase_add_test (tc, test_key_rule);
+  tcase_add_test (tc, test_old_keys_still_load);
   suite_add_tcase (s, tc);
   sr = srunner_create (s);
   srunner_run_all (sr, CK_NORMAL);
