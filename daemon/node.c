@@ -44,6 +44,10 @@ struct _SpNode
   GHashTable *addresses; /* name -> host:port */
   GHashTable *peers;     /* ids (guint64*) the transport currently dials */
   SpRaftConf peers_conf; /* the configuration peers were synced to */
+  /* The configuration as of the applied index, the same on every node (the
+   * one appended last, sp_raft_conf, may be ahead of it). */
+  SpRaftConf applied_conf;
+  gboolean adding; /* an AddMember runs: one at a time */
 
   /* The core ticks every tick_ms, lazily: the clock source sleeps until
    * the next tick the core says may act (or a request expires), and every
@@ -473,6 +477,7 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
 
   if (e->type == SP_RAFT_ENTRY_CONF)
     {
+      node->applied_conf = *e->conf;
       sync_peers (node);
       g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
     }
@@ -551,6 +556,16 @@ on_store_member (const char *name, const char *address, gpointer user_data)
   learn_member (user_data, name, address);
 }
 
+static gboolean
+is_applied_member (const char *name, gpointer user_data)
+{
+  SpNode *node = user_data;
+  guint64 id = sp_member_id (name);
+
+  return sp_raft_conf_is_voter (&node->applied_conf, id)
+         || sp_raft_conf_is_learner (&node->applied_conf, id);
+}
+
 static void
 maybe_compact (SpNode *node)
 {
@@ -615,6 +630,7 @@ finish_ready (SpNode *node, SpRaftReady *rd)
       g_message ("installed the leader's snapshot at index %" G_GUINT64_FORMAT
                  " (term %" G_GUINT64_FORMAT ")",
                  rd->snapshot->index, rd->snapshot->term);
+      node->applied_conf = rd->snapshot->conf;
       sp_store_foreach_member (node->store, on_store_member, node);
       sync_peers (node);
       g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
@@ -920,12 +936,15 @@ sp_node_new (SpConfig *config, GError **error)
   node->store = sp_store_new ();
   sp_store_set_watch (node->store, on_store_changed, node);
   sp_store_set_member_watch (node->store, on_store_member, node);
+  sp_store_set_member_check (node->store, is_applied_member, node);
   if (state.snapshot && state.snapshot->data
       && !sp_store_restore (node->store, state.snapshot->data, error))
     {
       g_prefix_error (error, "%s/snapshot: ", config->data_dir);
       return NULL;
     }
+  if (state.snapshot)
+    node->applied_conf = state.snapshot->conf;
 
   opts.id = node->id;
   opts.heartbeat_ticks = config->heartbeat_ms / node->tick_ms;
@@ -1440,6 +1459,69 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
   schedule_ready (node);
 }
 
+/* Everything that would refuse the configuration change is checked before
+ * the address record is proposed: the record is applied only for a name
+ * outside the configuration (see sp_store_set_member_check), and one
+ * AddMember runs at a time, so the only change left behind by a request
+ * that fails after it (leadership lost meanwhile) is the address of a name
+ * that is not a member, which the next AddMember of that name replaces. */
+static gboolean
+check_addable (SpNode *node, GTask *task, const char *name, const char *address)
+{
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  guint64 id = sp_member_id (name);
+  g_autofree char *echo = sp_text_echo (address);
+  g_autofree char *host = NULL;
+  guint16 port;
+  GError *error = NULL;
+
+  if (!split_address (address, &host, &port))
+    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                         "address \"%s\" is not host:port", echo);
+  else if (sp_raft_conf_is_voter (conf, id) || sp_raft_conf_is_learner (conf, id))
+    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                         "%s is already a member (a %s); nothing was changed. To move it to "
+                         "another address, remove it and add it again",
+                         name, sp_raft_conf_is_voter (conf, id) ? "voter" : "learner");
+  else if (conf->n_voters + conf->n_learners >= SP_RAFT_MAX_NODES)
+    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                         "the cluster is full (%d members)", SP_RAFT_MAX_NODES);
+  else if (node->adding || !sp_raft_conf_equal (conf, &node->applied_conf))
+    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                         "another membership change is not committed yet; retry");
+  else if (sp_raft_term_at (node->raft, sp_raft_commit_index (node->raft))
+           != sp_raft_term (node->raft))
+    error = conf_error (node, g_error_new_literal (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_READY, "-"),
+                        name);
+  for (guint i = 0; !error && i < conf->n_voters + conf->n_learners; i++)
+    {
+      guint64 other = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+      const char *other_name = id_name (node, other);
+
+      if (g_strcmp0 (g_hash_table_lookup (node->addresses, other_name), address) == 0)
+        error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                             "%s is the address of %s", echo, other_name);
+    }
+  if (!error)
+    return TRUE;
+  g_task_return_error (task, error);
+  return FALSE;
+}
+
+static void
+on_member_added (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SpNode *node = g_task_get_source_object (task);
+  GError *error = NULL;
+
+  node->adding = FALSE;
+  if (sp_node_admin_finish (node, result, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
 static void
 on_member_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -1449,11 +1531,16 @@ on_member_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (!sp_node_write_finish (node, result, NULL, &error))
     {
+      node->adding = FALSE;
       g_task_return_error (task, error);
       return;
     }
-  change_membership (node, task, GPOINTER_TO_INT (g_task_get_task_data (task)),
-                     g_object_get_data (G_OBJECT (task), "name"));
+  {
+    g_autoptr (GTask) conf = g_task_new (node, NULL, on_member_added, g_object_ref (task));
+
+    change_membership (node, conf, GPOINTER_TO_INT (g_task_get_task_data (task)),
+                       g_object_get_data (G_OBJECT (task), "name"));
+  }
 }
 
 void
@@ -1461,21 +1548,13 @@ sp_node_add_member_async (SpNode *node, const char *name, const char *address, g
                           GAsyncReadyCallback callback, gpointer user_data)
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GTask) record = NULL;
   g_autoptr (GBytes) cmd = NULL;
-  g_autofree char *host = NULL;
   GError *error = NULL;
-  guint16 port;
 
-  if (!check_running (node, task) || !check_name (task, name))
+  if (!check_running (node, task) || !check_name (task, name) || !check_leader (node, task)
+      || !check_addable (node, task, name, address))
     return;
-  if (!split_address (address, &host, &port))
-    {
-      g_autofree char *echo = sp_text_echo (address);
-
-      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                               "address \"%s\" is not host:port", echo);
-      return;
-    }
   cmd = sp_store_cmd_member (name, address, &error);
   if (!cmd)
     {
@@ -1489,11 +1568,9 @@ sp_node_add_member_async (SpNode *node, const char *name, const char *address, g
   g_task_set_task_data (
       task, GINT_TO_POINTER (voter ? SP_RAFT_CONF_ADD_VOTER : SP_RAFT_CONF_ADD_LEARNER), NULL);
   g_object_set_data_full (G_OBJECT (task), "name", g_strdup (name), g_free);
-  {
-    g_autoptr (GTask) record = g_task_new (node, NULL, on_member_recorded, g_object_ref (task));
-
-    propose (node, record, cmd, NULL);
-  }
+  node->adding = TRUE;
+  record = g_task_new (node, NULL, on_member_recorded, g_object_ref (task));
+  propose (node, record, cmd, NULL);
 }
 
 void

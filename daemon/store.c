@@ -35,6 +35,8 @@ struct _SpStore
   gpointer watch_data;
   SpStoreMemberFunc member_watch;
   gpointer member_watch_data;
+  SpStoreMemberCheck is_member;
+  gpointer is_member_data;
 };
 
 /* The command type, checked once; a value of it kept so that GLib keeps
@@ -111,6 +113,13 @@ sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer use
 {
   store->member_watch = watch;
   store->member_watch_data = user_data;
+}
+
+void
+sp_store_set_member_check (SpStore *store, SpStoreMemberCheck is_member, gpointer user_data)
+{
+  store->is_member = is_member;
+  store->is_member_data = user_data;
 }
 
 static gboolean
@@ -322,6 +331,14 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
         notify (store, key, NULL);
         break;
       case OP_MEMBER:
+        if (store->is_member && store->is_member (key, store->is_member_data))
+          {
+            g_autofree char *echo = sp_text_echo (key);
+
+            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED,
+                         "%s is already a member; its address stays as it is", echo);
+            return FALSE;
+          }
         g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));
         store->revision++;
         if (store->member_watch)

@@ -23,6 +23,7 @@ typedef enum
   SP_STORE_ERROR_INVALID,   /* bad key/value/command (never applied) */
   SP_STORE_ERROR_CONFLICT,  /* compare-and-swap: revision did not match */
   SP_STORE_ERROR_NOT_FOUND, /* delete of a missing key */
+  SP_STORE_ERROR_REFUSED,   /* member record for a current member (see below) */
 } SpStoreError;
 
 typedef struct _SpStore SpStore;
@@ -67,6 +68,13 @@ typedef void (*SpStoreMemberFunc) (const char *name, const char *address, gpoint
 void sp_store_foreach_member (const SpStore *store, SpStoreMemberFunc func, gpointer user_data);
 /* Called after a member record is applied. */
 void sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer user_data);
+/* Asked before a member record is applied: TRUE when name is a member of
+ * the configuration as of that entry.  Such a record is refused
+ * (SP_STORE_ERROR_REFUSED) and changes nothing: an address is recorded only
+ * for a member being added, never behind a current member's back.  The
+ * answer must be the same on every node (the applied configuration). */
+typedef gboolean (*SpStoreMemberCheck) (const char *name, gpointer user_data);
+void sp_store_set_member_check (SpStore *store, SpStoreMemberCheck is_member, gpointer user_data);
 
 GBytes *sp_store_snapshot (const SpStore *store);
 /* Replaces the state; on error the store is unchanged. */

@@ -166,6 +166,12 @@ START_TEST (test_old_keys_still_load)
 }
 END_TEST
 
+static gboolean
+is_n1 (const char *name, gpointer user_data)
+{
+  return g_str_equal (name, "n1");
+}
+
 static void
 record (const char *key, const char *value, guint64 revision, gpointer user_data)
 {
@@ -241,6 +247,29 @@ START_TEST (test_snapshot_restore)
 }
 END_TEST
 
+/* A member record for a current member changes nothing (issue: a refused
+ * AddMember used to move an existing member to the new address). */
+START_TEST (test_member_record_for_a_member_is_refused)
+{
+  g_autoptr (SpStore) store = sp_store_new ();
+  g_autoptr (GPtrArray) members = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GBytes) moved = sp_store_cmd_member ("n1", "127.0.0.1:9", NULL);
+  g_autoptr (GError) error = NULL;
+  guint64 rev;
+
+  sp_store_set_member_check (store, is_n1, NULL);
+  sp_store_set_member_watch (store, record_member, members);
+  apply_ok (store, sp_store_cmd_member ("n4", "127.0.0.1:7404", NULL), &rev);
+  ck_assert (!sp_store_apply (store, moved, NULL, &error));
+  ck_assert (g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED));
+  ck_assert_ptr_nonnull (strstr (error->message, "n1 is already a member"));
+  ck_assert_ptr_null (sp_store_member_address (store, "n1"));
+  ck_assert_uint_eq (sp_store_revision (store), rev);
+  ck_assert_uint_eq (members->len, 1);
+  ck_assert_str_eq (members->pdata[0], "n4@127.0.0.1:7404");
+}
+END_TEST
+
 int
 main (void)
 {
@@ -257,6 +286,7 @@ main (void)
   tcase_add_test (tc, test_snapshot_restore);
   tcase_add_test (tc, test_key_rule);
   tcase_add_test (tc, test_old_keys_still_load);
+  tcase_add_test (tc, test_member_record_for_a_member_is_refused);
   suite_add_tcase (s, tc);
   sr = srunner_create (s);
   srunner_run_all (sr, CK_NORMAL);

@@ -3,6 +3,7 @@ real cluster: refused requests change nothing, errors are clear."""
 
 import json
 import os
+import signal
 import sys
 import unittest
 
@@ -28,6 +29,81 @@ class Membership(unittest.TestCase):
 
     def set(self, node, key, value):
         node.ctl("set", key, value)
+
+    def get(self, node, key):
+        r = node.ctl("get", "--stale", key, check=False)
+        return json.loads(r.stdout)["value"] if r.returncode == 0 else None
+
+    def member(self, node, name):
+        s = node.status()
+        return next((m for m in s["members"] if m["name"] == name), None) if s else None
+
+    def add_learner(self, leader, name, port=None):
+        n = self.c.add_node(name) if port is None else self.c.node(name)
+        if port is not None:
+            n.port = port
+        n.write_config([m for m in self.c.nodes if m.name != name] + [n], join=True)
+        self.c.wait(lambda: leader.ctl("members", "add", "--learner", name, n.address,
+                                       check=False).returncode == 0,
+                    what="%s added" % name)
+        n.start()
+        return n
+
+    def remove(self, leader, name):
+        self.c.wait(lambda: leader.ctl("members", "remove", name, check=False).returncode == 0,
+                    what="%s removed" % name)
+        self.c.wait(lambda: self.member(leader, name) is None, what="%s gone" % name)
+
+    def test_refused_add_changes_no_address(self):
+        leader = self.c.node(self.c.wait_leader())
+        n1 = self.c.node("n1")
+        for flags in ([], ["--learner"]):
+            name, message = self.error(leader, "members", "add", *flags, "n1", "127.0.0.1:9")
+            self.assertEqual(name, INVALID)
+            self.assertIn("n1 is already a member", message)
+            self.assertIn("nothing was changed", message)
+        # Another member's address is refused as well.
+        name, message = self.error(leader, "members", "add", "n9", n1.address)
+        self.assertEqual(name, INVALID)
+        self.assertIn("address of n1", message)
+
+        # A membership change, and moving a member (remove + add, as the
+        # README says): n4 comes back on another port.
+        n4 = self.add_learner(leader, "n4")
+        self.set(leader, "a", "1")
+        self.c.wait(lambda: self.get(n4, "a") == "1", what="n4 catching up")
+        self.remove(leader, "n4")
+        n4.stop()
+        n4 = self.add_learner(leader, "n4", port=n4.port + 1 if n4.port < 65535 else n4.port - 1)
+        self.set(leader, "b", "2")
+        self.c.wait(lambda: self.get(n4, "b") == "2", what="n4 catching up at its new address")
+        self.c.wait(lambda: (self.member(leader, "n4") or {}).get("address") == n4.address,
+                    what="the leader showing n4's new address")
+        self.remove(leader, "n4")
+        n4.stop()
+
+        # A full restart: every node rebuilds its address book from its log.
+        for n in self.c.nodes[:3]:
+            self.assertEqual(n.stop(), 0, n.read_log()[-2000:])
+        for n in self.c.nodes[:3]:
+            n.start()
+        leader = self.c.node(self.c.wait_leader(self.c.nodes[:3], timeout=40))
+        for n in self.c.nodes[:3]:
+            self.c.wait(lambda: (self.member(n, "n1") or {}).get("address") == n1.address,
+                        what="%s knowing n1 at %s" % (n.name, n1.address))
+        self.set(leader, "c", "3")
+        self.c.wait(lambda: self.get(n1, "c") == "3", what="n1 catching up")
+        self.c.wait(lambda: (self.member(leader, "n1") or {}).get("reachable"),
+                    what="n1 reachable from the leader")
+
+        # n1 counts: with another voter down, n1 and the third still commit.
+        victim = leader if leader.name != "n1" else self.c.node("n2")
+        victim.kill(signal.SIGKILL)
+        rest = [n for n in self.c.nodes[:3] if n is not victim]
+        leader = self.c.node(self.c.wait_leader(rest, timeout=40))
+        self.set(leader, "d", "4")
+        self.c.wait(lambda: all(self.get(n, "d") == "4" for n in rest), what="a write without %s"
+                    % victim.name)
 
     def test_invalid_keys_and_names_are_refused_everywhere(self):
         leader = self.c.node(self.c.wait_leader())
