@@ -44,6 +44,7 @@ struct _SpNode
   GHashTable *addresses; /* name -> host:port */
   GHashTable *peers;     /* ids (guint64*) the transport currently dials */
   SpRaftConf peers_conf; /* the configuration peers were synced to */
+  gboolean learned;      /* a member record was applied since peers were synced */
   /* The configuration as of the applied index, the same on every node (the
    * one appended last, sp_raft_conf, may be ahead of it). */
   SpRaftConf applied_conf;
@@ -170,17 +171,24 @@ split_address (const char *address, char **host, guint16 *port)
 static void
 want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
 {
-  const char *address = g_hash_table_lookup (node->addresses, name);
+  const char *address;
   g_autofree char *host = NULL;
   guint16 port;
 
   if (id == node->id || g_hash_table_contains (wanted, &id))
     return;
+  /* A member added at run time whose record this node has not applied yet
+   * (replaying its log, or catching up): dialled once it has. */
+  if (!name)
+    return;
+  address = g_hash_table_lookup (node->addresses, name);
   if (!address || !split_address (address, &host, &port))
     {
-      g_warning ("member %s (id %016" G_GINT64_MODIFIER "x) has no known address", name, id);
+      g_warning ("member %s has no known address", name);
       return;
     }
+  if (!g_hash_table_contains (node->peers, &id))
+    g_message ("member %s is at %s", name, address);
   sp_transport_set_peer (node->transport, id, name, host, port);
   g_hash_table_add (wanted, g_memdup2 (&id, sizeof id));
 }
@@ -203,7 +211,7 @@ sync_peers (SpNode *node)
       guint64 id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
 
       inside |= id == node->id;
-      want_peer (node, wanted, id, id_name (node, id));
+      want_peer (node, wanted, id, g_hash_table_lookup (node->names, &id));
     }
   if (!inside)
     {
@@ -218,6 +226,7 @@ sync_peers (SpNode *node)
   g_clear_pointer (&node->peers, g_hash_table_unref);
   node->peers = g_steal_pointer (&wanted);
   node->peers_conf = *conf;
+  node->learned = FALSE;
 }
 
 /* ---- publishing state --------------------------------------------------- */
@@ -553,7 +562,10 @@ on_store_changed (const char *key, const char *value, guint64 revision, gpointer
 static void
 on_store_member (const char *name, const char *address, gpointer user_data)
 {
-  learn_member (user_data, name, address);
+  SpNode *node = user_data;
+
+  learn_member (node, name, address);
+  node->learned = TRUE;
 }
 
 static gboolean
@@ -641,8 +653,9 @@ finish_ready (SpNode *node, SpRaftReady *rd)
   sp_raft_ready_free (rd);
   answer (node, done);
   node->persisting = FALSE;
-  /* A configuration takes effect when appended, before it commits. */
-  if (!sp_raft_conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
+  /* A configuration takes effect when appended, before it commits; a
+   * member's record may come after it (replayed at start). */
+  if (node->learned || !sp_raft_conf_equal (&node->peers_conf, sp_raft_conf (node->raft)))
     sync_peers (node);
   maybe_compact (node);
   publish (node);

@@ -158,6 +158,23 @@ class Membership(unittest.TestCase):
         self.assertEqual([e["key"] for e in json.loads(r.stdout)], ["ok"])
         self.assertEqual(len(leader.status()["members"]), 3)
 
+    def test_restarted_node_names_a_learner_added_while_it_was_down(self):
+        leader = self.c.node(self.c.wait_leader())
+        down = next(n for n in self.c.nodes if n is not leader)
+        self.assertEqual(down.stop(), 0)
+        n4 = self.add_learner(leader, "n4")
+        self.set(leader, "k", "v")
+        self.c.wait(lambda: self.get(n4, "k") == "v", what="n4 catching up")
+        for _ in range(2):  # back with the change to catch up on, then with it in its log
+            down.start()
+            self.c.wait(lambda: self.get(down, "k") == "v", what="%s catching up" % down.name)
+            self.c.wait(lambda: (self.member(down, "n4") or {}).get("address") == n4.address,
+                        what="%s knowing n4" % down.name)
+            self.assertEqual(down.stop(), 0)
+        log = down.read_log()
+        self.assertIn("member n4 is at %s" % n4.address, log)
+        self.assertNotRegex(log, r"member +\(|no known address")
+        self.assertNotRegex(log, "LeakSanitizer|runtime error")
 
 if __name__ == "__main__":
     unittest.main()
