@@ -1473,11 +1473,13 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
 }
 
 /* Everything that would refuse the configuration change is checked before
- * the address record is proposed: the record is applied only for a name
- * outside the configuration (see sp_store_set_member_check), and one
- * AddMember runs at a time, so the only change left behind by a request
- * that fails after it (leadership lost meanwhile) is the address of a name
- * that is not a member, which the next AddMember of that name replaces. */
+ * the address record is proposed (but the core's NOT_READY: a new
+ * leader's first entry commits before the record does).  The record is
+ * applied only for a name outside the configuration (see
+ * sp_store_set_member_check), and one AddMember runs at a time, so the
+ * only change left behind by a request that fails after it (leadership
+ * lost meanwhile) is the address of a name that is not a member, which
+ * the next AddMember of that name replaces. */
 static gboolean
 check_addable (SpNode *node, GTask *task, const char *name, const char *address)
 {
@@ -1502,10 +1504,6 @@ check_addable (SpNode *node, GTask *task, const char *name, const char *address)
   else if (node->adding || !sp_raft_conf_equal (conf, &node->applied_conf))
     error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
                          "another membership change is not committed yet; retry");
-  else if (sp_raft_term_at (node->raft, sp_raft_commit_index (node->raft))
-           != sp_raft_term (node->raft))
-    error = conf_error (node, g_error_new_literal (SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_READY, "-"),
-                        name);
   for (guint i = 0; !error && i < conf->n_voters + conf->n_learners; i++)
     {
       guint64 other = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
