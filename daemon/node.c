@@ -496,6 +496,10 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID))
         g_warning ("entry %" G_GUINT64_FORMAT " is not a valid store command, skipped: %s",
                    e->index, error->message);
+      /* Only an older leader proposes these (this one checks first). */
+      if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED))
+        g_warning ("entry %" G_GUINT64_FORMAT ": address record ignored: %s", e->index,
+                   error->message);
     }
 
   if (!p)

@@ -331,6 +331,10 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
         notify (store, key, NULL);
         break;
       case OP_MEMBER:
+        /* Every member record advances the revision, refused or not, as
+         * it did before records could be refused: the same log gives the
+         * same revisions to every version. */
+        store->revision++;
         if (store->is_member && store->is_member (key, store->is_member_data))
           {
             g_autofree char *echo = sp_text_echo (key);
@@ -340,7 +344,6 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
             return FALSE;
           }
         g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));
-        store->revision++;
         if (store->member_watch)
           store->member_watch (key, value, store->member_watch_data);
         break;

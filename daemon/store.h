@@ -54,7 +54,8 @@ GBytes *sp_store_cmd_member (const char *name, const char *address, GError **err
 
 /* Applies a committed command.  On success *revision is the store revision
  * after it.  A failed CAS or delete changes nothing; a malformed command
- * (it can only come from a buggy or hostile peer) changes nothing either. */
+ * (it can only come from a buggy or hostile peer) changes nothing either;
+ * a refused member record: see sp_store_set_member_check. */
 gboolean sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error);
 
 guint64 sp_store_revision (const SpStore *store);
@@ -70,9 +71,11 @@ void sp_store_foreach_member (const SpStore *store, SpStoreMemberFunc func, gpoi
 void sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer user_data);
 /* Asked before a member record is applied: TRUE when name is a member of
  * the configuration as of that entry.  Such a record is refused
- * (SP_STORE_ERROR_REFUSED) and changes nothing: an address is recorded only
- * for a member being added, never behind a current member's back.  The
- * answer must be the same on every node (the applied configuration). */
+ * (SP_STORE_ERROR_REFUSED) and changes no address: an address is recorded
+ * only for a member being added, never behind a current member's back.  It
+ * still advances the revision, as every member record always did, so that
+ * a log written by an older version gives the same revisions.  The answer
+ * must be the same on every node (the applied configuration). */
 typedef gboolean (*SpStoreMemberCheck) (const char *name, gpointer user_data);
 void sp_store_set_member_check (SpStore *store, SpStoreMemberCheck is_member, gpointer user_data);
 

@@ -8,7 +8,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import Cluster  # noqa: E402
+from cluster import Cluster, free_port  # noqa: E402
 
 INVALID = "org.sparrow.cluster1.Error.InvalidArgument"
 NOT_FOUND = "org.sparrow.cluster1.Error.NotFound"
@@ -74,7 +74,7 @@ class Membership(unittest.TestCase):
         self.c.wait(lambda: self.get(n4, "a") == "1", what="n4 catching up")
         self.remove(leader, "n4")
         n4.stop()
-        n4 = self.add_learner(leader, "n4", port=n4.port + 1 if n4.port < 65535 else n4.port - 1)
+        n4 = self.add_learner(leader, "n4", port=free_port())
         self.set(leader, "b", "2")
         self.c.wait(lambda: self.get(n4, "b") == "2", what="n4 catching up at its new address")
         self.c.wait(lambda: (self.member(leader, "n4") or {}).get("address") == n4.address,
