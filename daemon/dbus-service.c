@@ -242,6 +242,22 @@ handle_promote_member (SpDBusManager *manager, GDBusMethodInvocation *invocation
   return authorize (service, invocation, SP_ACTION_MEMBERS, run_promote_member);
 }
 
+static void
+run_set_member_address (SpNode *node, GDBusMethodInvocation *invocation)
+{
+  const char *name, *address;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(&s&s)", &name, &address);
+  sp_node_set_member_address_async (node, name, address, on_admin_done, g_object_ref (invocation));
+}
+
+static gboolean
+handle_set_member_address (SpDBusManager *manager, GDBusMethodInvocation *invocation,
+                           const char *name, const char *address, SpDBusService *service)
+{
+  return authorize (service, invocation, SP_ACTION_MEMBERS, run_set_member_address);
+}
+
 /* ---- Store methods ------------------------------------------------------ */
 
 static void
@@ -410,6 +426,8 @@ sp_dbus_service_new (SpNode *node)
                     service);
   g_signal_connect (service->manager, "handle-promote-member", G_CALLBACK (handle_promote_member),
                     service);
+  g_signal_connect (service->manager, "handle-set-member-address",
+                    G_CALLBACK (handle_set_member_address), service);
   return service;
 }
 

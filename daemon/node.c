@@ -1476,6 +1476,31 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
   schedule_ready (node);
 }
 
+/* A member's address: host:port, and no other member's. */
+static GError *
+check_address (SpNode *node, const char *name, const char *address)
+{
+  const SpRaftConf *conf = sp_raft_conf (node->raft);
+  g_autofree char *echo = sp_text_echo (address);
+  g_autofree char *host = NULL;
+  guint16 port;
+
+  if (!split_address (address, &host, &port))
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                        "address \"%s\" is not host:port", echo);
+  for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
+    {
+      guint64 other = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+      const char *other_name = id_name (node, other);
+
+      if (!g_str_equal (other_name, name)
+          && g_strcmp0 (g_hash_table_lookup (node->addresses, other_name), address) == 0)
+        return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                            "%s is the address of %s", echo, other_name);
+    }
+  return NULL;
+}
+
 /* Everything that would refuse the configuration change is checked before
  * the address record is proposed (but the core's NOT_READY: a new
  * leader's first entry commits before the record does).  The record is
@@ -1483,40 +1508,44 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
  * sp_store_set_member_check), and one AddMember runs at a time, so the
  * only change left behind by a request that fails after it (leadership
  * lost meanwhile) is the address of a name that is not a member, which
- * the next AddMember of that name replaces. */
-static gboolean
-check_addable (SpNode *node, GTask *task, const char *name, const char *address)
+ * the next AddMember of that name replaces.  Moving a member applies only
+ * to a member, and only while no membership change is under way. */
+static GError *
+check_membership (SpNode *node, const char *name, gboolean move)
 {
   const SpRaftConf *conf = sp_raft_conf (node->raft);
   guint64 id = sp_member_id (name);
-  g_autofree char *echo = sp_text_echo (address);
-  g_autofree char *host = NULL;
-  guint16 port;
-  GError *error = NULL;
+  gboolean member = sp_raft_conf_is_voter (conf, id) || sp_raft_conf_is_learner (conf, id);
 
-  if (!split_address (address, &host, &port))
-    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                         "address \"%s\" is not host:port", echo);
-  else if (sp_raft_conf_is_voter (conf, id) || sp_raft_conf_is_learner (conf, id))
-    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                         "%s is already a member (a %s); nothing was changed. To move it to "
-                         "another address, remove it and add it again",
-                         name, sp_raft_conf_is_voter (conf, id) ? "voter" : "learner");
-  else if (conf->n_voters + conf->n_learners >= SP_RAFT_MAX_NODES)
-    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                         "the cluster is full (%d members)", SP_RAFT_MAX_NODES);
-  else if (node->adding || !sp_raft_conf_equal (conf, &node->applied_conf))
-    error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
-                         "another membership change is not committed yet; retry");
-  for (guint i = 0; !error && i < conf->n_voters + conf->n_learners; i++)
-    {
-      guint64 other = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
-      const char *other_name = id_name (node, other);
+  if (member && !move)
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                        "%s is already a member (a %s); nothing was changed. To move it to "
+                        "another address, use SetMemberAddress (sparrowctl members "
+                        "set-address)",
+                        name, sp_raft_conf_is_voter (conf, id) ? "voter" : "learner");
+  if (!member && move)
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_NOT_FOUND, "%s is not a member", name);
+  if (move && id == node->id)
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                        "%s is the leader, running at its address: hand leadership over, "
+                        "stop it, then set its address",
+                        name);
+  if (!move && conf->n_voters + conf->n_learners >= SP_RAFT_MAX_NODES)
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
+                        "the cluster is full (%d members)", SP_RAFT_MAX_NODES);
+  if (node->adding || !sp_raft_conf_equal (conf, &node->applied_conf))
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                        "another membership change is not committed yet; retry");
+  return NULL;
+}
 
-      if (g_strcmp0 (g_hash_table_lookup (node->addresses, other_name), address) == 0)
-        error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                             "%s is the address of %s", echo, other_name);
-    }
+static gboolean
+check_addable (SpNode *node, GTask *task, const char *name, const char *address, gboolean move)
+{
+  GError *error = check_address (node, name, address);
+
+  if (!error)
+    error = check_membership (node, name, move);
   if (!error)
     return TRUE;
   g_task_return_error (task, error);
@@ -1558,34 +1587,39 @@ on_member_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
   }
 }
 
-void
-sp_node_add_member_async (SpNode *node, const char *name, const char *address, gboolean voter,
-                          GAsyncReadyCallback callback, gpointer user_data)
+/* Proposes name's address record once every check passed; recorded gets
+ * the write's result. */
+static void
+propose_member (SpNode *node, GTask *task, const char *name, const char *address, gboolean move,
+                GAsyncReadyCallback recorded)
 {
-  g_autoptr (GTask) task = new_task (node, callback, user_data);
   g_autoptr (GTask) record = NULL;
   g_autoptr (GBytes) cmd = NULL;
   GError *error = NULL;
 
   if (!check_running (node, task) || !check_name (task, name) || !check_leader (node, task)
-      || !check_addable (node, task, name, address))
+      || !check_addable (node, task, name, address, move))
     return;
-  cmd = sp_store_cmd_member (name, address, &error);
-  if (!cmd)
-    {
-      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT, "%s",
-                               error->message);
-      g_error_free (error);
-      return;
-    }
+  cmd = move ? sp_store_cmd_member_address (name, address, &error)
+             : sp_store_cmd_member (name, address, &error);
+  /* An AddMember runs until its configuration change is answered. */
+  node->adding |= !move;
+  record = g_task_new (node, NULL, recorded, g_object_ref (task));
+  propose (node, record, cmd, error);
+}
+
+void
+sp_node_add_member_async (SpNode *node, const char *name, const char *address, gboolean voter,
+                          GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+
   /* The address is replicated first, so every node can reach the new
    * member as soon as the configuration names it. */
   g_task_set_task_data (
       task, GINT_TO_POINTER (voter ? SP_RAFT_CONF_ADD_VOTER : SP_RAFT_CONF_ADD_LEARNER), NULL);
   g_object_set_data_full (G_OBJECT (task), "name", g_strdup (name), g_free);
-  node->adding = TRUE;
-  record = g_task_new (node, NULL, on_member_recorded, g_object_ref (task));
-  propose (node, record, cmd, NULL);
+  propose_member (node, task, name, address, FALSE, on_member_recorded);
 }
 
 void
@@ -1606,6 +1640,27 @@ sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallbac
 
   if (check_running (node, task) && check_name (task, name))
     change_membership (node, task, SP_RAFT_CONF_PROMOTE, name);
+}
+
+static void
+on_address_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  GError *error = NULL;
+
+  if (sp_node_write_finish (SP_NODE (source), result, NULL, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+void
+sp_node_set_member_address_async (SpNode *node, const char *name, const char *address,
+                                  GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GTask) task = new_task (node, callback, user_data);
+
+  propose_member (node, task, name, address, TRUE, on_address_recorded);
 }
 
 gboolean

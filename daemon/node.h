@@ -113,6 +113,11 @@ void sp_node_remove_member_async (SpNode *node, const char *name, GAsyncReadyCal
                                   gpointer user_data);
 void sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallback callback,
                                    gpointer user_data);
+/* Where the other members reach name from now on (it is stopped, and
+ * restarted listening there); complete once the record is applied here.
+ * Not for the leader itself, nor during a membership change. */
+void sp_node_set_member_address_async (SpNode *node, const char *name, const char *address,
+                                       GAsyncReadyCallback callback, gpointer user_data);
 gboolean sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **error);
 
 /* Planned handover.  Before a leadership transfer the node calls release

@@ -471,6 +471,8 @@ main (int argc, char **argv)
                "  members add NAME HOST:PORT  add a member (--learner: non-voting)\n"
                "  members remove NAME         remove a member\n"
                "  members promote NAME        make a caught-up learner a voter\n"
+               "  members set-address NAME HOST:PORT\n"
+               "                              where the others reach a (stopped) member\n"
                "  transfer [NODE]             hand leadership over (run on the leader)\n"
                "  get KEY | set KEY VALUE | del KEY | cas KEY REVISION VALUE\n"
                "  ls [PREFIX]                 list keys\n"
@@ -536,6 +538,9 @@ main (int argc, char **argv)
         return cmd_admin ("RemoveMember", g_variant_new ("(s)", argv[3]), "member removed");
       if (g_str_equal (sub, "promote") && n == 2)
         return cmd_admin ("PromoteMember", g_variant_new ("(s)", argv[3]), "member promoted");
+      if (g_str_equal (sub, "set-address") && n == 3)
+        return cmd_admin ("SetMemberAddress", g_variant_new ("(ss)", argv[3], argv[4]),
+                          "address set");
     }
   g_printerr ("sparrowctl: unknown command or wrong arguments: %s\n\n", cmd);
   return usage (context);

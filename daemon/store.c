@@ -1,5 +1,8 @@
 /* Formats (GVariant, version first):
  *   command  (qysst)      version, op, key, value, expected revision
+ *                         (member records: 0 for a member being added, 1
+ *                         for a member's new address; older versions
+ *                         apply both alike)
  *   snapshot (qta(sst)a(ss))  version, revision, (key, value, revision), (name, address)
  */
 #include "store.h"
@@ -219,13 +222,25 @@ sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value,
   return encode (OP_CAS, key, value, expected_revision);
 }
 
-GBytes *
-sp_store_cmd_member (const char *name, const char *address, GError **error)
+static GBytes *
+member_record (const char *name, const char *address, guint64 move, GError **error)
 {
   if (!check_key ("member name", name, FALSE, error)
       || !check_key ("member address", address, FALSE, error))
     return NULL;
-  return encode (OP_MEMBER, name, address, 0);
+  return encode (OP_MEMBER, name, address, move);
+}
+
+GBytes *
+sp_store_cmd_member (const char *name, const char *address, GError **error)
+{
+  return member_record (name, address, 0, error);
+}
+
+GBytes *
+sp_store_cmd_member_address (const char *name, const char *address, GError **error)
+{
+  return member_record (name, address, 1, error);
 }
 
 /* Untrusted bytes to a GVariant of the given type, or an error. */
@@ -335,12 +350,14 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
          * it did before records could be refused: the same log gives the
          * same revisions to every version. */
         store->revision++;
-        if (store->is_member && store->is_member (key, store->is_member_data))
+        if (store->is_member && store->is_member (key, store->is_member_data) != (expected == 1))
           {
             g_autofree char *echo = sp_text_echo (key);
 
             g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED,
-                         "%s is already a member; its address stays as it is", echo);
+                         expected == 1 ? "%s is not a member; no address is recorded"
+                                       : "%s is already a member; its address stays as it is",
+                         echo);
             return FALSE;
           }
         g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));

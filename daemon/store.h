@@ -50,7 +50,9 @@ GBytes *sp_store_cmd_delete (const char *key, GError **error);
 /* expected_revision 0: the key must not exist. */
 GBytes *sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value,
                           GError **error);
+/* The address of a member being added / the new address of a member. */
 GBytes *sp_store_cmd_member (const char *name, const char *address, GError **error);
+GBytes *sp_store_cmd_member_address (const char *name, const char *address, GError **error);
 
 /* Applies a committed command.  On success *revision is the store revision
  * after it.  A failed CAS or delete changes nothing; a malformed command
@@ -63,19 +65,21 @@ guint64 sp_store_revision (const SpStore *store);
 const char *sp_store_get (const SpStore *store, const char *key, guint64 *revision);
 /* Sorted keys starting with prefix ("" = all). */
 GPtrArray *sp_store_list (const SpStore *store, const char *prefix);
-/* Address of a member added at run time, or NULL. */
+/* Address of a member added (or moved) at run time, or NULL. */
 const char *sp_store_member_address (const SpStore *store, const char *name);
 typedef void (*SpStoreMemberFunc) (const char *name, const char *address, gpointer user_data);
 void sp_store_foreach_member (const SpStore *store, SpStoreMemberFunc func, gpointer user_data);
 /* Called after a member record is applied. */
 void sp_store_set_member_watch (SpStore *store, SpStoreMemberFunc watch, gpointer user_data);
 /* Asked before a member record is applied: TRUE when name is a member of
- * the configuration as of that entry.  Such a record is refused
- * (SP_STORE_ERROR_REFUSED) and changes no address: an address is recorded
- * only for a member being added, never behind a current member's back.  It
- * still advances the revision, as every member record always did, so that
- * a log written by an older version gives the same revisions.  The answer
- * must be the same on every node (the applied configuration). */
+ * the configuration as of that entry.  A record of sp_store_cmd_member for
+ * a member, or of sp_store_cmd_member_address for a name that is not one,
+ * is refused (SP_STORE_ERROR_REFUSED) and changes no address: a member's
+ * address changes only when asked for explicitly, never as a side effect
+ * of adding it again.  A refused record still advances the revision, as
+ * every member record always did, so that a log written by an older
+ * version gives the same revisions.  The answer must be the same on every
+ * node (the applied configuration). */
 typedef gboolean (*SpStoreMemberCheck) (const char *name, gpointer user_data);
 void sp_store_set_member_check (SpStore *store, SpStoreMemberCheck is_member, gpointer user_data);
 

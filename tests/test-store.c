@@ -267,6 +267,18 @@ START_TEST (test_member_record_for_a_member_is_refused)
   ck_assert_uint_eq (sp_store_revision (store), rev + 1);
   ck_assert_uint_eq (members->len, 1);
   ck_assert_str_eq (members->pdata[0], "n4@127.0.0.1:7404");
+
+  /* Moving is for members only. */
+  g_clear_error (&error);
+  apply_ok (store, sp_store_cmd_member_address ("n1", "127.0.0.1:7411", NULL), NULL);
+  ck_assert_str_eq (sp_store_member_address (store, "n1"), "127.0.0.1:7411");
+  {
+    g_autoptr (GBytes) stranger = sp_store_cmd_member_address ("n4", "127.0.0.1:9", NULL);
+
+    ck_assert (!sp_store_apply (store, stranger, NULL, &error));
+    ck_assert (g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED));
+    ck_assert_str_eq (sp_store_member_address (store, "n4"), "127.0.0.1:7404");
+  }
 }
 END_TEST
 

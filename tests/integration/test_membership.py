@@ -54,6 +54,32 @@ class Membership(unittest.TestCase):
                     what="%s removed" % name)
         self.c.wait(lambda: self.member(leader, name) is None, what="%s gone" % name)
 
+    def restart_all_and_check(self, member):
+        """A full restart, after which every voter knows member at its
+        address, member catches up and counts: with another voter down,
+        member and the third still commit."""
+        voters = self.c.nodes[:3]
+        for n in voters:
+            self.assertEqual(n.stop(), 0, n.read_log()[-2000:])
+        for n in voters:
+            n.start()
+        leader = self.c.node(self.c.wait_leader(voters, timeout=40))
+        for n in voters:
+            self.c.wait(lambda: (self.member(n, member.name) or {}).get("address")
+                        == member.address,
+                        what="%s knowing %s at %s" % (n.name, member.name, member.address))
+        self.set(leader, "c", "3")
+        self.c.wait(lambda: self.get(member, "c") == "3", what="%s catching up" % member.name)
+        self.c.wait(lambda: (self.member(leader, member.name) or {}).get("reachable"),
+                    what="%s reachable from the leader" % member.name)
+        victim = leader if leader is not member else next(n for n in voters if n is not member)
+        victim.kill(signal.SIGKILL)
+        rest = [n for n in voters if n is not victim]
+        leader = self.c.node(self.c.wait_leader(rest, timeout=40))
+        self.set(leader, "d", "4")
+        self.c.wait(lambda: all(self.get(n, "d") == "4" for n in rest),
+                    what="a write without %s" % victim.name)
+
     def test_refused_add_changes_no_address(self):
         leader = self.c.node(self.c.wait_leader())
         n1 = self.c.node("n1")
@@ -67,8 +93,8 @@ class Membership(unittest.TestCase):
         self.assertEqual(name, INVALID)
         self.assertIn("address of n1", message)
 
-        # A membership change, and moving a member (remove + add, as the
-        # README says): n4 comes back on another port.
+        # A membership change, and a learner moved by remove + add: n4
+        # comes back on another port.
         n4 = self.add_learner(leader, "n4")
         self.set(leader, "a", "1")
         self.c.wait(lambda: self.get(n4, "a") == "1", what="n4 catching up")
@@ -82,28 +108,35 @@ class Membership(unittest.TestCase):
         self.remove(leader, "n4")
         n4.stop()
 
-        # A full restart: every node rebuilds its address book from its log.
-        for n in self.c.nodes[:3]:
-            self.assertEqual(n.stop(), 0, n.read_log()[-2000:])
-        for n in self.c.nodes[:3]:
-            n.start()
-        leader = self.c.node(self.c.wait_leader(self.c.nodes[:3], timeout=40))
-        for n in self.c.nodes[:3]:
-            self.c.wait(lambda: (self.member(n, "n1") or {}).get("address") == n1.address,
-                        what="%s knowing n1 at %s" % (n.name, n1.address))
-        self.set(leader, "c", "3")
-        self.c.wait(lambda: self.get(n1, "c") == "3", what="n1 catching up")
-        self.c.wait(lambda: (self.member(leader, "n1") or {}).get("reachable"),
-                    what="n1 reachable from the leader")
+        self.restart_all_and_check(n1)
 
-        # n1 counts: with another voter down, n1 and the third still commit.
-        victim = leader if leader.name != "n1" else self.c.node("n2")
-        victim.kill(signal.SIGKILL)
-        rest = [n for n in self.c.nodes[:3] if n is not victim]
-        leader = self.c.node(self.c.wait_leader(rest, timeout=40))
-        self.set(leader, "d", "4")
-        self.c.wait(lambda: all(self.get(n, "d") == "4" for n in rest), what="a write without %s"
-                    % victim.name)
+    def test_set_member_address_moves_a_voter(self):
+        leader = self.c.node(self.c.wait_leader())
+        moved, other = [n for n in self.c.nodes if n is not leader]
+        new_address = "127.0.0.1:%d" % free_port()
+        for args, want, text in [
+                (["nobody", new_address], NOT_FOUND, "nobody is not a member"),
+                ([leader.name, new_address], INVALID, "%s is the leader" % leader.name),
+                ([moved.name, "no-port"], INVALID, "not host:port"),
+                ([moved.name, other.address], INVALID, "is the address of %s" % other.name),
+                (["bad name", new_address], INVALID, "letters, digits")]:
+            error, message = self.error(leader, "members", "set-address", *args)
+            self.assertEqual(error, want, message)
+            self.assertIn(text, message)
+        self.assertEqual(self.error(other, "members", "set-address", moved.name, new_address)[0],
+                         "org.sparrow.cluster1.Error.NotLeader")
+
+        self.assertEqual(moved.stop(), 0)
+        leader.ctl("members", "set-address", moved.name, new_address)
+        moved.port = int(new_address.rsplit(":", 1)[1])
+        moved.write_config(self.c.nodes)  # the others' files keep the old address
+        moved.start()
+        self.set(leader, "a", "1")
+        self.c.wait(lambda: self.get(moved, "a") == "1", what="%s catching up" % moved.name)
+        for n in self.c.nodes:
+            self.c.wait(lambda: (self.member(n, moved.name) or {}).get("address") == new_address,
+                        what="%s knowing %s's new address" % (n.name, moved.name))
+        self.restart_all_and_check(moved)
 
     def test_invalid_keys_and_names_are_refused_everywhere(self):
         leader = self.c.node(self.c.wait_leader())
