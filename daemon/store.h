@@ -23,7 +23,7 @@ typedef enum
   SP_STORE_ERROR_INVALID,   /* bad key/value/command (never applied) */
   SP_STORE_ERROR_CONFLICT,  /* compare-and-swap: revision did not match */
   SP_STORE_ERROR_NOT_FOUND, /* delete of a missing key */
-  SP_STORE_ERROR_REFUSED,   /* member record for a current member (see below) */
+  SP_STORE_ERROR_REFUSED,   /* member record that does not apply (see below) */
 } SpStoreError;
 
 typedef struct _SpStore SpStore;

@@ -247,7 +247,7 @@ START_TEST (test_snapshot_restore)
 }
 END_TEST
 
-/* A member record for a current member changes nothing (issue: a refused
+/* A member record for a current member changes no address (issue: a refused
  * AddMember used to move an existing member to the new address). */
 START_TEST (test_member_record_for_a_member_is_refused)
 {
