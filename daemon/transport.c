@@ -10,8 +10,12 @@
  * Outgoing: dial (GSocketClient) -> TLS handshake -> hello -> batches of
  * queued frames.  A read source stays attached to notice the peer closing.
  * On any failure the peer is redialed after a backoff.
- * Incoming: TLS handshake -> hello (who is talking) -> frames, each handed
- * to the receive callback once it decodes and is addressed correctly.
+ * Incoming: accept (our own loop, see on_accepted) -> the ClientHello in
+ * full (conn_wait_tls) -> TLS handshake -> hello (who is talking) ->
+ * frames, each handed to the receive callback once it decodes and is
+ * addressed correctly.  Until the hello a connection is "unidentified":
+ * it sits in transport->unidentified, oldest first, and is what gets
+ * closed when there are too many (see transport.h for the bounds).
  *
  * I/O.  Once set up, a connection is driven by pollable sources rather than
  * one asynchronous operation (a GTask, a source, wake-ups) per frame: the
@@ -33,28 +37,63 @@
  * handshake); when accepting, against the name in the peer's hello. */
 #include "transport.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "wire.h"
 
 #define SP_QUEUE_LIMIT_DEFAULT 4096
 #define SP_BACKOFF_MIN_MS      50
 #define SP_BACKOFF_MAX_MS      2000
-/* Dialing: connect + handshake; accepting: handshake + hello.  Bounds what
- * a silent peer can hold (a handshake occupies a worker thread). */
+/* Dialing: connect + handshake. */
 #define SP_SETUP_TIMEOUT_MS 10000
+/* Accepting: from accept to the hello, TLS handshake included.  A member
+ * on a working network needs milliseconds; anything slower holds a slot
+ * of the unidentified ones. */
+#define SP_HELLO_TIMEOUT_MS 5000
+/* Once a frame's first byte is in, the rest must follow within this (a
+ * 16 MiB snapshot needs only ~2 MB/s). */
+#define SP_FRAME_TIMEOUT_MS 10000
+/* Accepted connections that have not said hello yet (TLS handshakes
+ * included): beyond this, the oldest is closed.  Oldest first, with the
+ * hello deadline, so a member redialing always gets a slot. */
+#define SP_UNIDENTIFIED_MAX 64
+/* TLS handshakes of accepted connections at once: each holds a worker
+ * thread of GLib's pool (10 threads before it grows, slowly).  Beyond this
+ * the oldest is closed. */
+#define SP_HANDSHAKES_MAX 8
+/* Largest TLS record (a ClientHello must fit one, see conn_wait_tls). */
+#define SP_TLS_RECORD_MAX (16384 + 2048)
+/* While a ClientHello is incomplete, the socket is looked at this often. */
+#define SP_TLS_POLL_MS 50
+/* Plaintext: a second connection claiming an id replaces the established
+ * one only if that one has been silent this long (or comes from the
+ * member's address). */
+#define SP_IDLE_REPLACE_MS 5000
+/* Warnings about accepted connections, per source address: at most this
+ * many per window; the rest are counted and reported once the window ends.
+ * At most SP_WARN_SOURCES addresses are tracked, the rest share one entry. */
+#define SP_WARN_BURST     10
+#define SP_WARN_WINDOW_MS 10000
+#define SP_WARN_SOURCES   1024
 /* Largest hello accepted: before it, the peer is anonymous. */
-#define SP_HELLO_MAX   1024
-#define SP_HELLO_TYPE  "(qts)"
-#define SP_BATCH_MAX   64           /* frames per write */
-#define SP_BATCH_BYTES (256 * 1024) /* a write takes no more frames past this */
+#define SP_HELLO_MAX 1024
+/* Only these frame sizes need a type that may be large (Append, Snapshot):
+ * every other message is its header alone, 88 bytes. */
+#define SP_SMALL_FRAME_MAX 1024
+#define SP_HELLO_TYPE      "(qts)"
+#define SP_BATCH_MAX       64           /* frames per write */
+#define SP_BATCH_BYTES     (256 * 1024) /* a write takes no more frames past this */
 /* Receive buffer of an incoming connection: this much, or one frame when
  * larger (at most SP_WIRE_MAX_FRAME), then back to this much. */
 #define SP_READ_CHUNK (16 * 1024)
 /* A send buffer larger than this (a large frame) is freed once written. */
 #define SP_WRITE_KEEP (2 * SP_BATCH_BYTES)
+/* After a failed accept (out of file descriptors): wait this long. */
+#define SP_ACCEPT_RETRY_MS 100
 /* Frame type of the hello: it is not a Raft message and is never dropped. */
 #define SP_FRAME_HELLO SP_RAFT_MSG_N_TYPES
 
@@ -87,8 +126,13 @@ typedef struct
   gboolean reading; /* conn_decode is running */
   guint64 peer_id;  /* accepted connections: from the hello, 0 before */
   gboolean warned_misaddressed;
-  GSource *writer; /* outgoing: pollable source while the socket is full */
-  guint8 *out;     /* outgoing: the batch being written (frames, back to back) */
+  char *source;         /* accepted: the remote IP address (rate-limited warnings) */
+  GList *unidentified;  /* accepted, until the hello: link in transport->unidentified */
+  gint64 last_read;     /* accepted: when bytes last came */
+  gint64 frame_since;   /* accepted, identified: when the partial frame in began; 0 none */
+  GSource *frame_timer; /* while frame_since is set */
+  GSource *writer;      /* outgoing: pollable source while the socket is full */
+  guint8 *out;          /* outgoing: the batch being written (frames, back to back) */
   gsize out_len;
   gsize out_done; /* ... of which written */
   gsize out_size;
@@ -122,13 +166,27 @@ struct _SpTransport
   SpTransportReceive receive;
   gpointer user_data;
   GMainContext *context; /* where timeouts go, like GIO's callbacks */
-  GSocketService *service;
+  GSocketListener *listener;
+  GCancellable *accepting; /* carries the transport for on_accepted, cleared by free */
+  GSource *accept_retry;
+  gint64 accept_logged;
   guint16 port;
   GSocketClient *client;
   GHashTable *peers;    /* &peer->id -> SpPeer */
   GHashTable *incoming; /* set of SpConn, one reference each */
   gboolean eager;       /* incoming connections are read as data comes */
+  GQueue unidentified;  /* of SpConn: accepted, no hello yet; oldest first */
+  guint handshakes;     /* of accepted connections, in progress */
+  GHashTable *warnings; /* source address -> SpWarnings */
+  GSource *warn_sweep;  /* while warnings is not empty */
 };
+
+typedef struct
+{
+  gint64 since; /* start of the window */
+  guint logged;
+  guint64 suppressed;
+} SpWarnings;
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -284,8 +342,9 @@ conn_unref (gpointer data)
   if (!g_ref_count_dec (&conn->ref))
     return;
   g_assert (!conn->transport && !conn->deadline && !conn->accept_handler);
-  g_assert (!conn->reader && !conn->writer);
+  g_assert (!conn->reader && !conn->writer && !conn->frame_timer && !conn->unidentified);
   g_free (conn->in);
+  g_free (conn->source);
   g_free (conn->out);
   g_free (conn->refusal);
   g_clear_object (&conn->stream);
@@ -301,13 +360,23 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConn, conn_unref)
 static void
 conn_close (SpConn *conn)
 {
-  if (!conn->transport)
+  SpTransport *t = conn->transport;
+
+  if (!t)
     return;
+  if (conn->handshaking && !conn->peer)
+    t->handshakes--;
+  if (conn->unidentified)
+    {
+      g_queue_delete_link (&t->unidentified, conn->unidentified);
+      conn->unidentified = NULL;
+    }
   conn->transport = NULL;
   conn->peer = NULL;
   source_clear (&conn->deadline);
   source_clear (&conn->reader);
   source_clear (&conn->writer);
+  source_clear (&conn->frame_timer);
   g_cancellable_cancel (conn->cancellable);
   if (conn->accept_handler)
     g_clear_signal_handler (&conn->accept_handler, conn->stream);
@@ -350,6 +419,65 @@ peer_log (const char *address, const char *name, GLogLevelFlags level, const cha
                     address ? "" : "peer ", address ? address : name, text);
 }
 
+static gboolean
+on_warn_sweep (gpointer data)
+{
+  SpTransport *t = data;
+  gint64 now = g_get_monotonic_time ();
+  GHashTableIter iter;
+  const char *source;
+  SpWarnings *w;
+
+  g_hash_table_iter_init (&iter, t->warnings);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&source, (gpointer *)&w))
+    {
+      if (now - w->since < SP_WARN_WINDOW_MS * G_TIME_SPAN_MILLISECOND)
+        continue;
+      if (w->suppressed > 0)
+        peer_log (source, NULL, G_LOG_LEVEL_WARNING,
+                  "(%" G_GUINT64_FORMAT " similar messages from %s suppressed)", w->suppressed,
+                  source);
+      g_hash_table_iter_remove (&iter);
+    }
+  if (g_hash_table_size (t->warnings) > 0)
+    return G_SOURCE_CONTINUE;
+  g_clear_pointer (&t->warn_sweep, g_source_unref);
+  return G_SOURCE_REMOVE;
+}
+
+/* Warnings about accepted connections: SP_WARN_BURST per source address
+ * and window, the others counted (and reported by on_warn_sweep) and
+ * logged as debug messages.  Anyone can open connections: the log must
+ * not grow with what they send. */
+static GLogLevelFlags
+conn_warning_level (SpConn *conn)
+{
+  SpTransport *t = conn->transport;
+  const char *source = conn->source;
+  SpWarnings *w = g_hash_table_lookup (t->warnings, source);
+
+  if (!w && g_hash_table_size (t->warnings) >= SP_WARN_SOURCES)
+    {
+      source = "other addresses";
+      w = g_hash_table_lookup (t->warnings, source);
+    }
+  if (!w)
+    {
+      w = g_new0 (SpWarnings, 1);
+      w->since = g_get_monotonic_time ();
+      g_hash_table_insert (t->warnings, g_strdup (source), w);
+    }
+  if (!t->warn_sweep)
+    t->warn_sweep = timeout_new (t, SP_WARN_WINDOW_MS, on_warn_sweep, t, NULL);
+  if (w->logged < SP_WARN_BURST)
+    {
+      w->logged++;
+      return G_LOG_LEVEL_WARNING;
+    }
+  w->suppressed++;
+  return G_LOG_LEVEL_DEBUG;
+}
+
 /* Logs why, closes conn and, when it was dialed, schedules the redial. */
 static void conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
     G_GNUC_PRINTF (3, 4);
@@ -364,6 +492,8 @@ conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
   va_start (ap, format);
   why = g_strdup_vprintf (format, ap);
   va_end (ap);
+  if (!conn->peer && level == G_LOG_LEVEL_WARNING)
+    level = conn_warning_level (conn);
   peer_log (conn->address, conn->peer ? conn->peer->name : NULL, level, "%s", why);
   if (conn->peer)
     {
@@ -380,16 +510,19 @@ on_deadline (gpointer data)
   SpConn *conn = data;
 
   source_clear (&conn->deadline);
-  conn_fail (conn, conn->peer ? peer_unreachable_level (conn->peer) : G_LOG_LEVEL_WARNING,
-             "not set up within %d s; closing", SP_SETUP_TIMEOUT_MS / 1000);
+  if (conn->peer)
+    conn_fail (conn, peer_unreachable_level (conn->peer), "not set up within %d s; closing",
+               SP_SETUP_TIMEOUT_MS / 1000);
+  else
+    conn_fail (conn, G_LOG_LEVEL_WARNING, "no hello within %d s; closing",
+               SP_HELLO_TIMEOUT_MS / 1000);
   return G_SOURCE_REMOVE;
 }
 
 static void
-conn_arm_deadline (SpConn *conn)
+conn_arm_deadline (SpConn *conn, guint ms)
 {
-  conn->deadline = timeout_new (conn->transport, SP_SETUP_TIMEOUT_MS, on_deadline, conn_ref (conn),
-                                conn_unref);
+  conn->deadline = timeout_new (conn->transport, ms, on_deadline, conn_ref (conn), conn_unref);
 }
 
 /* Emitted on a client only when verification found errors, on a server for
@@ -419,6 +552,8 @@ on_handshake (GObject *source, GAsyncResult *result, gpointer data)
   gboolean ok = g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error);
   GTlsCertificate *cert;
 
+  if (conn->transport && !conn->peer)
+    conn->transport->handshakes--;
   conn->handshaking = FALSE;
   if (!conn->transport)
     {
@@ -446,6 +581,24 @@ on_handshake (GObject *source, GAsyncResult *result, gpointer data)
       return;
     }
   conn_established (conn);
+}
+
+/* Accepted: counts the handshake, closing the oldest one in progress when
+ * SP_HANDSHAKES_MAX are. */
+static void
+conn_take_handshake_slot (SpConn *conn)
+{
+  SpTransport *t = conn->transport;
+
+  if (t->handshakes >= SP_HANDSHAKES_MAX)
+    for (GList *l = t->unidentified.head; l; l = l->next)
+      if (((SpConn *)l->data)->handshaking)
+        {
+          conn_fail (l->data, G_LOG_LEVEL_WARNING,
+                     "%d TLS handshakes at once, this one the oldest; closing", SP_HANDSHAKES_MAX);
+          break;
+        }
+  t->handshakes++;
 }
 
 /* Wraps conn->socket in TLS (either side) and starts the handshake. */
@@ -483,12 +636,64 @@ conn_start_tls (SpConn *conn)
   g_tls_connection_set_require_close_notify (G_TLS_CONNECTION (tls), FALSE);
   conn->accept_handler
       = g_signal_connect (tls, "accept-certificate", G_CALLBACK (on_accept_certificate), conn);
+  if (!conn->peer)
+    conn_take_handshake_slot (conn);
   conn->handshaking = TRUE;
   g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, conn->cancellable,
                                     on_handshake, conn_ref (conn));
 }
 
 /* ---- receiving ----------------------------------------------------------- */
+
+/* The identified incoming connection from id, if any. */
+static SpConn *
+conn_with_id (SpTransport *t, guint64 id)
+{
+  GHashTableIter iter;
+  SpConn *conn;
+
+  g_hash_table_iter_init (&iter, t->incoming);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&conn, NULL))
+    if (conn->peer_id == id)
+      return conn;
+  return NULL;
+}
+
+/* Whether conn comes from peer's address: its configured address, or the
+ * one we reached it at (a host name). */
+static gboolean
+conn_from_peer (SpConn *conn, SpPeer *peer)
+{
+  g_autoptr (GInetAddress) from = g_inet_address_new_from_string (conn->source);
+  g_autoptr (GInetAddress) host = g_inet_address_new_from_string (peer->host);
+  g_autoptr (GSocketAddress) dialed = NULL;
+
+  if (!from)
+    return FALSE;
+  if (host)
+    return g_inet_address_equal (from, host);
+  if (!peer->connected)
+    return FALSE;
+  dialed = g_socket_connection_get_remote_address (peer->conn->socket, NULL);
+  return G_IS_INET_SOCKET_ADDRESS (dialed)
+         && g_inet_address_equal (
+             from, g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (dialed)));
+}
+
+/* A member dials again when its connection died, perhaps without a word
+ * reaching us (reboot), so a new connection with its id replaces the old
+ * one.  With TLS the certificate proves the id.  In plaintext anyone can
+ * claim it: the new one must come from the member's address, or the old
+ * one must have been silent for SP_IDLE_REPLACE_MS. */
+static gboolean
+conn_may_replace (SpConn *conn, SpConn *old, SpPeer *peer)
+{
+  if (conn->transport->certificate)
+    return TRUE;
+  if (g_get_monotonic_time () - old->last_read >= SP_IDLE_REPLACE_MS * G_TIME_SPAN_MILLISECOND)
+    return TRUE;
+  return peer && conn_from_peer (conn, peer);
+}
 
 static void
 conn_hello (SpConn *conn, GBytes *bytes)
@@ -558,7 +763,19 @@ conn_hello (SpConn *conn, GBytes *bytes)
       return;
     }
 
+  other = conn_with_id (t, id);
+  if (other && !conn_may_replace (conn, other, known))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "claims to be %s, connected from %s and not idle; closing (insecure mode: "
+                 "peers are not authenticated)",
+                 name, other->address);
+      return;
+    }
+
   source_clear (&conn->deadline);
+  g_queue_delete_link (&t->unidentified, conn->unidentified);
+  conn->unidentified = NULL;
   conn->peer_id = id;
   address = g_strdup_printf ("%s (%s)", name, conn->address);
   g_free (conn->address);
@@ -588,14 +805,14 @@ conn_deliver (SpConn *conn, GBytes *bytes)
 
   if (!m)
     {
-      peer_log (conn->address, NULL, G_LOG_LEVEL_WARNING, "dropping a malformed message: %s",
+      peer_log (conn->address, NULL, conn_warning_level (conn), "dropping a malformed message: %s",
                 error->message);
       return;
     }
   if (m->from != conn->peer_id || m->to != t->id)
     {
       if (!conn->warned_misaddressed)
-        peer_log (conn->address, NULL, G_LOG_LEVEL_WARNING,
+        peer_log (conn->address, NULL, conn_warning_level (conn),
                   "dropping a message from %016" G_GINT64_MODIFIER "x to %016" G_GINT64_MODIFIER
                   "x on this connection (further ones are dropped silently)",
                   m->from, m->to);
@@ -626,15 +843,88 @@ conn_check_header (SpConn *conn, const guint8 *p, guint32 *len)
   return TRUE;
 }
 
+/* A frame of len bytes of which have are in, at p: one larger than
+ * SP_SMALL_FRAME_MAX must be, by its first 16 bytes (version and type, see
+ * wire.c), an Append or a Snapshot of this version.  Refused (conn closed)
+ * before it is buffered. */
+static gboolean
+conn_check_partial (SpConn *conn, const guint8 *p, guint32 len, gsize have)
+{
+  guint64 version, type;
+
+  if (len <= SP_SMALL_FRAME_MAX || have < 2 * sizeof (guint64))
+    return TRUE;
+  memcpy (&version, p, sizeof version);
+  memcpy (&type, p + sizeof version, sizeof type);
+  version = GUINT64_FROM_LE (version);
+  type = GUINT64_FROM_LE (type);
+  if (version == SP_WIRE_VERSION && (type == SP_RAFT_MSG_APPEND || type == SP_RAFT_MSG_SNAPSHOT))
+    return TRUE;
+  conn_fail (conn, G_LOG_LEVEL_WARNING,
+             "frame of %u bytes is not an append or a snapshot (at most %u bytes); closing", len,
+             SP_SMALL_FRAME_MAX);
+  return FALSE;
+}
+
+static gboolean
+on_frame_timer (gpointer data)
+{
+  SpConn *conn = data;
+
+  if (conn->frame_since != 0
+      && g_get_monotonic_time () - conn->frame_since
+             < SP_FRAME_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND)
+    return G_SOURCE_CONTINUE;
+  source_clear (&conn->frame_timer);
+  if (conn->frame_since != 0)
+    conn_fail (conn, G_LOG_LEVEL_WARNING, "a frame not complete within %d s; closing",
+               SP_FRAME_TIMEOUT_MS / 1000);
+  return G_SOURCE_REMOVE;
+}
+
+/* Identified connections: a frame begun must end within
+ * SP_FRAME_TIMEOUT_MS.  A timer checks once a second while one is partly
+ * in (rather than a timer per frame: most frames come whole). */
+static void
+conn_time_frame (SpConn *conn, gboolean completed)
+{
+  if (conn->in_len == 0)
+    conn->frame_since = 0;
+  else if (completed || conn->frame_since == 0)
+    conn->frame_since = g_get_monotonic_time ();
+  if (conn->frame_since != 0 && !conn->frame_timer)
+    conn->frame_timer
+        = timeout_new (conn->transport, 1000, on_frame_timer, conn_ref (conn), conn_unref);
+}
+
+/* The receive buffer is its base size (a hello, then a chunk) unless a
+ * larger frame is coming in; then it doubles each time it is full, up to
+ * that frame: it holds what came, never what a header announced. */
+static void
+conn_size_buffer (SpConn *conn, gsize frame)
+{
+  gsize base = conn->peer_id ? SP_READ_CHUNK : 4 + SP_HELLO_MAX;
+  gsize size = base;
+
+  if (frame > base)
+    size = conn->in_len == conn->in_size ? MIN (frame, MAX (base, 2 * conn->in_size))
+                                         : MAX (base, conn->in_size);
+  if (size != conn->in_size)
+    {
+      conn->in = g_realloc (conn->in, size);
+      conn->in_size = size;
+    }
+}
+
 /* Hands on every complete frame in conn->in and keeps the rest (part of a
- * frame) at the start of the buffer, which is made large enough for that
- * frame.  Returns FALSE once conn is closed (a refused frame, or by the
- * receive callback). */
+ * frame) at the start of the buffer, with room for more of it.  Returns
+ * FALSE once conn is closed (a refused frame, or by the receive
+ * callback). */
 static gboolean
 conn_decode (SpConn *conn)
 {
   gsize start = 0;
-  gsize need = SP_READ_CHUNK;
+  gsize partial = 0;
 
   while (conn->in_len - start >= 4)
     {
@@ -646,7 +936,9 @@ conn_decode (SpConn *conn)
         return FALSE;
       if (conn->in_len - start - 4 < len)
         {
-          need = MAX (need, 4 + (gsize)len);
+          if (!conn_check_partial (conn, p + 4, len, conn->in_len - start - 4))
+            return FALSE;
+          partial = 4 + (gsize)len;
           break;
         }
       start += 4 + (gsize)len;
@@ -675,12 +967,9 @@ conn_decode (SpConn *conn)
   conn->in_len -= start;
   if (start > 0 && conn->in_len > 0)
     memmove (conn->in, conn->in + start, conn->in_len);
-  /* Grow for a large frame; shrink back once it is handed on. */
-  if (conn->in_size < need || (conn->in_size > SP_READ_CHUNK && need == SP_READ_CHUNK))
-    {
-      conn->in = g_realloc (conn->in, need);
-      conn->in_size = need;
-    }
+  if (conn->peer_id != 0)
+    conn_time_frame (conn, start > 0);
+  conn_size_buffer (conn, partial);
   return TRUE;
 }
 
@@ -730,12 +1019,10 @@ conn_read (SpConn *conn)
   GPollableInputStream *in = G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (conn->stream));
 
   if (!conn->in)
-    {
-      conn->in = g_malloc (SP_READ_CHUNK);
-      conn->in_size = SP_READ_CHUNK;
-    }
+    conn_size_buffer (conn, 0);
   /* Until a short read (see the top of the file).  conn_decode leaves
-   * room: what it keeps is less than one frame, and the buffer holds one. */
+   * room: what it keeps is less than one frame, and the buffer is either
+   * larger than that or grown when full. */
   for (;;)
     {
       g_autoptr (GError) error = NULL;
@@ -757,6 +1044,7 @@ conn_read (SpConn *conn)
           return FALSE;
         }
       conn->in_len += n;
+      conn->last_read = g_get_monotonic_time ();
       conn->reading = TRUE;
       ok = conn_decode (conn);
       conn->reading = FALSE;
@@ -815,25 +1103,173 @@ conn_read_start (SpConn *conn)
   g_source_attach (conn->reader, conn->transport->context);
 }
 
-static gboolean
-on_incoming (GSocketService *service, GSocketConnection *socket, GObject *source_object,
-             gpointer data)
-{
-  SpTransport *t = data;
-  g_autoptr (GSocketAddress) remote = g_socket_connection_get_remote_address (socket, NULL);
-  SpConn *conn = conn_new (t, NULL,
-                           remote ? g_socket_connectable_to_string (G_SOCKET_CONNECTABLE (remote))
-                                  : g_strdup ("unknown address"));
+static void conn_wait_tls (SpConn *conn);
 
+static gboolean
+on_tls_poll (gpointer data)
+{
+  SpConn *conn = data;
+
+  source_clear (&conn->reader);
+  conn_wait_tls (conn);
+  return G_SOURCE_REMOVE;
+}
+
+/* The first TLS record, peeked at: a handshake record of this protocol,
+ * all of it in the socket. */
+static gboolean
+on_tls_readable (GSocket *socket, GIOCondition condition, gpointer data)
+{
+  SpConn *conn = data;
+  guint8 h[5];
+  gssize n = recv (g_socket_get_fd (socket), h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+  gsize len;
+
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return G_SOURCE_CONTINUE;
+  if (n <= 0)
+    {
+      conn_fail (conn, n == 0 ? G_LOG_LEVEL_DEBUG : G_LOG_LEVEL_MESSAGE, "connection lost: %s",
+                 n == 0 ? "closed by the peer" : g_strerror (errno));
+      return G_SOURCE_REMOVE;
+    }
+  /* 22: handshake; 3: the major version of TLS 1.x */
+  if (h[0] != 22 || (n >= 2 && h[1] != 3))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "not a TLS handshake; closing");
+      return G_SOURCE_REMOVE;
+    }
+  len = n == sizeof h ? (gsize)h[3] << 8 | h[4] : 0;
+  if (len > SP_TLS_RECORD_MAX)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "TLS record of %" G_GSIZE_FORMAT " bytes; closing",
+                 len);
+      return G_SOURCE_REMOVE;
+    }
+  source_clear (&conn->reader);
+  if (n < (gssize)sizeof h || g_socket_get_available_bytes (socket) < (gssize)(sizeof h + len))
+    /* The socket stays readable with part of it: look again later. */
+    conn->reader
+        = timeout_new (conn->transport, SP_TLS_POLL_MS, on_tls_poll, conn_ref (conn), conn_unref);
+  else
+    conn_start_tls (conn);
+  return G_SOURCE_REMOVE;
+}
+
+/* Accepted, with TLS.  A handshake holds a worker thread until it is
+ * over, so it starts only once the client's first record (its
+ * ClientHello) is in: a silent or slow client holds a socket and a slot
+ * among the unidentified connections, never a thread. */
+static void
+conn_wait_tls (SpConn *conn)
+{
+  conn->reader
+      = g_socket_create_source (g_socket_connection_get_socket (conn->socket), G_IO_IN, NULL);
+  g_source_set_callback (conn->reader, G_SOURCE_FUNC (on_tls_readable), conn_ref (conn),
+                         conn_unref);
+  g_source_attach (conn->reader, conn->transport->context);
+}
+
+static void
+conn_accepted (SpTransport *t, GSocketConnection *socket)
+{
+  g_autoptr (GSocketAddress) remote = g_socket_connection_get_remote_address (socket, NULL);
+  SpConn *conn;
+
+  while (t->unidentified.length >= SP_UNIDENTIFIED_MAX)
+    conn_fail (t->unidentified.head->data, G_LOG_LEVEL_WARNING,
+               "%d connections without a hello, this one the oldest; closing", SP_UNIDENTIFIED_MAX);
+  conn = conn_new (t, NULL,
+                   remote ? g_socket_connectable_to_string (G_SOCKET_CONNECTABLE (remote))
+                          : g_strdup ("unknown address"));
+  conn->source = G_IS_INET_SOCKET_ADDRESS (remote) ? g_inet_address_to_string (
+                     g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (remote)))
+                                                   : g_strdup ("unknown address");
+  conn->last_read = g_get_monotonic_time ();
   g_hash_table_add (t->incoming, conn);
+  g_queue_push_tail (&t->unidentified, conn);
+  conn->unidentified = t->unidentified.tail;
   conn->socket = g_object_ref (socket);
   conn->stream = g_object_ref (G_IO_STREAM (socket));
-  conn_arm_deadline (conn);
+  conn_arm_deadline (conn, SP_HELLO_TIMEOUT_MS);
   if (t->certificate)
-    conn_start_tls (conn);
+    conn_wait_tls (conn);
   else
     conn_read_start (conn);
-  return TRUE;
+}
+
+static void accept_next (SpTransport *t);
+
+static gboolean
+on_accept_retry (gpointer data)
+{
+  SpTransport *t = data;
+
+  g_clear_pointer (&t->accept_retry, g_source_unref);
+  accept_next (t);
+  return G_SOURCE_REMOVE;
+}
+
+/* GSocketService would retry a failed accept at once, forever (out of
+ * file descriptors, the listening socket stays readable): here the loop
+ * waits a little, and the oldest unidentified connection makes room. */
+static void
+on_accepted (GObject *source, GAsyncResult *result, gpointer data)
+{
+  g_autoptr (GCancellable) accepting = data;
+  SpTransport *t = g_object_get_data (G_OBJECT (accepting), "transport");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnection) socket
+      = g_socket_listener_accept_finish (G_SOCKET_LISTENER (source), result, NULL, &error);
+  gint64 now = g_get_monotonic_time ();
+
+  if (!t)
+    return;
+  if (socket)
+    {
+      conn_accepted (t, socket);
+      accept_next (t);
+      return;
+    }
+  if (now - t->accept_logged >= SP_WARN_WINDOW_MS * G_TIME_SPAN_MILLISECOND)
+    {
+      g_warning ("transport of %s: cannot accept a connection: %s", t->name, error->message);
+      t->accept_logged = now;
+    }
+  if (t->unidentified.head)
+    conn_fail (t->unidentified.head->data, G_LOG_LEVEL_WARNING,
+               "closing to make room for a new connection");
+  t->accept_retry = timeout_new (t, SP_ACCEPT_RETRY_MS, on_accept_retry, t, NULL);
+}
+
+static void
+accept_next (SpTransport *t)
+{
+  g_socket_listener_accept_async (t->listener, t->accepting, on_accepted,
+                                  g_object_ref (t->accepting));
+}
+
+/* Stops accepting: a pending accept completes, cancelled, without t. */
+static void
+accept_stop (SpTransport *t)
+{
+  if (!t->accepting)
+    return;
+  g_object_set_data (G_OBJECT (t->accepting), "transport", NULL);
+  g_cancellable_cancel (t->accepting);
+  g_clear_object (&t->accepting);
+  source_clear (&t->accept_retry);
+}
+
+/* Accepting on every listening socket (an accept watches the sockets
+ * there were when it started). */
+static void
+accept_restart (SpTransport *t)
+{
+  accept_stop (t);
+  t->accepting = g_cancellable_new ();
+  g_object_set_data (G_OBJECT (t->accepting), "transport", t);
+  accept_next (t);
 }
 
 /* ---- sending ------------------------------------------------------------- */
@@ -993,7 +1429,7 @@ peer_dial (SpPeer *peer)
   g_autofree char *where = host_port (peer->host, peer->port);
 
   peer->conn = conn_new (peer->transport, peer, g_strdup_printf ("%s (%s)", peer->name, where));
-  conn_arm_deadline (peer->conn);
+  conn_arm_deadline (peer->conn, SP_SETUP_TIMEOUT_MS);
   g_socket_client_connect_async (peer->transport->client, target, peer->conn->cancellable,
                                  on_connected, conn_ref (peer->conn));
 }
@@ -1113,10 +1549,13 @@ sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gp
   t->peers = g_hash_table_new_full (g_int64_hash, g_int64_equal, NULL, peer_free);
   t->incoming = g_hash_table_new_full (NULL, NULL, conn_unref, NULL);
   t->eager = TRUE;
-  t->service = g_socket_service_new ();
-  g_signal_connect (t->service, "incoming", G_CALLBACK (on_incoming), t);
+  g_queue_init (&t->unidentified);
+  t->warnings = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  t->listener = g_socket_listener_new ();
   if (!t->certificate)
-    g_warning ("transport of %s: insecure mode, plaintext and unauthenticated peers", t->name);
+    g_warning ("transport of %s: insecure mode, plaintext and no authentication at all "
+               "(any host can claim to be a member): for tests only",
+               t->name);
   return t;
 }
 
@@ -1128,15 +1567,16 @@ sp_transport_free (SpTransport *t)
 
   if (!t)
     return;
-  g_signal_handlers_disconnect_by_data (t->service, t);
-  g_socket_service_stop (t->service);
-  g_socket_listener_close (G_SOCKET_LISTENER (t->service));
-  g_object_unref (t->service);
+  accept_stop (t);
+  g_socket_listener_close (t->listener);
+  g_object_unref (t->listener);
   g_hash_table_destroy (t->peers);
   g_hash_table_iter_init (&iter, t->incoming);
   while (g_hash_table_iter_next (&iter, (gpointer *)&conn, NULL))
     conn_close (conn);
   g_hash_table_destroy (t->incoming);
+  source_clear (&t->warn_sweep);
+  g_hash_table_destroy (t->warnings);
   g_object_unref (t->client);
   g_main_context_unref (t->context);
   g_clear_object (&t->certificate);
@@ -1165,15 +1605,15 @@ sp_transport_listen (SpTransport *t, const char *host, guint16 port, GError **er
       g_autoptr (GSocketAddress) address = g_inet_socket_address_new (l->data, port);
       g_autoptr (GSocketAddress) effective = NULL;
 
-      if (!g_socket_listener_add_address (G_SOCKET_LISTENER (t->service), address,
-                                          G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL,
-                                          &effective, error))
+      if (!g_socket_listener_add_address (t->listener, address, G_SOCKET_TYPE_STREAM,
+                                          G_SOCKET_PROTOCOL_TCP, NULL, &effective, error))
         return FALSE;
       /* Every address of the name on the port the first one got. */
       port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (effective));
       if (t->port == 0)
         t->port = port;
     }
+  accept_restart (t);
   return TRUE;
 }
 
