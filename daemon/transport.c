@@ -92,6 +92,7 @@
 #define SP_READ_CHUNK (16 * 1024)
 /* A send buffer larger than this (a large frame) is freed once written. */
 #define SP_WRITE_KEEP (2 * SP_BATCH_BYTES)
+#define SP_BACKLOG    256
 /* After a failed accept (out of file descriptors): wait this long. */
 #define SP_ACCEPT_RETRY_MS 100
 /* Frame type of the hello: it is not a Raft message and is never dropped. */
@@ -358,6 +359,16 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConn, conn_unref)
 
 /* Callers hold a reference: closing drops the deadline's. */
 static void
+conn_unlink_unidentified (SpConn *conn)
+{
+  if (conn->unidentified)
+    {
+      g_queue_delete_link (&conn->transport->unidentified, conn->unidentified);
+      conn->unidentified = NULL;
+    }
+}
+
+static void
 conn_close (SpConn *conn)
 {
   SpTransport *t = conn->transport;
@@ -366,11 +377,7 @@ conn_close (SpConn *conn)
     return;
   if (conn->handshaking && !conn->peer)
     t->handshakes--;
-  if (conn->unidentified)
-    {
-      g_queue_delete_link (&t->unidentified, conn->unidentified);
-      conn->unidentified = NULL;
-    }
+  conn_unlink_unidentified (conn);
   conn->transport = NULL;
   conn->peer = NULL;
   source_clear (&conn->deadline);
@@ -774,8 +781,11 @@ conn_hello (SpConn *conn, GBytes *bytes)
     }
 
   source_clear (&conn->deadline);
-  g_queue_delete_link (&t->unidentified, conn->unidentified);
-  conn->unidentified = NULL;
+  /* An id that is not a peer's (a member we do not know of yet, or anyone
+   * in plaintext) stays among the unidentified: evicted like them, and
+   * held to small frames. */
+  if (known)
+    conn_unlink_unidentified (conn);
   conn->peer_id = id;
   address = g_strdup_printf ("%s (%s)", name, conn->address);
   g_free (conn->address);
@@ -838,6 +848,13 @@ conn_check_header (SpConn *conn, const guint8 *p, guint32 *len)
     {
       conn_fail (conn, G_LOG_LEVEL_WARNING, "hello of %u bytes, at most %u; closing", *len,
                  SP_HELLO_MAX);
+      return FALSE;
+    }
+  if (conn->unidentified && *len > SP_SMALL_FRAME_MAX)
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "frame of %u bytes from an id that is not a peer's, at most %u; closing", *len,
+                 SP_SMALL_FRAME_MAX);
       return FALSE;
     }
   return TRUE;
@@ -1552,6 +1569,8 @@ sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gp
   g_queue_init (&t->unidentified);
   t->warnings = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   t->listener = g_socket_listener_new ();
+  /* GLib's 10 would drop members' SYNs behind a burst of strangers. */
+  g_socket_listener_set_backlog (t->listener, SP_BACKLOG);
   if (!t->certificate)
     g_warning ("transport of %s: insecure mode, plaintext and no authentication at all "
                "(any host can claim to be a member): for tests only",
@@ -1627,6 +1646,7 @@ void
 sp_transport_set_peer (SpTransport *t, guint64 id, const char *name, const char *host, guint16 port)
 {
   SpPeer *peer = g_hash_table_lookup (t->peers, &id);
+  SpConn *conn;
 
   g_return_if_fail (id != SP_RAFT_NONE && name && host);
 
@@ -1650,8 +1670,9 @@ sp_transport_set_peer (SpTransport *t, guint64 id, const char *name, const char 
   peer->name = g_strdup (name);
   peer->host = g_strdup (host);
   peer->port = port;
-  peer->backoff_ms = 0;
-  peer->unreachable_logged = FALSE;
+  /* A connection it made before we knew it is now a peer's. */
+  if ((conn = conn_with_id (t, id)))
+    conn_unlink_unidentified (conn);
   peer_dial (peer);
 }
 

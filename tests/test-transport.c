@@ -84,6 +84,23 @@ warned (const char *prefix, const char *text)
   return n;
 }
 
+/* Lines logged at any level (rate-limited warnings become debug lines)
+ * that start with prefix and contain text. */
+static guint
+seen (const char *prefix, const char *text)
+{
+  guint n = 0;
+
+  for (guint i = 0; i < logged->len; i++)
+    {
+      Logged *l = g_ptr_array_index (logged, i);
+
+      if (g_str_has_prefix (l->message, prefix) && strstr (l->message, text))
+        n++;
+    }
+  return n;
+}
+
 /* ---- main loop ------------------------------------------------------------- */
 
 static gboolean
@@ -691,6 +708,39 @@ raw_connect (Node *to)
   return c;
 }
 
+/* From a given loopback address (127.0.0.2...), with a read timeout. */
+static GSocketConnection *
+raw_connect_from (Node *to, const char *from, guint timeout_s)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocket) socket
+      = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, &error);
+  g_autoptr (GInetAddress) local = g_inet_address_new_from_string (from);
+  g_autoptr (GInetAddress) loopback = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) here = g_inet_socket_address_new (local, 0);
+  g_autoptr (GSocketAddress) there
+      = g_inet_socket_address_new (loopback, sp_transport_local_port (to->t));
+
+  ck_assert_msg (socket, "%s", error ? error->message : "");
+  ck_assert_msg (g_socket_bind (socket, here, FALSE, &error), "%s", error ? error->message : "");
+  ck_assert_msg (g_socket_connect (socket, there, NULL, &error), "%s", error ? error->message : "");
+  g_socket_set_timeout (socket, timeout_s);
+  return g_socket_connection_factory_create_connection (socket);
+}
+
+/* Whether the peer closed: EOF or a reset, not a timeout (of the socket's
+ * read timeout). */
+static gboolean
+is_closed (GSocketConnection *c)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 byte;
+  gssize n = g_input_stream_read (g_io_stream_get_input_stream (G_IO_STREAM (c)), &byte, 1, NULL,
+                                  &error);
+
+  return n <= 0 && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
+}
+
 /* After the peer closed: EOF or a reset, not a timeout. */
 static void
 assert_closed (GSocketConnection *c)
@@ -821,6 +871,190 @@ START_TEST (test_split_frames)
   g_io_stream_close (G_IO_STREAM (raw), NULL, NULL);
   WAIT_UNTIL (warned ("beta (127.0.0.1:", "closed within a frame (3 of"), WAIT_MS);
   ck_assert_uint_eq (warned ("beta (127.0.0.1:", "closed within a frame (3 of"), 1);
+}
+END_TEST
+
+/* A frame larger than it may be is refused on its header, or on its first
+ * bytes: the connection is closed before the rest is sent. */
+START_TEST (test_oversized_refused_unbuffered)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) anonymous = NULL;
+  g_autoptr (GSocketConnection) stranger = NULL;
+  g_autoptr (GSocketConnection) member = NULL;
+  g_autoptr (GBytes) h_stranger = hello (SP_WIRE_VERSION, 9, "stranger");
+  g_autoptr (GBytes) h_beta = hello (SP_WIRE_VERSION, 2, "beta");
+  g_autoptr (GBytes) hb = encoded (heartbeat (2, 1, 7));
+  guint8 header[4];
+
+  node_listen (a, "127.0.0.1", 0);
+  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", 1); /* a port nobody listens on */
+
+  /* no hello yet: 16 MiB announced */
+  anonymous = raw_connect (a);
+  sp_wire_frame_header (SP_WIRE_MAX_FRAME, header);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (anonymous)), header,
+                             sizeof header, NULL, NULL, NULL);
+
+  /* a hello with an id that is not a peer's, then 1 MiB announced */
+  stranger = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (stranger)), h_stranger);
+  sp_wire_frame_header (1024 * 1024, header);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (stranger)), header,
+                             sizeof header, NULL, NULL, NULL);
+
+  /* a peer's hello, then 1 MiB announced for a heartbeat (its first 16
+   * bytes say so): a heartbeat is 88 bytes */
+  member = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (member)), h_beta);
+  sp_wire_frame_header (1024 * 1024, header);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (member)), header,
+                             sizeof header, NULL, NULL, NULL);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (member)),
+                             g_bytes_get_data (hb, NULL), 16, NULL, NULL, NULL);
+
+  WAIT_UNTIL (warned ("127.0.0.1:", "hello of 16777216 bytes")
+                  && warned ("stranger (127.0.0.1:", "not a peer's")
+                  && warned ("beta (127.0.0.1:", "not an append or a snapshot"),
+              WAIT_MS);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "hello of 16777216 bytes, at most 1024; closing"), 1);
+  ck_assert_uint_eq (
+      warned ("stranger (127.0.0.1:", "frame of 1048576 bytes from an id that is not a peer's"), 1);
+  ck_assert_uint_eq (
+      warned ("beta (127.0.0.1:", "frame of 1048576 bytes is not an append or a snapshot"), 1);
+  assert_closed (anonymous);
+  assert_closed (stranger);
+  assert_closed (member);
+  ck_assert_uint_eq (a->got->len, 0);
+}
+END_TEST
+
+/* A connection that never says hello is closed after 5 s; a frame begun
+ * and not finished, after 10 s. */
+START_TEST (test_deadlines)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) silent = NULL;
+  g_autoptr (GSocketConnection) stalled = NULL;
+  g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 2, "beta");
+  g_autoptr (GBytes) hb = encoded (heartbeat (2, 1, 7));
+  guint8 header[4];
+  gint64 start;
+  gint64 hello_closed = 0;
+  gint64 frame_closed = 0;
+
+  node_listen (a, "127.0.0.1", 0);
+  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", 1);
+  start = g_get_monotonic_time ();
+  silent = raw_connect (a);
+  stalled = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (stalled)), h);
+  sp_wire_frame_header (g_bytes_get_size (hb), header);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (stalled)), header,
+                             sizeof header, NULL, NULL, NULL);
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (stalled)),
+                             g_bytes_get_data (hb, NULL), 10, NULL, NULL, NULL);
+  for (gint64 end = deadline (20000); (!hello_closed || !frame_closed) && before (end);)
+    {
+      if (!hello_closed && warned ("127.0.0.1:", "no hello within 5 s; closing"))
+        hello_closed = g_get_monotonic_time ();
+      if (!frame_closed && warned ("beta (127.0.0.1:", "a frame not complete within 10 s"))
+        frame_closed = g_get_monotonic_time ();
+    }
+  ck_assert_msg (hello_closed && frame_closed, "still open after 20 s");
+  ck_assert_int_ge (hello_closed - start, 5 * G_USEC_PER_SEC);
+  ck_assert_int_ge (frame_closed - start, 10 * G_USEC_PER_SEC);
+  assert_closed (silent);
+  assert_closed (stalled);
+  ck_assert_uint_eq (a->got->len, 0);
+}
+END_TEST
+
+/* Past 64 connections without a hello, each new one closes the oldest:
+ * and a member still gets through while strangers hold every slot. */
+START_TEST (test_unidentified_cap)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  g_autoptr (GPtrArray) silent = g_ptr_array_new_with_free_func (g_object_unref);
+
+  node_listen (a, "127.0.0.1", 0);
+  node_listen (b, "127.0.0.1", 0);
+  for (guint i = 0; i < 64 + 20; i++)
+    {
+      g_ptr_array_add (silent, raw_connect (a));
+      g_socket_set_timeout (g_socket_connection_get_socket (g_ptr_array_index (silent, i)), 1);
+      run_for (2);
+    }
+  WAIT_UNTIL (warned ("127.0.0.1:", "connections without a hello"), WAIT_MS);
+  run_for (200);
+  /* the oldest 20 closed (10 warnings, then rate-limited), the newest open */
+  ck_assert_uint_eq (warned ("127.0.0.1:", "64 connections without a hello, this one the oldest"),
+                     10);
+  for (guint i = 0; i < 20; i++)
+    ck_assert_msg (is_closed (g_ptr_array_index (silent, i)), "connection %u still open", i);
+  ck_assert (!is_closed (g_ptr_array_index (silent, silent->len - 1)));
+
+  /* beta dials alpha with every slot taken, and is heard at once */
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b);
+  /* more strangers do not knock a member out: it said hello */
+  for (guint i = 0; i < 70; i++)
+    {
+      g_ptr_array_add (silent, raw_connect (a));
+      run_for (2);
+    }
+  exchange (a, b);
+}
+END_TEST
+
+/* Plaintext: a second hello with beta's id, from another address, while
+ * beta's connection is alive, is refused; beta's messages keep coming. */
+START_TEST (test_second_hello_keeps_first)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) impostor = NULL;
+  g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 2, "beta");
+
+  node_listen (a, "127.0.0.1", 0);
+  node_listen (b, "127.0.0.1", 0);
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b);
+
+  impostor = raw_connect_from (a, "127.0.0.2", 5);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (impostor)), h);
+  WAIT_UNTIL (warned ("127.0.0.2:", "claims to be beta"), WAIT_MS);
+  ck_assert_uint_eq (warned ("127.0.0.2:", "claims to be beta, connected from beta (127.0.0.1:"),
+                     1);
+  assert_closed (impostor);
+  exchange (a, b);
+}
+END_TEST
+
+/* 30 connections with a broken hello from one address: 10 warnings, then
+ * one line with the count of the others once the 10 s window is over. */
+START_TEST (test_warnings_rate_limited)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  const guint8 junk_data[] = { SP_WIRE_VERSION, 0, 'j', 'u', 'n', 'k' };
+  g_autoptr (GBytes) junk = g_bytes_new_static (junk_data, sizeof junk_data);
+
+  node_listen (a, "127.0.0.1", 0);
+  for (guint i = 0; i < 30; i++)
+    {
+      g_autoptr (GSocketConnection) c = raw_connect (a);
+
+      write_frame (g_io_stream_get_output_stream (G_IO_STREAM (c)), junk);
+      WAIT_UNTIL (seen ("127.0.0.1:", "malformed hello") > i, WAIT_MS);
+    }
+  ck_assert_uint_eq (seen ("127.0.0.1:", "malformed hello"), 30);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "malformed hello"), 10);
+  WAIT_UNTIL (warned ("127.0.0.1:", "suppressed"), 15000);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "(20 similar messages from 127.0.0.1 suppressed)"), 1);
+  ck_assert_uint_eq (warned ("", ""), 1 + 10 + 1); /* insecure mode, 10, the count */
 }
 END_TEST
 
@@ -1022,6 +1256,54 @@ START_TEST (test_free_in_flight)
 }
 END_TEST
 
+/* With TLS, 100 connections that never send a ClientHello and 20 that
+ * send part of one hold no handshake thread: a member still connects and
+ * delivers at once, well before their 5 s deadline; non-TLS bytes close a
+ * connection at once. */
+START_TEST (test_tls_silent_flood)
+{
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) b = NULL;
+  g_autoptr (GPtrArray) held = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GSocketConnection) plain = NULL;
+  const guint8 partial[] = { 22, 3, 1, 2, 0, 1, 0, 1 }; /* a 512-byte record, 3 bytes of it */
+  gint64 start;
+
+  if (!have_certs ())
+    return;
+  a = tls_node (1, "alpha", NULL, "alpha", NULL);
+  b = tls_node (2, "beta", NULL, "beta", NULL);
+  for (guint i = 0; i < 120; i++)
+    {
+      GSocketConnection *c = raw_connect (b);
+
+      if (i >= 100)
+        g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (c)), partial,
+                                   sizeof partial, NULL, NULL, NULL);
+      g_ptr_array_add (held, c);
+      run_for (2);
+    }
+  plain = raw_connect (b);
+  {
+    g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 1, "alpha");
+
+    write_frame (g_io_stream_get_output_stream (G_IO_STREAM (plain)), h);
+  }
+  /* (logged as debug lines: the 56 evicted used up the warnings) */
+  WAIT_UNTIL (seen ("127.0.0.1:", "not a TLS handshake"), WAIT_MS);
+  ck_assert_uint_eq (seen ("127.0.0.1:", "not a TLS handshake; closing"), 1);
+  assert_closed (plain);
+
+  start = g_get_monotonic_time ();
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b);
+  ck_assert_int_lt (g_get_monotonic_time () - start, 4 * G_USEC_PER_SEC);
+  /* the strangers are still held (the hello deadline) or were evicted */
+  ck_assert_uint_eq (warned ("127.0.0.1:", "TLS handshake failed"), 0);
+}
+END_TEST
+
 int
 main (void)
 {
@@ -1042,6 +1324,11 @@ main (void)
   tcase_add_test (plain, test_split_frames);
   tcase_add_test (plain, test_reconnect);
   tcase_add_test (plain, test_queue_bound);
+  tcase_add_test (plain, test_oversized_refused_unbuffered);
+  tcase_add_test (plain, test_deadlines);
+  tcase_add_test (plain, test_unidentified_cap);
+  tcase_add_test (plain, test_second_hello_keeps_first);
+  tcase_add_test (plain, test_warnings_rate_limited);
   suite_add_tcase (s, plain);
 
   tcase_add_unchecked_fixture (tls, make_certs, remove_certs);
@@ -1052,6 +1339,7 @@ main (void)
   tcase_add_test (tls, test_tls_impersonation);
   tcase_add_test (tls, test_load_tls_errors);
   tcase_add_test (tls, test_free_in_flight);
+  tcase_add_test (tls, test_tls_silent_flood);
   suite_add_tcase (s, tls);
 
   sr = srunner_create (s);
