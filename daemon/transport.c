@@ -1187,6 +1187,24 @@ conn_wait_tls (SpConn *conn)
   g_source_attach (conn->reader, conn->transport->context);
 }
 
+/* The one to close when there are too many: the oldest that has not
+ * begun a TLS handshake.  One that has sent a whole ClientHello (or is
+ * past the handshake) is likelier a member; those are bounded apart
+ * (SP_HANDSHAKES_MAX, the hello deadline).  Under a flood of new
+ * connections, this is what lets a member's handshake finish. */
+static SpConn *
+unidentified_victim (SpTransport *t)
+{
+  for (GList *l = t->unidentified.head; l; l = l->next)
+    {
+      SpConn *conn = l->data;
+
+      if (conn->stream == G_IO_STREAM (conn->socket))
+        return conn;
+    }
+  return t->unidentified.head->data;
+}
+
 static void
 conn_accepted (SpTransport *t, GSocketConnection *socket)
 {
@@ -1194,7 +1212,7 @@ conn_accepted (SpTransport *t, GSocketConnection *socket)
   SpConn *conn;
 
   while (t->unidentified.length >= SP_UNIDENTIFIED_MAX)
-    conn_fail (t->unidentified.head->data, G_LOG_LEVEL_WARNING,
+    conn_fail (unidentified_victim (t), G_LOG_LEVEL_WARNING,
                "%d connections without a hello, this one the oldest; closing", SP_UNIDENTIFIED_MAX);
   conn = conn_new (t, NULL,
                    remote ? g_socket_connectable_to_string (G_SOCKET_CONNECTABLE (remote))
@@ -1254,7 +1272,7 @@ on_accepted (GObject *source, GAsyncResult *result, gpointer data)
       t->accept_logged = now;
     }
   if (t->unidentified.head)
-    conn_fail (t->unidentified.head->data, G_LOG_LEVEL_WARNING,
+    conn_fail (unidentified_victim (t), G_LOG_LEVEL_WARNING,
                "closing to make room for a new connection");
   t->accept_retry = timeout_new (t, SP_ACCEPT_RETRY_MS, on_accept_retry, t, NULL);
 }
