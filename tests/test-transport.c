@@ -1304,6 +1304,56 @@ START_TEST (test_tls_silent_flood)
 }
 END_TEST
 
+/* A real ClientHello: what a TLS client writes first, captured from a
+ * handshake over memory streams (it fails at once: no answer comes). */
+static GBytes *
+client_hello (void)
+{
+  g_autoptr (GInputStream) in = g_memory_input_stream_new ();
+  g_autoptr (GOutputStream) out = g_memory_output_stream_new_resizable ();
+  g_autoptr (GIOStream) pipe = g_simple_io_stream_new (in, out);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GIOStream) tls = g_tls_client_connection_new (pipe, NULL, &error);
+
+  ck_assert_msg (tls, "%s", error ? error->message : "");
+  ck_assert (!g_tls_connection_handshake (G_TLS_CONNECTION (tls), NULL, NULL));
+  g_output_stream_close (out, NULL, NULL);
+  return g_memory_output_stream_steal_as_bytes (G_MEMORY_OUTPUT_STREAM (out));
+}
+
+/* Whole ClientHellos then silence: handshakes run, 8 at most at once (a
+ * new one closes the oldest), and a member still gets through. */
+START_TEST (test_tls_handshake_cap)
+{
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) b = NULL;
+  g_autoptr (GPtrArray) held = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GBytes) hello_bytes = NULL;
+
+  if (!have_certs ())
+    return;
+  hello_bytes = client_hello ();
+  ck_assert_uint_gt (g_bytes_get_size (hello_bytes), 5);
+  a = tls_node (1, "alpha", NULL, "alpha", NULL);
+  b = tls_node (2, "beta", NULL, "beta", NULL);
+  for (guint i = 0; i < 12; i++)
+    {
+      GSocketConnection *c = raw_connect (b);
+
+      g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (c)),
+                                 g_bytes_get_data (hello_bytes, NULL),
+                                 g_bytes_get_size (hello_bytes), NULL, NULL, NULL);
+      g_ptr_array_add (held, c);
+      run_for (20);
+    }
+  WAIT_UNTIL (warned ("127.0.0.1:", "TLS handshakes at once") >= 4, WAIT_MS);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "8 TLS handshakes at once, this one the oldest"), 4);
+  connect_to (a, b, "beta", "127.0.0.1");
+  connect_to (b, a, "alpha", "127.0.0.1");
+  exchange (a, b);
+}
+END_TEST
+
 int
 main (void)
 {
@@ -1340,6 +1390,7 @@ main (void)
   tcase_add_test (tls, test_load_tls_errors);
   tcase_add_test (tls, test_free_in_flight);
   tcase_add_test (tls, test_tls_silent_flood);
+  tcase_add_test (tls, test_tls_handshake_cap);
   suite_add_tcase (s, tls);
 
   sr = srunner_create (s);
