@@ -10,7 +10,8 @@ connections of one kind at a time, on 127.0.0.1 only:
              id no member has; TLS, as a 64 KiB record.  BYTE_CAP in all.
 
 For each kind: the follower's RSS and PSS (/proc/PID/smaps_rollup) before,
-at the peak during and 3 s after the flood; then the time the follower,
+at the peak during and 3 s after the flood, and how much its log grew;
+then the time the follower,
 killed while the leader took a second of writes, needs to catch up once
 restarted (process start -> its CommitIndex reaches the leader's) during
 the same flood, next to the undisturbed time (median of 3).  A connection
@@ -271,16 +272,18 @@ def bench_mode(Cluster, args, tls):
             time.sleep(2)
             pid = follower.proc.pid
             before = memory(pid)
+            log_before = os.path.getsize(follower.log_path)
             flood = Flood(follower.port, kind, tls, args.count, args.seconds, args.byte_cap)
             during = sample_during(pid, flood)
             time.sleep(3)
             after = memory(pid)
             print("%-9s %-9s x%d: RSS %6.1f -> peak %6.1f -> after %6.1f MiB; "
                   "PSS %6.1f -> %6.1f -> %6.1f MiB; %d connects, %d closed by the node, "
-                  "%.1f MiB sent" % (
+                  "%.1f MiB sent; log +%.1f KiB" % (
                       what, kind, args.count, before[0] / 1024, during[0] / 1024,
                       after[0] / 1024, before[1] / 1024, during[1] / 1024, after[1] / 1024,
-                      flood.opened, flood.closed_by_node, flood.bytes_sent / MIB), flush=True)
+                      flood.opened, flood.closed_by_node, flood.bytes_sent / MIB,
+                      (os.path.getsize(follower.log_path) - log_before) / 1024), flush=True)
             flood = Flood(follower.port, kind, tls, args.count, args.seconds, args.byte_cap)
             t = catch_up(args, c, leader, follower, flood)
             print("%-9s %-9s x%d: catch-up %.3f s (undisturbed %.3f s, x%.1f)" % (
