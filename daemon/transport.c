@@ -58,8 +58,9 @@
  * 16 MiB snapshot needs only ~2 MB/s). */
 #define SP_FRAME_TIMEOUT_MS 10000
 /* Accepted connections that have not said hello yet (TLS handshakes
- * included): beyond this, the oldest is closed.  Oldest first, with the
- * hello deadline, so a member redialing always gets a slot. */
+ * included), or said it with an id that is not a peer's: beyond this, one
+ * is closed (unidentified_victim), so a member redialing always gets a
+ * slot. */
 #define SP_UNIDENTIFIED_MAX 64
 /* TLS handshakes of accepted connections at once: each holds a worker
  * thread of GLib's pool (10 threads before it grows, slowly).  Beyond this
@@ -81,18 +82,19 @@
 #define SP_WARN_SOURCES   1024
 /* Largest hello accepted: before it, the peer is anonymous. */
 #define SP_HELLO_MAX 1024
-/* Only these frame sizes need a type that may be large (Append, Snapshot):
- * every other message is its header alone, 88 bytes. */
+/* A peer's frame above this must be of a type that may be large (Append,
+ * Snapshot): every other message is its header alone, 88 bytes.  Also the
+ * largest frame from an id that is not a peer's. */
 #define SP_SMALL_FRAME_MAX 1024
 #define SP_HELLO_TYPE      "(qts)"
 #define SP_BATCH_MAX       64           /* frames per write */
 #define SP_BATCH_BYTES     (256 * 1024) /* a write takes no more frames past this */
-/* Receive buffer of an incoming connection: this much, or one frame when
- * larger (at most SP_WIRE_MAX_FRAME), then back to this much. */
+/* Receive buffer of an identified connection: this much or, while a larger
+ * frame comes in, up to that frame (see conn_size_buffer). */
 #define SP_READ_CHUNK (16 * 1024)
 /* A send buffer larger than this (a large frame) is freed once written. */
 #define SP_WRITE_KEEP (2 * SP_BATCH_BYTES)
-#define SP_BACKLOG    256
+#define SP_BACKLOG    256 /* pending connections the kernel queues */
 /* After a failed accept (out of file descriptors): wait this long. */
 #define SP_ACCEPT_RETRY_MS 100
 /* Frame type of the hello: it is not a Raft message and is never dropped. */
