@@ -1273,7 +1273,7 @@ on_accepted (GObject *source, GAsyncResult *result, gpointer data)
       g_warning ("transport of %s: cannot accept a connection: %s", t->name, error->message);
       t->accept_logged = now;
     }
-  if (t->unidentified.head)
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TOO_MANY_OPEN_FILES) && t->unidentified.head)
     conn_fail (unidentified_victim (t), G_LOG_LEVEL_WARNING,
                "closing to make room for a new connection");
   t->accept_retry = timeout_new (t, SP_ACCEPT_RETRY_MS, on_accept_retry, t, NULL);
