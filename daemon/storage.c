@@ -53,6 +53,8 @@ G_DEFINE_QUARK (sp - storage - error - quark, sp_storage_error)
 #define SNAPSHOT_MAGIC     "SPSN"
 #define LOG_FILE           "log"
 #define TMP_SUFFIX         ".tmp"
+#define PROBE_FILE         "probe" TMP_SUFFIX
+#define PROBE_SIZE         (64 * 1024) /* the largest value a write may carry */
 
 /* ---- crc32c ------------------------------------------------------------- */
 
@@ -1200,12 +1202,52 @@ static gboolean
 remove_temporaries (SpStorage *storage, GError **error)
 {
   static const char *const names[]
-      = { HARDSTATE_FILE TMP_SUFFIX, SNAPSHOT_FILE TMP_SUFFIX, LOG_FILE TMP_SUFFIX };
+      = { HARDSTATE_FILE TMP_SUFFIX, SNAPSHOT_FILE TMP_SUFFIX, LOG_FILE TMP_SUFFIX, PROBE_FILE };
 
   for (guint i = 0; i < G_N_ELEMENTS (names); i++)
     if (unlinkat (storage->dir_fd, names[i], 0) < 0 && errno != ENOENT)
       return io_error (error, storage, "%s: unlink", names[i]);
   return TRUE;
+}
+
+/* A data directory that cannot take a write (mounted read-only, full) is
+ * refused at start-up, by name, rather than found out at the first write
+ * the node would have to acknowledge: written, synced and removed. */
+static gboolean
+check_writable (SpStorage *storage, GError **error)
+{
+  static const guint8 zeros[PROBE_SIZE];
+  gsize done = 0;
+  int errsv = 0;
+  int fd = openat (storage->dir_fd, PROBE_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+  if (fd < 0)
+    errsv = errno;
+  while (fd >= 0 && !errsv && done < sizeof zeros)
+    {
+      ssize_t w = write (fd, zeros + done, sizeof zeros - done);
+
+      if (w < 0 && errno != EINTR)
+        errsv = errno;
+      else if (w > 0)
+        done += (gsize)w;
+    }
+  if (fd >= 0 && !errsv && fsync (fd) < 0)
+    errsv = errno;
+  if (fd >= 0)
+    {
+      close (fd);
+      unlinkat (storage->dir_fd, PROBE_FILE, 0);
+    }
+  if (!errsv)
+    return TRUE;
+  g_set_error (error, SP_STORAGE_ERROR, SP_STORAGE_ERROR_IO, "the data directory %s %s: %s",
+               storage->dir,
+               errsv == ENOSPC || errsv == EDQUOT                    ? "is full"
+               : errsv == EROFS || errsv == EACCES || errsv == EPERM ? "is not writable"
+                                                                     : "cannot be written",
+               g_strerror (errsv));
+  return FALSE;
 }
 
 /* Makes the directory and the log file's entries in it durable. */
@@ -1254,18 +1296,25 @@ sp_storage_open (const char *dir, SpStorageState *state, GError **error)
 
   if (g_mkdir_with_parents (dir, 0700) < 0)
     {
-      io_error (error, storage, "create");
+      int errsv = errno;
+
+      g_set_error (error, SP_STORAGE_ERROR, SP_STORAGE_ERROR_IO,
+                   "cannot create the data directory %s: %s", dir, g_strerror (errsv));
       return NULL;
     }
   storage->dir_fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (storage->dir_fd < 0)
     {
-      io_error (error, storage, "open");
+      int errsv = errno;
+
+      g_set_error (error, SP_STORAGE_ERROR, SP_STORAGE_ERROR_IO,
+                   "cannot open the data directory %s: %s", dir, g_strerror (errsv));
       return NULL;
     }
 
   found.entries = sp_raft_entries_new (0);
-  if (!remove_temporaries (storage, error) || !load_hard_state (storage, &found.hard_state, error)
+  if (!check_writable (storage, error) || !remove_temporaries (storage, error)
+      || !load_hard_state (storage, &found.hard_state, error)
       || !load_snapshot (storage, &found.snapshot, error) || !load_log (storage, &found, error)
       || !sync_parent (storage, error))
     return NULL;
