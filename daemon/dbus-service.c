@@ -446,6 +446,40 @@ sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection, GEr
   return TRUE;
 }
 
+static void
+on_flushed (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  GError *error = NULL;
+
+  if (g_dbus_connection_flush_finish (G_DBUS_CONNECTION (source), result, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, error);
+}
+
+void
+sp_dbus_service_flush_async (SpDBusService *service, GAsyncReadyCallback callback,
+                             gpointer user_data)
+{
+  g_autoptr (GTask) task = g_task_new (NULL, NULL, callback, user_data);
+
+  if (!service->store_bus)
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  /* PropertiesChanged waits for an idle pass otherwise. */
+  g_dbus_interface_skeleton_flush (G_DBUS_INTERFACE_SKELETON (service->manager));
+  g_dbus_connection_flush (service->store_bus, NULL, on_flushed, g_steal_pointer (&task));
+}
+
+gboolean
+sp_dbus_service_flush_finish (GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
 void
 sp_dbus_service_free (SpDBusService *service)
 {

@@ -18,6 +18,11 @@ typedef struct _SpDBusService SpDBusService;
 SpDBusService *sp_dbus_service_new (SpNode *node);
 gboolean sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection,
                                  GError **error);
+/* Sends what the properties and signals hold so far to the bus, before the
+ * process exits. */
+void sp_dbus_service_flush_async (SpDBusService *service, GAsyncReadyCallback callback,
+                                  gpointer user_data);
+gboolean sp_dbus_service_flush_finish (GAsyncResult *result, GError **error);
 void sp_dbus_service_free (SpDBusService *service);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpDBusService, sp_dbus_service_free)

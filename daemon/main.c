@@ -1,6 +1,7 @@
 /* sparrowd: wires the parts together and nothing else. */
 #include <glib-unix.h>
 #include <locale.h>
+#include <stdlib.h>
 
 #include "config.h"
 #include "dbus-service.h"
@@ -23,6 +24,7 @@ typedef struct
   gboolean listening;
   gboolean on_bus;
   gboolean ready_sent;
+  gboolean stopping;
   char *status; /* last STATUS= sent */
   int exit_code;
 } Daemon;
@@ -106,12 +108,24 @@ on_watchdog (gpointer user_data)
 }
 
 static void
+on_flushed (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Daemon *d = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_dbus_service_flush_finish (result, &error))
+    g_message ("the bus did not take the last changes: %s", error->message);
+  g_main_loop_quit (d->loop);
+}
+
+static void
 on_stopped (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   Daemon *d = user_data;
 
   sp_node_stop_finish (SP_NODE (source), result, NULL);
-  g_main_loop_quit (d->loop);
+  /* What the node published last reaches the bus before the process goes. */
+  sp_dbus_service_flush_async (d->service, on_flushed, d);
 }
 
 static gboolean
@@ -124,18 +138,46 @@ on_stop_bound (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+static void
+shut_down (Daemon *d)
+{
+  if (d->stopping)
+    return;
+  d->stopping = TRUE;
+  sp_notify ("STOPPING=1");
+  sp_node_stop_async (d->node, on_stopped, d);
+  g_timeout_add (STOP_BOUND_MS, on_stop_bound, d);
+}
+
 static gboolean
 on_terminate (gpointer user_data)
 {
   Daemon *d = user_data;
 
-  sp_notify ("STOPPING=1");
-  g_message ("stopping%s", g_str_equal (sp_node_get_role (d->node), "leader")
-                               ? ": handing leadership over first"
-                               : "");
-  sp_node_stop_async (d->node, on_stopped, d);
-  g_timeout_add (STOP_BOUND_MS, on_stop_bound, d);
+  if (!d->stopping)
+    g_message ("stopping%s", g_str_equal (sp_node_get_role (d->node), "leader")
+                                 ? ": handing leadership over first"
+                                 : "");
+  shut_down (d);
   return G_SOURCE_REMOVE;
+}
+
+/* Fail-stop: the node has given up its role and lease (and published
+ * that); say why, stop what leadership started, and exit with a failure
+ * status so that systemd restarts the service (Restart=on-failure). */
+static void
+on_failed (SpNode *node, const char *why, Daemon *d)
+{
+  g_autofree char *status = g_strdup_printf ("STATUS=failed: %s", why);
+
+  d->exit_code = EXIT_FAILURE;
+  g_free (d->status);
+  d->status = g_strdup (status);
+  sp_notify (status);
+  g_log_structured (G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SPARROW_ROLE", "failed", "MESSAGE",
+                    "%s failed, exiting with status %d to be restarted: %s",
+                    sp_node_get_name (node), EXIT_FAILURE, why);
+  shut_down (d);
 }
 
 int
@@ -207,6 +249,7 @@ main (int argc, char **argv)
   d.listening = TRUE;
   g_signal_connect (d.node, "notify::role", G_CALLBACK (on_state_changed), &d);
   g_signal_connect (d.node, "notify::leader", G_CALLBACK (on_state_changed), &d);
+  g_signal_connect (d.node, "failed", G_CALLBACK (on_failed), &d);
 
   d.service = sp_dbus_service_new (d.node);
   d.bus_owner = g_bus_own_name (G_BUS_TYPE_SYSTEM, SP_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,

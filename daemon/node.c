@@ -59,7 +59,8 @@ struct _SpNode
   guint ready_source;
   gboolean in_clock; /* on_clock runs the batch itself: no idle pass */
   gboolean persisting;
-  gboolean failed;
+  gboolean failed;          /* no durable storage any more: failed, or stopped */
+  char *failure;            /* why it failed, NULL when it did not */
   SpRaftHardState saved_hs; /* last hard state handed to the storage */
   GHashTable *pending;      /* index (guint64*) -> Pending */
   GVariantBuilder *changes; /* store changes applied in this batch, a(ssbt) */
@@ -104,6 +105,7 @@ enum
 {
   SIGNAL_MEMBERS_CHANGED,
   SIGNAL_STORE_CHANGED,
+  SIGNAL_FAILED,
   N_SIGNALS
 };
 
@@ -303,16 +305,24 @@ property_changed (SpNode *node, GParamSpec *pspec, gboolean *frozen)
   g_object_notify_by_pspec (G_OBJECT (node), pspec);
 }
 
+/* A failed node holds nothing: a follower of nobody without a lease,
+ * whatever its frozen core still says. */
 static void
 publish (SpNode *node)
 {
-  SpRaftRole role = sp_raft_role (node->raft);
-  guint64 term = sp_raft_term (node->raft);
-  const char *leader = id_name (node, sp_raft_leader (node->raft));
-  const char *address = g_hash_table_lookup (node->addresses, leader);
-  guint64 commit = sp_raft_commit_index (node->raft);
-  gboolean lease = sp_raft_lease_valid (node->raft);
-  gboolean frozen = FALSE;
+  SpRaftRole role;
+  guint64 term, commit;
+  const char *leader, *address;
+  gboolean lease, frozen = FALSE;
+
+  term = sp_raft_term (node->raft);
+  commit = sp_raft_commit_index (node->raft);
+  role = sp_raft_role (node->raft);
+  if (node->failed && role != SP_RAFT_LEARNER)
+    role = SP_RAFT_FOLLOWER;
+  leader = node->failed ? "" : id_name (node, sp_raft_leader (node->raft));
+  address = g_hash_table_lookup (node->addresses, leader);
+  lease = !node->failed && sp_raft_lease_valid (node->raft);
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
@@ -601,12 +611,24 @@ maybe_compact (SpNode *node)
   sp_storage_compact (node->storage, sp_raft_snapshot (node->raft), NULL, NULL);
 }
 
+static void settle_transfer (SpNode *node, GError *error);
+
+/* Fail-stop: without durable storage this node must not vote, ack or lead.
+ * It gives up its role and lease at once, publishes that, and tells its
+ * owner, who stops it (the process then exits for systemd to restart it).
+ * A warning, not a critical: the disk failed, not the program. */
 static void
 fail_node (SpNode *node, const char *what, const GError *error)
 {
-  /* Without durable storage this node must not vote or ack: stop it. */
-  g_critical ("%s: %s; this node stops taking part", what, error->message);
+  if (node->failed)
+    return;
   node->failed = TRUE;
+  node->failure = g_strdup_printf ("%s: %s", what, error->message);
+  g_warning ("%s failed: %s; it gives up its role and lease and stops", node->name, node->failure);
+  publish (node);
+  if (node->transfer_task)
+    settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_STOPPED, "%s failed: %s",
+                                        node->name, node->failure));
   /* Nothing will commit here any more: tell whoever waits. */
   while (!g_queue_is_empty (&node->expiring))
     {
@@ -617,6 +639,7 @@ fail_node (SpNode *node, const char *what, const GError *error)
                                  "%s failed: %s; the write may or may not be applied", node->name,
                                  error->message));
     }
+  g_signal_emit (node, signals[SIGNAL_FAILED], 0, node->failure);
 }
 
 static void
@@ -1035,6 +1058,7 @@ sp_node_finalize (GObject *object)
   g_clear_object (&node->transfer_task);
   g_clear_object (&node->stop_task);
   g_free (node->name);
+  g_free (node->failure);
   g_free (node->leader);
   g_free (node->leader_address);
   G_OBJECT_CLASS (sp_node_parent_class)->finalize (object);
@@ -1098,6 +1122,8 @@ sp_node_class_init (SpNodeClass *klass)
   signals[SIGNAL_STORE_CHANGED]
       = g_signal_new ("store-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
                       NULL, G_TYPE_NONE, 1, G_TYPE_VARIANT);
+  signals[SIGNAL_FAILED] = g_signal_new ("failed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                                         NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
 }
 
 static void on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data);
@@ -1217,13 +1243,21 @@ new_task (SpNode *node, GAsyncReadyCallback callback, gpointer user_data)
   return g_task_new (node, NULL, callback, user_data);
 }
 
+static GError *
+stopped_error (SpNode *node)
+{
+  if (node->failure)
+    return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_STOPPED, "%s failed and is stopping: %s",
+                        node->name, node->failure);
+  return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_STOPPED, "%s is stopping", node->name);
+}
+
 static gboolean
 check_running (SpNode *node, GTask *task)
 {
   if (node->failed || node->stopping)
     {
-      g_task_return_new_error (task, SP_NODE_ERROR, SP_NODE_ERROR_STOPPED, "%s is %s", node->name,
-                               node->failed ? "failed" : "stopping");
+      g_task_return_error (task, stopped_error (node));
       return FALSE;
     }
   return TRUE;
@@ -1327,6 +1361,12 @@ check_read (SpNode *node, gboolean stale, GError **error)
 
   if (stale)
     return TRUE;
+  /* A failed node's core is frozen with whatever lease it had. */
+  if (node->failed)
+    {
+      g_propagate_error (error, stopped_error (node));
+      return FALSE;
+    }
   /* The lease is counted in ticks: give the core the time that passed. */
   if (advance_clock (node))
     schedule_ready (node);
@@ -1711,13 +1751,18 @@ sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFu
   node->handover_data = user_data;
 }
 
+static void finish_stop (SpNode *node);
+
 void
 sp_node_handover_released (SpNode *node)
 {
   if (!node->releasing)
     return;
   node->releasing = FALSE;
-  start_transfer (node);
+  if (!node->failed)
+    start_transfer (node);
+  else if (node->stop_task)
+    finish_stop (node);
 }
 
 static gboolean
@@ -1819,13 +1864,22 @@ sp_node_stop_async (SpNode *node, GAsyncReadyCallback callback, gpointer user_da
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
 
-  if (node->stop_task || node->failed)
+  if (node->stop_task || !node->storage)
     {
       g_task_return_boolean (task, TRUE);
       return;
     }
   node->stop_task = g_steal_pointer (&task);
-  if (sp_raft_role (node->raft) == SP_RAFT_LEADER && !node->transfer_task)
+  if (node->failed && node->handover_release)
+    {
+      /* Failed: no handover, but what leadership started is stopped
+       * before the process goes. */
+      node->stopping = TRUE;
+      node->releasing = TRUE;
+      node->handover_release (node, node->handover_data);
+      return;
+    }
+  if (!node->failed && sp_raft_role (node->raft) == SP_RAFT_LEADER && !node->transfer_task)
     {
       /* Hand over first: a planned stop moves leadership in one round trip
        * instead of an election timeout. */

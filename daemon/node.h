@@ -56,13 +56,22 @@ guint64 sp_member_id (const char *name);
  * leaves, or its reachability or match index moves (see
  * sp_node_get_members), "store-changed"
  * (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every
- * change of one applied batch, in order, before the writes in it return). */
+ * change of one applied batch, in order, before the writes in it return),
+ * "failed" (s: why) once, see below.
+ *
+ * Fail-stop: a node that cannot go on (its storage failed) gives up at
+ * once: it publishes itself a follower without leader or lease, fails the
+ * requests waiting, refuses writes and linearizable reads with
+ * SP_NODE_ERROR_STOPPED naming the cause, and emits "failed".  Its owner
+ * then stops it with sp_node_stop_async() (which releases what leadership
+ * started through the handover hook) and exits with a failure status. */
 
 SpNode *sp_node_new (SpConfig *config, GError **error);
 /* Listens and starts ticking. */
 gboolean sp_node_start (SpNode *node, GError **error);
 /* Graceful stop: hands leadership over first if leader (bounded wait),
- * then flushes storage. */
+ * then flushes storage.  A failed node hands nothing over: it waits for
+ * the handover hook's release instead. */
 void sp_node_stop_async (SpNode *node, GAsyncReadyCallback callback, gpointer user_data);
 gboolean sp_node_stop_finish (SpNode *node, GAsyncResult *result, GError **error);
 
@@ -124,7 +133,8 @@ gboolean sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **erro
  * and waits for sp_node_handover_released(); once the transfer is over
  * (another node leads, or it failed) it calls resume.  The leader target
  * uses it to stop the leader-only units before another node starts them.
- * NULL functions remove the hook. */
+ * Stopping a failed node calls release too, and no resume.  NULL functions
+ * remove the hook. */
 typedef void (*SpNodeHandoverFunc) (SpNode *node, gpointer user_data);
 void sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
                            gpointer user_data);

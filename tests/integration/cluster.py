@@ -167,6 +167,17 @@ class Node:
             return None
         return json.loads(r.stdout)
 
+    def monitor_properties(self):
+        """dbus-monitor printing this node's PropertiesChanged, once it
+        listens; the caller terminates it."""
+        m = subprocess.Popen(
+            ["dbus-monitor", "--address", self.env["DBUS_SYSTEM_BUS_ADDRESS"],
+             "type='signal',sender='org.sparrow.cluster1',"
+             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"],
+            stdout=subprocess.PIPE, text=True)
+        m.stdout.readline()  # its own NameAcquired
+        return m
+
     def read_log(self):
         with open(self.log_path) as f:
             return f.read()

@@ -162,14 +162,9 @@ class ThreeNodes(ClusterTest):
     def test_properties_changed_follow_the_role(self):
         leader = self.c.node(self.c.wait_leader())
         target = next(n for n in self.c.nodes if n is not leader)
-        monitor = subprocess.Popen(
-            ["dbus-monitor", "--address", target.env["DBUS_SYSTEM_BUS_ADDRESS"],
-             "type='signal',sender='org.sparrow.cluster1',"
-             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"],
-            stdout=subprocess.PIPE, text=True)
+        monitor = target.monitor_properties()
         self.addCleanup(monitor.wait, 10)
         self.addCleanup(monitor.terminate)
-        time.sleep(0.3)  # subscribed
         leader.ctl("transfer", target.name)
         self.c.wait(lambda: target.status()["role"] == "leader", what="the transfer")
         self.set(target, "k", "v")
