@@ -9,6 +9,57 @@
  * most this often, the first change after a quiet spell at once. */
 #define MEMBERS_MIN_INTERVAL_MS 500
 
+/* The exported Manager: its properties follow the node's (bindings), and
+ * every read of one over the bus (Get, GetAll) first brings the node up to
+ * date, so that the answer reflects now even when nothing woke the node
+ * since it last published: right after the process was stopped for a
+ * while, or as its lease runs out. */
+G_DECLARE_FINAL_TYPE (SpFreshManager, sp_fresh_manager, SP, FRESH_MANAGER, SpDBusManagerSkeleton)
+
+struct _SpFreshManager
+{
+  SpDBusManagerSkeleton parent_instance;
+  SpNode *node; /* the service holds the reference */
+};
+
+G_DEFINE_TYPE (SpFreshManager, sp_fresh_manager, SP_DBUS_TYPE_MANAGER_SKELETON)
+
+static GDBusInterfaceVTable fresh_vtable;
+static const GDBusInterfaceVTable *generated_vtable;
+
+static GVariant *
+fresh_get_property (GDBusConnection *connection, const char *sender, const char *path,
+                    const char *iface, const char *property, GError **error, gpointer user_data)
+{
+  sp_node_refresh (SP_FRESH_MANAGER (user_data)->node);
+  return generated_vtable->get_property (connection, sender, path, iface, property, error,
+                                         user_data);
+}
+
+static GDBusInterfaceVTable *
+fresh_get_vtable (GDBusInterfaceSkeleton *skeleton)
+{
+  if (!generated_vtable)
+    {
+      generated_vtable
+          = G_DBUS_INTERFACE_SKELETON_CLASS (sp_fresh_manager_parent_class)->get_vtable (skeleton);
+      fresh_vtable = *generated_vtable;
+      fresh_vtable.get_property = fresh_get_property;
+    }
+  return &fresh_vtable;
+}
+
+static void
+sp_fresh_manager_class_init (SpFreshManagerClass *klass)
+{
+  G_DBUS_INTERFACE_SKELETON_CLASS (klass)->get_vtable = fresh_get_vtable;
+}
+
+static void
+sp_fresh_manager_init (SpFreshManager *manager)
+{
+}
+
 struct _SpDBusService
 {
   SpNode *node;
@@ -402,7 +453,8 @@ sp_dbus_service_new (SpNode *node)
   register_errors ();
   service->kept_types = keep_types ();
   service->node = g_object_ref (node);
-  service->manager = sp_dbus_manager_skeleton_new ();
+  service->manager = g_object_new (sp_fresh_manager_get_type (), NULL);
+  SP_FRESH_MANAGER (service->manager)->node = node;
   service->bindings = g_ptr_array_new_with_free_func ((GDestroyNotify)g_binding_unbind);
 
   bind (service, "name", "node-name");

@@ -305,8 +305,14 @@ property_changed (SpNode *node, GParamSpec *pspec, gboolean *frozen)
   g_object_notify_by_pspec (G_OBJECT (node), pspec);
 }
 
-/* A failed node holds nothing: a follower of nobody without a lease,
- * whatever its frozen core still says. */
+static gboolean advance_clock (SpNode *node);
+static void schedule_ready (SpNode *node);
+
+/* What is published is the state of now: the lease counts the time that
+ * passed since the core was last ticked (the process may have been stopped
+ * meanwhile).  Callers run the ready batch those ticks may leave.  A failed
+ * node holds nothing: a follower of nobody without a lease, whatever its
+ * frozen core still says. */
 static void
 publish (SpNode *node)
 {
@@ -315,6 +321,7 @@ publish (SpNode *node)
   const char *leader, *address;
   gboolean lease, frozen = FALSE;
 
+  advance_clock (node);
   term = sp_raft_term (node->raft);
   commit = sp_raft_commit_index (node->raft);
   role = sp_raft_role (node->raft);
@@ -460,9 +467,6 @@ raft_error_to_node (GError *error, SpNode *node)
 }
 
 /* ---- ready processing --------------------------------------------------- */
-
-static void schedule_ready (SpNode *node);
-static gboolean advance_clock (SpNode *node);
 
 /* Takes the request waiting for index out of the table, to be answered
  * once its whole batch is applied (see answer ()). */
@@ -725,12 +729,11 @@ process_ready (SpNode *node)
 {
   SpRaftReady *rd;
 
-  advance_clock (node);
+  /* Before the batch goes to the disk: a lease that ran out is published
+   * now, not once the write is durable. */
+  publish (node);
   if (node->failed || node->persisting || !sp_raft_has_ready (node->raft))
-    {
-      publish (node);
-      return;
-    }
+    return;
   rd = sp_raft_ready (node->raft);
   node->persisting = TRUE;
   /* A leader replicates while it writes (Raft thesis §10.2.1). */
@@ -1186,6 +1189,18 @@ gboolean
 sp_node_get_lease_valid (SpNode *node)
 {
   return node->lease_valid;
+}
+
+void
+sp_node_refresh (SpNode *node)
+{
+  /* As the clock does: a settled leader's unread answers renew its lease
+   * first, so that a read never sees it lapse only for want of reading. */
+  if (!node->failed)
+    sp_transport_receive_pending (node->transport);
+  publish (node);
+  if (!node->failed && sp_raft_has_ready (node->raft))
+    schedule_ready (node);
 }
 
 static int

@@ -59,6 +59,13 @@ guint64 sp_member_id (const char *name);
  * change of one applied batch, in order, before the writes in it return),
  * "failed" (s: why) once, see below.
  *
+ * The properties are brought up to date whenever the node wakes up (a
+ * message, a request, the clock), before anything is answered or
+ * published, and the lease is counted on the monotonic clock: no published
+ * lease outlives its end, even after the process was stopped for a while.
+ * Whoever answers from the properties without waking the node (the D-Bus
+ * property getters) calls sp_node_refresh() first.
+ *
  * Fail-stop: a node that cannot go on (its storage failed) gives up at
  * once: it publishes itself a follower without leader or lease, fails the
  * requests waiting, refuses writes and linearizable reads with
@@ -82,6 +89,8 @@ const char *sp_node_get_leader (SpNode *node);
 const char *sp_node_get_leader_address (SpNode *node);
 guint64 sp_node_get_commit_index (SpNode *node);
 gboolean sp_node_get_lease_valid (SpNode *node);
+/* Catches up with the time that passed and publishes the result. */
+void sp_node_refresh (SpNode *node);
 
 typedef struct
 {
