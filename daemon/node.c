@@ -1,6 +1,7 @@
 #include "node.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "storage.h"
 #include "store.h"
@@ -19,7 +20,7 @@ typedef struct
   guint64 index;
   guint64 term;
   GTask *task;
-  gint64 deadline; /* monotonic */
+  gint64 deadline; /* now_usec () */
   GList link;      /* in SpNode.expiring */
   GError *error;   /* the answer, once applied */
   guint64 revision;
@@ -54,7 +55,7 @@ struct _SpNode
    * the next tick the core says may act (or a request expires), and every
    * input first catches the core up with the ticks that passed. */
   GSource *clock;
-  gint64 clock_start; /* monotonic time of tick 0 */
+  gint64 clock_start; /* now_usec () of tick 0 */
   guint64 ticks;      /* ticks given to the core */
   guint ready_source;
   gboolean in_clock; /* on_clock runs the batch itself: no idle pass */
@@ -391,11 +392,23 @@ fail_pending (SpNode *node, guint64 index, GError *error)
   g_hash_table_remove (node->pending, &index);
 }
 
+/* The node's clock: CLOCK_BOOTTIME, the monotonic clock that also counts
+ * the time the machine was suspended.  A leader that slept through the end
+ * of its lease finds it over when it wakes, as its peers did meanwhile. */
+static gint64
+now_usec (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_BOOTTIME, &ts);
+  return (gint64)ts.tv_sec * G_USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
 /* Requests not committed within their deadline fail (from the clock). */
 static void
 expire_pending (SpNode *node)
 {
-  gint64 now = g_get_monotonic_time ();
+  gint64 now = now_usec ();
   Pending *p;
 
   while ((p = g_queue_peek_head (&node->expiring)) && p->deadline <= now)
@@ -430,7 +443,7 @@ add_pending (SpNode *node, guint64 index, PendingKind kind, GTask *task)
   p->index = index;
   p->term = sp_raft_term (node->raft);
   p->task = g_object_ref (task);
-  p->deadline = g_get_monotonic_time () + 20 * (gint64)node->config->election_ms * 1000;
+  p->deadline = now_usec () + 20 * (gint64)node->config->election_ms * 1000;
   p->link.data = p;
   g_queue_push_tail_link (&node->expiring, &p->link);
   g_hash_table_insert (node->pending, key, p);
@@ -785,7 +798,7 @@ schedule_ready (SpNode *node)
 static guint64
 ticks_now (SpNode *node)
 {
-  return (guint64)(g_get_monotonic_time () - node->clock_start) / (1000 * node->tick_ms);
+  return (guint64)(now_usec () - node->clock_start) / (1000 * node->tick_ms);
 }
 
 /* Gives the core the ticks that passed.  A node that is not leader and
@@ -846,7 +859,7 @@ static gboolean
 clock_prepare (GSource *source, gint *timeout)
 {
   gint64 at = clock_deadline (((ClockSource *)source)->node);
-  gint64 now = g_source_get_time (source);
+  gint64 now = now_usec ();
 
   if (at < 0)
     *timeout = -1;
@@ -855,12 +868,15 @@ clock_prepare (GSource *source, gint *timeout)
   return at >= 0 && at <= now;
 }
 
+/* After every poll, against the node clock: a poll's timeout does not
+ * count a suspend, but any wake-up (a message, a read, the watchdog) then
+ * finds the clock due. */
 static gboolean
 clock_check (GSource *source)
 {
   gint64 at = clock_deadline (((ClockSource *)source)->node);
 
-  return at >= 0 && at <= g_source_get_time (source);
+  return at >= 0 && at <= now_usec ();
 }
 
 static gboolean
@@ -1033,7 +1049,7 @@ sp_node_start (SpNode *node, GError **error)
   ((ClockSource *)node->clock)->node = node;
   g_source_set_callback (node->clock, on_clock, node, NULL);
   g_source_set_static_name (node->clock, "sparrow clock");
-  node->clock_start = g_get_monotonic_time ();
+  node->clock_start = now_usec ();
   g_source_attach (node->clock, NULL);
   schedule_ready (node);
   publish (node);

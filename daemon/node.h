@@ -61,8 +61,9 @@ guint64 sp_member_id (const char *name);
  *
  * The properties are brought up to date whenever the node wakes up (a
  * message, a request, the clock), before anything is answered or
- * published, and the lease is counted on the monotonic clock: no published
- * lease outlives its end, even after the process was stopped for a while.
+ * published, and time is counted on CLOCK_BOOTTIME: no published lease
+ * outlives its end, even after the process was stopped or the machine
+ * suspended for a while.
  * Whoever answers from the properties without waking the node (the D-Bus
  * property getters) calls sp_node_refresh() first.
  *
