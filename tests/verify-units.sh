@@ -16,4 +16,9 @@ cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
 cd "$dir"
 systemd-analyze verify ./sparrow.service ./sparrow.target ./sparrow-leader.target \
     ./sparrow-leader-example.service
+# A node that fails (its storage) exits 1 for systemd to restart it.
+if ! grep -qx 'Restart=on-failure' sparrow.service; then
+    echo "sparrow.service: Restart=on-failure is missing: a failed node would stay down" >&2
+    exit 1
+fi
 echo "units: 4 verified"
