@@ -215,11 +215,10 @@ def fill(path):
 class Disks:
     """Small tmpfs mounts as data directories (root only; else skipped)."""
 
-    def __init__(self, test):
+    def __init__(self):
         if os.geteuid() != 0:
             raise unittest.SkipTest("mounting a small tmpfs as the data directory needs root")
         self.mounts = []
-        self.test = test
 
     def mount(self, node, size, options=""):
         point = os.path.join(node.dir, "disk")
@@ -266,7 +265,7 @@ class DiskFull(unittest.TestCase):
     def setUp(self):
         self.c = Cluster(3)
         self.addCleanup(self.c.teardown)
-        disks = Disks(self)
+        disks = Disks()
         self.addCleanup(disks.unmount, self.c)
         for n in self.c.nodes:
             disks.mount(n, 4 << 20)
@@ -360,7 +359,7 @@ class StartUp(unittest.TestCase):
     def start(self, prepare):
         c = Cluster(1)
         self.addCleanup(c.teardown)
-        disks = Disks(self)
+        disks = Disks()
         self.addCleanup(disks.unmount, c)
         n = c.nodes[0]
         point = disks.mount(n, 256 << 10)
