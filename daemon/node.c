@@ -1398,9 +1398,9 @@ check_read (SpNode *node, gboolean stale, GError **error)
       g_propagate_error (error, stopped_error (node));
       return FALSE;
     }
-  /* The lease is counted in ticks: give the core the time that passed. */
-  if (advance_clock (node))
-    schedule_ready (node);
+  /* The lease is counted in ticks: give the core the time that passed
+   * (and a settled leader its unread answers, as the clock would). */
+  sp_node_refresh (node);
   applied = sp_raft_applied_index (node->raft);
   if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
     {
