@@ -595,6 +595,263 @@ START_TEST (test_corrupt_restore)
 }
 END_TEST
 
+/* The answer of type to the last input, taken from r's ready; the ready is
+ * advanced as if persisted. */
+static gboolean
+answer_rejected (SpRaft *r, SpRaftMsgType type)
+{
+  g_autoptr (SpRaftReady) rd = sp_raft_ready (r);
+  gint rejected = -1;
+
+  for (guint i = 0; i < rd->messages->len; i++)
+    {
+      const SpRaftMsg *m = g_ptr_array_index (rd->messages, i);
+
+      if (m->type == type)
+        rejected = m->reject;
+    }
+  sp_raft_advance (r, rd);
+  ck_assert_msg (rejected >= 0, "no %s sent", sp_raft_msg_type_to_string (type));
+  return rejected;
+}
+
+static SpRaftMsg
+vote_request (SpRaft *to, guint64 from, SpRaftMsgType type, guint64 term)
+{
+  return (SpRaftMsg){
+    .type = type,
+    .from = from,
+    .to = sp_raft_id (to),
+    .term = term,
+    .index = sp_raft_last_index (to),
+    .log_term = sp_raft_term_at (to, sp_raft_last_index (to)),
+  };
+}
+
+/* Seed 8423, 3 nodes, distilled: a voter that has just heard the leader
+ * has its term moved by an answer of a higher term, which clears its
+ * leader; the vote request of that same term must still be refused, or a
+ * second leader gets a lease while the first one's is valid. */
+START_TEST (test_same_term_vote_refused_in_lease)
+{
+  static const SpRaftMsgType movers[] = {
+    SP_RAFT_MSG_VOTE_RESP,
+    SP_RAFT_MSG_APPEND_RESP,
+    SP_RAFT_MSG_HEARTBEAT_RESP,
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (movers); i++)
+    {
+      Net net;
+      guint64 term;
+      SpRaftMsg vote;
+
+      net_init (&net, 3, 0);
+      elect_first (&net);
+      term = sp_raft_term (net.n[2]);
+      ck_assert_uint_eq (sp_raft_leader (net.n[2]), 1);
+      ck_assert (sp_raft_step (
+          net.n[2],
+          &(SpRaftMsg){ .type = movers[i], .from = 3, .to = 2, .term = term + 1, .reject = TRUE },
+          NULL));
+      ck_assert_uint_eq (sp_raft_term (net.n[2]), term + 1);
+      ck_assert_uint_eq (sp_raft_leader (net.n[2]), SP_RAFT_NONE);
+      net_settle (&net);
+
+      vote = vote_request (net.n[2], 3, SP_RAFT_MSG_VOTE, term + 1);
+      ck_assert (sp_raft_step (net.n[2], &vote, NULL));
+      ck_assert (answer_rejected (net.n[2], SP_RAFT_MSG_VOTE_RESP));
+      vote.type = SP_RAFT_MSG_PREVOTE;
+      ck_assert (sp_raft_step (net.n[2], &vote, NULL));
+      ck_assert (answer_rejected (net.n[2], SP_RAFT_MSG_PREVOTE_RESP));
+
+      /* Once an election timeout has passed without the leader, it votes. */
+      net_isolate (&net, 2, TRUE);
+      net_tick (&net, 2, 10);
+      vote.type = SP_RAFT_MSG_VOTE;
+      ck_assert (sp_raft_step (net.n[2], &vote, NULL));
+      ck_assert (!answer_rejected (net.n[2], SP_RAFT_MSG_VOTE_RESP));
+      net_clear (&net);
+    }
+}
+END_TEST
+
+/* Pre-vote asks about a future term: neither a request nor an answer of any
+ * term moves the receiver's term or vote. */
+START_TEST (test_prevote_moves_no_term_or_vote)
+{
+  Net net;
+  guint64 term;
+  SpRaftMsg m;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  /* Out of lease, so that node 2 grants pre-votes. */
+  net_isolate (&net, 2, TRUE);
+  net_tick (&net, 2, 10);
+  term = sp_raft_term (net.n[2]);
+
+  m = vote_request (net.n[2], 3, SP_RAFT_MSG_PREVOTE, term + 5);
+  ck_assert (sp_raft_step (net.n[2], &m, NULL));
+  ck_assert (!answer_rejected (net.n[2], SP_RAFT_MSG_PREVOTE_RESP));
+  ck_assert_uint_eq (sp_raft_term (net.n[2]), term);
+
+  for (guint reject = 0; reject < 2; reject++)
+    {
+      SpRaftHardState before;
+      g_autoptr (SpRaftReady) rd = NULL;
+
+      ck_assert (sp_raft_step (net.n[2],
+                               &(SpRaftMsg){ .type = SP_RAFT_MSG_PREVOTE_RESP,
+                                             .from = 3,
+                                             .to = 2,
+                                             .term = term + 7,
+                                             .reject = reject },
+                               NULL));
+      ck_assert_uint_eq (sp_raft_term (net.n[2]), term);
+      rd = sp_raft_ready (net.n[2]);
+      before = rd->hard_state;
+      ck_assert (!rd->hard_state_changed);
+      ck_assert_uint_eq (before.term, term);
+      sp_raft_advance (net.n[2], rd);
+    }
+
+  /* The same as a pre-candidate: a rejection of a higher term counts as a
+   * rejection and nothing else. */
+  net_tick (&net, 2, 20);
+  ck_assert_int_eq (sp_raft_role (net.n[2]), SP_RAFT_PRE_CANDIDATE);
+  ck_assert (sp_raft_step (
+      net.n[2],
+      &(SpRaftMsg){
+          .type = SP_RAFT_MSG_PREVOTE_RESP, .from = 3, .to = 2, .term = term + 7, .reject = TRUE },
+      NULL));
+  ck_assert_uint_eq (sp_raft_term (net.n[2]), term);
+  net_clear (&net);
+}
+END_TEST
+
+/* A node restored from a log of n entries (the first the configuration of
+ * voters 1-3), all of term 1, committed up to 1. */
+static SpRaft *
+restored_follower (guint64 id, guint n)
+{
+  g_autoptr (GArray) entries = sp_raft_entries_new (n);
+  SpRaftRestore rs = { .hard_state = { .term = 1, .commit = 1 }, .entries = entries };
+  SpRaftOptions o = options (id);
+  SpRaftEntry e = { .term = 1, .index = 1, .type = SP_RAFT_ENTRY_CONF };
+  SpRaft *r;
+
+  e.conf = g_rc_box_new (SpRaftConf);
+  *e.conf = (SpRaftConf){ .voters = { 1, 2, 3 }, .n_voters = 3 };
+  g_array_append_val (entries, e);
+  for (guint i = 2; i <= n; i++)
+    g_array_append_val (entries, ((SpRaftEntry){ .term = 1, .index = i }));
+  r = sp_raft_new (&o, &rs, NULL);
+  ck_assert_ptr_nonnull (r);
+  return r;
+}
+
+/* Raft figure 2: commitIndex = min(leaderCommit, index of last new entry).
+ * What follows that entry may be a stale suffix the leader has not
+ * checked yet. */
+START_TEST (test_follower_commit_bounded_by_last_new_entry)
+{
+  SpRaft *r = restored_follower (2, 5);
+
+  ck_assert (sp_raft_step (r,
+                           &(SpRaftMsg){ .type = SP_RAFT_MSG_APPEND,
+                                         .from = 1,
+                                         .to = 2,
+                                         .term = 2,
+                                         .index = 2,
+                                         .log_term = 1,
+                                         .commit = 5 },
+                           NULL));
+  ck_assert_uint_eq (sp_raft_last_index (r), 5);
+  ck_assert_uint_eq (sp_raft_commit_index (r), 2);
+  sp_raft_free (r);
+}
+END_TEST
+
+/* A duplicated or reordered append of entries the follower holds already
+ * changes nothing: what follows them may be newer, acknowledged entries. */
+START_TEST (test_follower_never_truncates_entries_it_has)
+{
+  SpRaft *r = restored_follower (2, 5);
+  g_autoptr (GArray) entries = sp_raft_entries_new (2);
+  g_autoptr (SpRaftReady) rd = NULL;
+
+  g_array_append_val (entries, ((SpRaftEntry){ .term = 1, .index = 2 }));
+  g_array_append_val (entries, ((SpRaftEntry){ .term = 1, .index = 3 }));
+  ck_assert (sp_raft_step (r,
+                           &(SpRaftMsg){ .type = SP_RAFT_MSG_APPEND,
+                                         .from = 1,
+                                         .to = 2,
+                                         .term = 1,
+                                         .index = 1,
+                                         .log_term = 1,
+                                         .commit = 1,
+                                         .entries = entries },
+                           NULL));
+  ck_assert_uint_eq (sp_raft_last_index (r), 5);
+  ck_assert_uint_eq (sp_raft_term_at (r, 5), 1);
+  rd = sp_raft_ready (r);
+  ck_assert_uint_eq (rd->entries->len, 0);
+  sp_raft_advance (r, rd);
+  sp_raft_free (r);
+}
+END_TEST
+
+/* A snapshot whose last entry the follower does not hold with the same term
+ * replaces the whole log: the entries after it belong to another history. */
+START_TEST (test_conflicting_snapshot_discards_log)
+{
+  SpRaft *r = restored_follower (2, 5);
+  g_autoptr (GBytes) state = g_bytes_new_static ("state", 5);
+  SpRaftSnapshot snap
+      = { .index = 3, .term = 2, .conf = { .voters = { 1, 2, 3 }, .n_voters = 3 }, .data = state };
+  g_autoptr (SpRaftReady) rd = NULL;
+
+  ck_assert (sp_raft_step (
+      r,
+      &(SpRaftMsg){
+          .type = SP_RAFT_MSG_SNAPSHOT, .from = 1, .to = 2, .term = 2, .snapshot = &snap },
+      NULL));
+  ck_assert_uint_eq (sp_raft_last_index (r), 3);
+  ck_assert_uint_eq (sp_raft_term_at (r, 3), 2);
+  ck_assert_uint_eq (sp_raft_term_at (r, 4), 0);
+  ck_assert_uint_eq (sp_raft_commit_index (r), 3);
+  rd = sp_raft_ready (r);
+  ck_assert_ptr_nonnull (rd->snapshot);
+  ck_assert_uint_eq (rd->entries->len, 0);
+  sp_raft_advance (r, rd);
+  sp_raft_free (r);
+}
+END_TEST
+
+/* A learner never campaigns, whatever time passes or is asked of it. */
+START_TEST (test_learner_never_campaigns)
+{
+  Net net;
+
+  net_init (&net, 3, 1);
+  elect_first (&net);
+  net_isolate (&net, 4, TRUE);
+  net_tick (&net, 0, 100);
+  ck_assert_int_eq (sp_raft_role (net.n[4]), SP_RAFT_LEARNER);
+  ck_assert_uint_eq (net.sent[4][SP_RAFT_MSG_PREVOTE] + net.sent[4][SP_RAFT_MSG_VOTE], 0);
+  ck_assert (sp_raft_step (
+      net.n[4],
+      &(SpRaftMsg){
+          .type = SP_RAFT_MSG_TIMEOUT_NOW, .from = 1, .to = 4, .term = sp_raft_term (net.n[4]) },
+      NULL));
+  net_settle (&net);
+  ck_assert_int_eq (sp_raft_role (net.n[4]), SP_RAFT_LEARNER);
+  ck_assert_uint_eq (net.sent[4][SP_RAFT_MSG_PREVOTE] + net.sent[4][SP_RAFT_MSG_VOTE], 0);
+  net_clear (&net);
+}
+END_TEST
+
 static Suite *
 raft_suite (void)
 {
@@ -615,6 +872,12 @@ raft_suite (void)
   tcase_add_test (tc, test_old_term_entry_not_committed_by_counting);
   tcase_add_test (tc, test_malformed_messages);
   tcase_add_test (tc, test_corrupt_restore);
+  tcase_add_test (tc, test_same_term_vote_refused_in_lease);
+  tcase_add_test (tc, test_prevote_moves_no_term_or_vote);
+  tcase_add_test (tc, test_follower_commit_bounded_by_last_new_entry);
+  tcase_add_test (tc, test_follower_never_truncates_entries_it_has);
+  tcase_add_test (tc, test_conflicting_snapshot_discards_log);
+  tcase_add_test (tc, test_learner_never_campaigns);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -657,6 +657,15 @@ record_vote (SpRaft *r, guint64 from, gboolean granted, guint *yes, guint *no)
     }
 }
 
+static gboolean
+in_lease (const SpRaft *r)
+{
+  /* Leader stickiness: a voter that heard from a leader within the minimum
+   * election timeout (or started less than that ago, having perhaps heard
+   * from one just before a crash) does not help anyone else win. */
+  return r->state == STATE_LEADER || r->since_leader < r->opts.election_ticks;
+}
+
 static void
 handle_vote_request (SpRaft *r, const SpRaftMsg *m)
 {
@@ -664,6 +673,14 @@ handle_vote_request (SpRaft *r, const SpRaftMsg *m)
   gboolean can_vote = r->vote == m->from || (r->vote == SP_RAFT_NONE && r->lead == SP_RAFT_NONE)
                       || (pre && m->term > r->term);
   SpRaftMsg *resp;
+
+  /* The promise the leader's lease rests on, kept here where every vote is
+   * granted rather than where terms move: whatever moved this node's term
+   * or made it forget its leader (a higher-term answer, a step-down, a
+   * configuration change), it helps no one else while it is in lease.  A
+   * repeated vote for the same candidate changes nothing. */
+  if (!m->force && in_lease (r) && (pre || r->vote != m->from))
+    can_vote = FALSE;
 
   resp = reply (r, m, pre ? SP_RAFT_MSG_PREVOTE_RESP : SP_RAFT_MSG_VOTE_RESP);
   if (can_vote && sp_log_is_up_to_date (&r->log, m->index, m->log_term))
@@ -937,15 +954,6 @@ step_leader (SpRaft *r, const SpRaftMsg *m)
 /* ---- inputs ------------------------------------------------------------- */
 
 static gboolean
-in_lease (const SpRaft *r)
-{
-  /* Leader stickiness: a voter that heard from a leader within the minimum
-   * election timeout (or started less than that ago, having perhaps heard
-   * from one just before a crash) does not help anyone else win. */
-  return r->state == STATE_LEADER || r->since_leader < r->opts.election_ticks;
-}
-
-static gboolean
 validate (const SpRaft *r, const SpRaftMsg *m, GError **error)
 {
   if (m->type >= SP_RAFT_MSG_N_TYPES)
@@ -1005,9 +1013,12 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
 
       if (vote_req && !m->force && in_lease (r))
         return TRUE;
-      if (m->type == SP_RAFT_MSG_PREVOTE || (m->type == SP_RAFT_MSG_PREVOTE_RESP && !m->reject))
+      if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_PREVOTE_RESP)
         {
-          /* about a future term: does not move ours */
+          /* Pre-vote never moves a term, not even a rejection carrying a
+           * higher one: a node that cannot win must not disturb anyone.
+           * The pre-candidate learns the term from that term's leader or
+           * its candidates' votes. */
         }
       else
         {
