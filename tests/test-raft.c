@@ -676,6 +676,39 @@ START_TEST (test_same_term_vote_refused_in_lease)
 }
 END_TEST
 
+/* Only an answer from a node that reset its election timer on the message
+ * carries the leader's stamp: one to a stale term does not. */
+START_TEST (test_stale_term_answer_carries_no_stamp)
+{
+  Net net;
+  g_autoptr (SpRaftReady) rd = NULL;
+  guint64 term;
+  guint answers = 0;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  term = sp_raft_term (net.n[2]);
+  ck_assert (sp_raft_step (
+      net.n[2],
+      &(SpRaftMsg){
+          .type = SP_RAFT_MSG_HEARTBEAT, .from = 3, .to = 2, .term = term - 1, .context = 77 },
+      NULL));
+  rd = sp_raft_ready (net.n[2]);
+  for (guint i = 0; i < rd->messages->len; i++)
+    {
+      const SpRaftMsg *m = g_ptr_array_index (rd->messages, i);
+
+      ck_assert_int_eq (m->type, SP_RAFT_MSG_APPEND_RESP);
+      ck_assert_uint_eq (m->term, term);
+      ck_assert_uint_eq (m->context, 0);
+      answers++;
+    }
+  ck_assert_uint_eq (answers, 1);
+  sp_raft_advance (net.n[2], rd);
+  net_clear (&net);
+}
+END_TEST
+
 /* Pre-vote asks about a future term: neither a request nor an answer of any
  * term moves the receiver's term or vote. */
 START_TEST (test_prevote_moves_no_term_or_vote)
@@ -874,6 +907,7 @@ raft_suite (void)
   tcase_add_test (tc, test_corrupt_restore);
   tcase_add_test (tc, test_same_term_vote_refused_in_lease);
   tcase_add_test (tc, test_prevote_moves_no_term_or_vote);
+  tcase_add_test (tc, test_stale_term_answer_carries_no_stamp);
   tcase_add_test (tc, test_follower_commit_bounded_by_last_new_entry);
   tcase_add_test (tc, test_follower_never_truncates_entries_it_has);
   tcase_add_test (tc, test_conflicting_snapshot_discards_log);

@@ -1032,9 +1032,11 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
   else if (m->term < r->term)
     {
       /* Tell a stale leader or pre-candidate about the newer term, so a
-       * leader cut off by a partition steps down when it heals. */
+       * leader cut off by a partition steps down when it heals.  No stamp:
+       * this node promised nothing on it, and that leader, elected again
+       * in our term, must not count it toward its lease. */
       if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT)
-        reply (r, m, SP_RAFT_MSG_APPEND_RESP);
+        reply (r, m, SP_RAFT_MSG_APPEND_RESP)->context = 0;
       else if (m->type == SP_RAFT_MSG_PREVOTE)
         reply (r, m, SP_RAFT_MSG_PREVOTE_RESP)->reject = TRUE;
       return TRUE;
