@@ -21,6 +21,19 @@
 #define NOTE_LEN           112
 #define MAX_READIES        1000 /* per event: more means the core never settles */
 #define CRASH_IN_WRITE_PPM 5000 /* a leader dies between sending and persisting */
+/* After the heal, in one schedule in PACE_ONE_IN, a client writes as fast
+ * as the leader lets it for this long; the cluster must commit at least
+ * 1/PACE_RATIO of what a fault-free run of the same schedule does. */
+#define PACE_ONE_IN 4
+#define PACE_US     200000
+#define PACE_GAP    5000
+#define PACE_RATIO  4
+/* A voter refuses other candidates until E of its ticks have passed since
+ * it heard a leader (or started); the first may come at once. */
+#define PROMISE_TICKS (ELECTION_TICKS - 1)
+/* Check-quorum and a transfer's give-up each take E of the leader's ticks,
+ * plus one of phase. */
+#define GIVE_UP_TICKS (ELECTION_TICKS + 1)
 
 typedef enum
 {
@@ -55,7 +68,29 @@ typedef struct
   guint64 commit;
   guint64 vote_term; /* newest term it voted in, and for whom */
   guint64 vote_for;
-  gboolean retire; /* its removal committed: shut it down after this event */
+  gboolean retire;  /* shut it down after this event */
+  gboolean removed; /* its removal committed; it may linger a while */
+
+  /* The promise the lease rests on: when it last took a message as its
+   * leader's, started, or stopped leading. */
+  guint64 heard_leader;
+  guint64 heard_term;
+  guint64 heard_at;
+  guint64 started_at;
+  guint64 led_until; /* when it last stopped being leader */
+  /* free_ask[c]: the last term c asked its vote in while this node was
+   * free of its promise (it may grant the same vote again). */
+  guint64 free_ask[MAX_ID + 1];
+  /* As leader: when each member last answered in its term; a transfer in
+   * progress and since when. */
+  guint64 answered_at[MAX_ID + 1];
+  guint64 unheard_since; /* when too few had answered it; 0: enough have */
+  guint64 transfer_to;
+  guint64 transfer_at;
+
+  /* A write in progress (asynchronous disk): completes at EV_WRITTEN. */
+  SpRaftReady *writing;
+  guint64 writing_prev_term;
 } Node;
 
 typedef enum
@@ -66,6 +101,9 @@ typedef enum
   EV_RESTART,
   EV_UNCUT,
   EV_HEAL,
+  EV_WRITTEN,
+  EV_RETIRE,
+  EV_LOAD,
 } EventKind;
 
 typedef struct
@@ -174,6 +212,8 @@ struct _SpSim
   guint weight[N_ACTIONS];
   guint weight_sum;
   guint64 chaos_gap_us; /* mean time between chaos actions */
+  guint64 disk_us;      /* writes take up to this long; 0: done at once */
+  guint linger;         /* a removed node shuts down: 0 at once, 1 later, 2 never */
   gboolean leased;      /* some node held a valid lease after the last event */
 
   gboolean healing;
@@ -181,6 +221,11 @@ struct _SpSim
   guint64 marker_index; /* the liveness probe: a write made after the heal */
   guint64 marker_term;
   guint64 marker_leader;
+  gboolean pace;       /* measure the pace of commits after the heal */
+  gboolean fault_free; /* the reference run: no chaos, healed from the start */
+  guint64 pace_from;   /* the pace window: when it began, commits before it */
+  guint64 pace_base;
+  guint64 pace_commits;
   gboolean done;
 
   GArray *leaders;   /* guint64 leader by term */
@@ -189,6 +234,9 @@ struct _SpSim
   GArray *sightings;  /* Sighting; [0] is unused */
   GArray *sight_head; /* guint first sighting by index */
   GArray *pending;    /* PendingChange awaiting the verdict of the log */
+  /* (voter, pre, candidate, term) -> how many (pre-)votes the voter may
+   * grant: one per request it took while free of its promise */
+  GHashTable *grants;
   guint64 payload_seq;
 
   Rec ring[TRACE_RING];
@@ -642,6 +690,96 @@ check_vote (SpSim *s, Node *n, guint64 term, guint64 candidate)
     }
 }
 
+/* Whether v is still bound by the promise the lease rests on: it heard a
+ * leader (or started, or stopped leading) less than its minimum election
+ * timeout ago, measured on its own clock.  With a leader given, only
+ * hearing that leader in that term (or starting) counts. */
+static gboolean
+promised (const SpSim *s, const Node *v, guint64 leader, guint64 term)
+{
+  guint64 span = PROMISE_TICKS * v->period_us;
+
+  if (s->now < v->started_at + span || (leader == 0 && s->now < v->led_until + span))
+    return TRUE;
+  return v->heard_leader != 0 && s->now < v->heard_at + span
+         && (leader == 0 || (v->heard_leader == leader && v->heard_term == term));
+}
+
+static guint
+quorum_of (const SpRaftConf *c)
+{
+  return c->n_voters / 2 + 1;
+}
+
+static guint64
+grant_key (guint64 voter, gboolean pre, guint64 candidate, guint64 term)
+{
+  return term << 13 | voter << 7 | (guint64)pre << 6 | candidate;
+}
+
+static guint
+grants_left (SpSim *s, guint64 key)
+{
+  return GPOINTER_TO_UINT (g_hash_table_lookup (s->grants, &key));
+}
+
+static void
+set_grants (SpSim *s, guint64 key, guint n)
+{
+  if (n == 0)
+    g_hash_table_remove (s->grants, &key);
+  else
+    g_hash_table_insert (s->grants, g_memdup2 (&key, sizeof key), GUINT_TO_POINTER (n));
+}
+
+/* The lease's premise, not only its consequence: while a leader holds a
+ * lease, a quorum of its voters heard from it in its term within their
+ * election timeout (so they refuse anyone else), or are down. */
+static void
+check_lease_premise (SpSim *s, const Node *l)
+{
+  const SpRaftConf *c = sp_raft_conf (l->raft);
+  guint64 term = sp_raft_term (l->raft);
+  guint bound = 0;
+
+  for (guint i = 0; i < c->n_voters; i++)
+    {
+      const Node *v = node_get (s, c->voters[i]);
+
+      if (v == l || !v || v->state != NODE_UP || promised (s, v, l->id, term))
+        bound++;
+    }
+  if (bound < quorum_of (c))
+    fail (s,
+          "lease premise: n" U64 " holds a lease in term " U64 " but only %u of its %u voters "
+          "heard from it in that term within their election timeout, or are down",
+          l->id, term, bound, c->n_voters);
+}
+
+/* Check-quorum: a leader that no quorum of its voters answered within an
+ * election timeout (its clock) steps down, at its next tick when a
+ * membership change left too few. */
+static void
+check_quorum_heard (SpSim *s, Node *l)
+{
+  const SpRaftConf *c = sp_raft_conf (l->raft);
+  guint64 bound = GIVE_UP_TICKS * l->period_us;
+  guint heard = 0;
+
+  for (guint i = 0; i < c->n_voters; i++)
+    if (c->voters[i] == l->id || s->now - l->answered_at[c->voters[i]] < bound)
+      heard++;
+  if (heard >= quorum_of (c))
+    l->unheard_since = 0;
+  else if (l->unheard_since == 0)
+    l->unheard_since = s->now;
+  else if (s->now - l->unheard_since > l->period_us)
+    fail (s,
+          "check-quorum: n" U64 " still leads term " U64 " though only %u of its %u voters "
+          "answered it in the last " U64 " ms",
+          l->id, sp_raft_term (l->raft), heard, c->n_voters, bound / 1000);
+}
+
 /* Lease safety: at no instant do two live nodes hold a valid lease. */
 static void
 check_leases (SpSim *s)
@@ -652,10 +790,14 @@ check_leases (SpSim *s)
 
   for (guint64 id = 1; id < s->next_id; id++)
     {
-      const Node *n = &s->nodes[id];
+      Node *n = &s->nodes[id];
 
-      if (n->state != NODE_UP || !sp_raft_lease_valid (n->raft))
+      if (n->state != NODE_UP || sp_raft_role (n->raft) != SP_RAFT_LEADER)
         continue;
+      check_quorum_heard (s, n);
+      if (!sp_raft_lease_valid (n->raft))
+        continue;
+      check_lease_premise (s, n);
       if (holder)
         {
           fail (s,
@@ -683,9 +825,19 @@ resolve_changes (SpSim *s, const SpRaftEntry *e)
           i++;
           continue;
         }
-      /* A removed node, or one whose addition was lost, has no future. */
-      if (n && ((ok && p->op == SP_RAFT_CONF_REMOVE) || (!ok && p->op == SP_RAFT_CONF_ADD_LEARNER)))
+      /* One whose addition was lost has no future.  A removed node is shut
+       * down by its admin, at once, a while later or never: until then it
+       * runs on, unaware, and must not disturb anyone. */
+      if (n && !ok && p->op == SP_RAFT_CONF_ADD_LEARNER)
         n->retire = TRUE;
+      if (n && ok && p->op == SP_RAFT_CONF_REMOVE)
+        {
+          n->removed = TRUE;
+          if (s->linger == 0)
+            n->retire = TRUE;
+          else if (s->linger == 1)
+            push (s, rnd_between (s, 100000, 2000000), EV_RETIRE, n->id, NULL, FALSE);
+        }
       note (s, 0, "membership change for n" U64 " at index " U64 " term " U64 " %s", p->node,
             p->index, p->term, ok ? "committed" : "lost");
       g_array_remove_index_fast (s->pending, i);
@@ -753,8 +905,9 @@ check_snapshot_state (SpSim *s, const Node *n, const SpRaftSnapshot *snap, guint
 
 /* ---- a node's ready ----------------------------------------------------- */
 
+/* prev_term: the term of the entry before rd's first, when it was made. */
 static void
-persist (SpSim *s, Node *n, const SpRaftReady *rd)
+persist (SpSim *s, Node *n, const SpRaftReady *rd, guint64 prev_term)
 {
   if (rd->snapshot)
     {
@@ -766,7 +919,6 @@ persist (SpSim *s, Node *n, const SpRaftReady *rd)
     {
       const SpRaftEntry *first = &g_array_index (rd->entries, SpRaftEntry, 0);
       guint64 base = disk_snap_index (n);
-      guint64 prev_term = sp_raft_term_at (n->raft, first->index - 1);
 
       if (first->index <= base || first->index > base + n->log->len + 1)
         {
@@ -846,6 +998,25 @@ apply (SpSim *s, Node *n, const SpRaftReady *rd)
 static void net_send (SpSim *s, const SpRaftMsg *m);
 static void node_crash (SpSim *s, Node *n);
 
+/* A leadership transfer completes or is given up within an election
+ * timeout of the leader's clock (each request starts the clock anew). */
+static void
+check_transfer (SpSim *s, Node *n)
+{
+  guint64 to = sp_raft_role (n->raft) == SP_RAFT_LEADER ? sp_raft_transfer_target (n->raft) : 0;
+
+  if (to != n->transfer_to)
+    {
+      n->transfer_to = to;
+      n->transfer_at = s->now;
+    }
+  else if (to && s->now - n->transfer_at > GIVE_UP_TICKS * n->period_us)
+    fail (s,
+          "transfer: n" U64 " has been handing leadership over to n" U64 " for " U64
+          " ms, neither done nor given up",
+          n->id, to, (s->now - n->transfer_at) / 1000);
+}
+
 /* After every event that touched a node: role, term and commit moves. */
 static void
 observe (SpSim *s, Node *n, const char *cause)
@@ -874,29 +1045,63 @@ observe (SpSim *s, Node *n, const char *cause)
       r->applied = n->applied;
       rec_done (s, r);
     }
-  if (role == SP_RAFT_CANDIDATE && (n->role != SP_RAFT_CANDIDATE || n->term != term))
-    check_vote (s, n, term, n->id);
+  /* Membership: only a voter of its own configuration campaigns or leads,
+   * and a node whose removal committed never leads again. */
+  if ((role == SP_RAFT_PRE_CANDIDATE || role == SP_RAFT_CANDIDATE || role == SP_RAFT_LEADER)
+      && !sp_raft_conf_is_voter (sp_raft_conf (n->raft), n->id))
+    fail (s, "membership: n" U64 " is %s in term " U64 " but not a voter of its configuration",
+          n->id, sp_raft_role_to_string (role), term);
+  if (role == SP_RAFT_LEADER && n->removed)
+    fail (s, "membership: n" U64 ", whose removal committed, leads term " U64, n->id, term);
   if (role == SP_RAFT_LEADER)
     {
       check_leader (s, n, term);
       if (n->role != SP_RAFT_LEADER || n->term != term)
-        check_completeness (s, n);
+        {
+          check_completeness (s, n);
+          for (guint64 id = 1; id <= MAX_ID; id++)
+            n->answered_at[id] = s->now;
+          n->unheard_since = 0;
+        }
     }
+  else if (n->role == SP_RAFT_LEADER)
+    {
+      /* A leader that steps down refuses other candidates for a while. */
+      n->led_until = s->now;
+    }
+  check_transfer (s, n);
   n->role = role;
   n->term = term;
   n->leader = leader;
   n->commit = commit;
 }
 
-/* Persist, send, apply, advance: in that order, until nothing is left. */
+/* The write of a ready is done: send what waited for it, apply, advance. */
+static void
+finish_write (SpSim *s, Node *n, SpRaftReady *rd, guint64 prev_term)
+{
+  persist (s, n, rd, prev_term);
+  for (guint i = 0; i < rd->messages->len && !s->failure && !rd->send_before_persist; i++)
+    net_send (s, g_ptr_array_index (rd->messages, i));
+  apply (s, n, rd);
+  sp_raft_advance (n->raft, rd);
+}
+
+/* Persist, send, apply, advance: in that order, until nothing is left.  A
+ * write may take a while (as sparrowd's storage worker does): the node
+ * steps what arrives meanwhile, a leader having already sent its batch. */
 static void
 drain (SpSim *s, Node *n, const char *cause)
 {
   guint rounds = 0;
 
-  while (!s->failure && sp_raft_has_ready (n->raft))
+  while (!s->failure && !n->writing && sp_raft_has_ready (n->raft))
     {
       g_autoptr (SpRaftReady) rd = sp_raft_ready (n->raft);
+      guint64 prev_term
+          = rd->entries->len > 0
+                ? sp_raft_term_at (n->raft, g_array_index (rd->entries, SpRaftEntry, 0).index - 1)
+                : 0;
 
       if (++rounds > MAX_READIES)
         {
@@ -915,11 +1120,14 @@ drain (SpSim *s, Node *n, const char *cause)
               return;
             }
         }
-      persist (s, n, rd);
-      for (guint i = 0; i < rd->messages->len && !s->failure && !rd->send_before_persist; i++)
-        net_send (s, g_ptr_array_index (rd->messages, i));
-      apply (s, n, rd);
-      sp_raft_advance (n->raft, rd);
+      if (s->disk_us > 0 && (rd->snapshot || rd->entries->len > 0 || rd->hard_state_changed))
+        {
+          n->writing = g_steal_pointer (&rd);
+          n->writing_prev_term = prev_term;
+          push (s, rnd_between (s, 100, s->disk_us), EV_WRITTEN, n->id, NULL, FALSE);
+          break;
+        }
+      finish_write (s, n, rd, prev_term);
     }
   if (!s->failure)
     observe (s, n, cause);
@@ -934,8 +1142,30 @@ net_send (SpSim *s, const SpRaftMsg *m)
   Node *from = node_get (s, m->from);
   const char *lost = NULL;
 
+  /* Stickiness: a voter bound by its promise when the request came grants
+   * nothing (a forced campaign after a transfer aside). */
+  if ((m->type == SP_RAFT_MSG_VOTE_RESP || m->type == SP_RAFT_MSG_PREVOTE_RESP) && !m->reject
+      && from)
+    {
+      guint64 key = grant_key (from->id, m->type == SP_RAFT_MSG_PREVOTE_RESP, m->to, m->term);
+      guint left = grants_left (s, key);
+
+      if (left > 0)
+        set_grants (s, key, left - 1);
+      else
+        fail (s,
+              "stickiness: n" U64 " granted a %s to n" U64 " for term " U64
+              " though it was bound by its promise when asked (last leader heard: n" U64
+              " in term " U64 ", or it had just started)",
+              from->id, sp_raft_msg_type_to_string (m->type - 1), m->to, m->term,
+              from->heard_leader, from->heard_term);
+    }
+  /* A vote counts once it is out (it was written first), a candidate's for
+   * itself included. */
   if (m->type == SP_RAFT_MSG_VOTE_RESP && !m->reject && from)
     check_vote (s, from, m->term, m->to);
+  if (m->type == SP_RAFT_MSG_VOTE && from)
+    check_vote (s, from, m->term, from->id);
   if (!to || to->state == NODE_GONE)
     lost = "no such node";
   else if (m->from <= MAX_ID && s->cut[m->from][m->to])
@@ -952,19 +1182,79 @@ net_send (SpSim *s, const SpRaftMsg *m)
     push (s, rnd_between (s, 1000, s->max_delay_us), EV_DELIVER, 0, sp_raft_msg_copy (m), TRUE);
 }
 
+/* What the checks need to know of a message before the node takes it. */
+static void
+before_step (SpSim *s, Node *n, const SpRaftMsg *m)
+{
+  gboolean pre = m->type == SP_RAFT_MSG_PREVOTE;
+
+  if (sp_raft_role (n->raft) == SP_RAFT_LEADER && m->term == sp_raft_term (n->raft)
+      && (m->type == SP_RAFT_MSG_APPEND_RESP || m->type == SP_RAFT_MSG_HEARTBEAT_RESP)
+      && m->from <= MAX_ID)
+    n->answered_at[m->from] = s->now;
+  if ((pre || m->type == SP_RAFT_MSG_VOTE) && m->from <= MAX_ID)
+    {
+      /* The same vote again may be granted again. */
+      gboolean repeat = m->force || (!pre && n->free_ask[m->from] == m->term);
+
+      guint64 key = grant_key (n->id, pre, m->from, m->term);
+
+      if (repeat || !promised (s, n, 0, 0))
+        {
+          set_grants (s, key, grants_left (s, key) + 1);
+          if (!pre)
+            n->free_ask[m->from] = m->term;
+        }
+    }
+}
+
+/* What the checks learn from how the node took a message. */
+static void
+after_step (SpSim *s, Node *n, const SpRaftMsg *m, guint64 old_term)
+{
+  guint64 term = sp_raft_term (n->raft);
+  SpRaftRole role = sp_raft_role (n->raft);
+  const Node *from = node_get (s, m->from);
+
+  /* Pre-vote moves no term: only a granted answer may start the
+   * pre-candidate's own campaign. */
+  if ((m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_PREVOTE_RESP) && term != old_term
+      && !(m->type == SP_RAFT_MSG_PREVOTE_RESP && !m->reject && term == old_term + 1
+           && (role == SP_RAFT_CANDIDATE || role == SP_RAFT_LEADER)))
+    fail (s, "pre-vote: a %s from n" U64 " moved n" U64 " from term " U64 " to " U64,
+          sp_raft_msg_type_to_string (m->type), m->from, n->id, old_term, term);
+  /* A removed node, running on, cannot disturb a leased cluster. */
+  if (from && from->removed && !n->removed && term != old_term && s->leased)
+    fail (s,
+          "membership: a %s from n" U64 ", whose removal committed, moved n" U64 " from term " U64
+          " to " U64 " while a lease was held",
+          sp_raft_msg_type_to_string (m->type), m->from, n->id, old_term, term);
+  if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+       || m->type == SP_RAFT_MSG_SNAPSHOT)
+      && term == m->term && sp_raft_leader (n->raft) == m->from)
+    {
+      n->heard_leader = m->from;
+      n->heard_term = m->term;
+      n->heard_at = s->now;
+    }
+}
+
 static gboolean
 step_received (SpSim *s, Node *n, const Event *ev)
 {
   const SpRaftMsg *m = ev->msg;
+  guint64 old_term = sp_raft_term (n->raft);
   g_autoptr (GError) error = NULL;
 
   rec_msg (s, REC_RECV, m->to, m, NULL, ev->dup);
+  before_step (s, n, m);
   if (!sp_raft_step (n->raft, m, &error))
     {
       fail (s, "well-formed messages: n" U64 " rejected a %s from n" U64 ": %s", n->id,
             sp_raft_msg_type_to_string (m->type), m->from, error->message);
       return FALSE;
     }
+  after_step (s, n, m, old_term);
   return TRUE;
 }
 
@@ -1064,6 +1354,8 @@ node_start (SpSim *s, Node *n, const SpRaftConf *bootstrap)
   guint64 index = 0, chain = 0;
 
   n->incarnation++;
+  n->started_at = s->now;
+  n->transfer_to = 0;
   n->raft = sp_raft_new (&o, &rs, &error);
   if (!n->raft)
     {
@@ -1107,7 +1399,10 @@ node_crash (SpSim *s, Node *n)
   guint64 down = chance (s, s->quick_restart_ppm) ? rnd_between (s, 1000, 50000)
                                                   : rnd_between (s, 100000, 2000000);
 
+  g_clear_pointer (&n->writing, sp_raft_ready_free);
   g_clear_pointer (&n->raft, sp_raft_free);
+  /* A term not yet written is forgotten: nothing was sent in it. */
+  n->term = n->hs.term;
   n->state = NODE_DOWN;
   n->applied_at_crash = n->applied;
   n->applied = n->chain = 0;
@@ -1119,6 +1414,7 @@ node_crash (SpSim *s, Node *n)
 static void
 node_retire (SpSim *s, Node *n)
 {
+  g_clear_pointer (&n->writing, sp_raft_ready_free);
   g_clear_pointer (&n->raft, sp_raft_free);
   g_clear_pointer (&n->snap, sp_raft_snapshot_free);
   g_clear_pointer (&n->log, g_array_unref);
@@ -1171,6 +1467,25 @@ client_propose (SpSim *s)
   else
     note (s, n->id, "propose %u: refused (%s)", k, sp_raft_role_to_string (sp_raft_role (n->raft)));
   drain (s, n, "propose");
+}
+
+/* The pace window's client: keeps the leader's backlog full. */
+static void
+client_load (SpSim *s)
+{
+  Node *l = pick_leader (s);
+
+  if (!l)
+    return;
+  for (guint i = 0;
+       i < 4 && sp_raft_last_index (l->raft) - sp_raft_commit_index (l->raft) < MAX_BACKLOG; i++)
+    {
+      g_autoptr (GBytes) data = make_payload (s);
+
+      if (!sp_raft_propose (l->raft, data, NULL, NULL))
+        break;
+    }
+  drain (s, l, "load");
 }
 
 static void
@@ -1246,6 +1561,7 @@ client_transfer (SpSim *s)
   if (sp_raft_transfer_leadership (l->raft, to, &error))
     {
       s->stats.transfers++;
+      l->transfer_to = 0;
       note (s, l->id, "transfer leadership to n" U64, to);
     }
   else
@@ -1263,7 +1579,8 @@ compact (SpSim *s, Node *n)
   g_autoptr (GBytes) data = NULL;
   g_autoptr (GError) error = NULL;
 
-  if (!n)
+  /* sparrowd compacts between writes, not during one. */
+  if (!n || n->writing)
     return;
   base = sp_raft_first_index (n->raft) - 1;
   if (n->applied <= base)
@@ -1491,9 +1808,41 @@ fail_liveness (SpSim *s)
         HEAL_BOUND_US / 1e6, s->marker_index, s->marker_term, d->str);
 }
 
+/* Commits resume at full pace after the heal: a fault-free run of the same
+ * schedule (same cluster, network, disk and client) is the yardstick. */
+static void
+check_pace (SpSim *s)
+{
+  SpSimOptions o = { .seed = s->opts.seed, .n_nodes = s->opts.n_nodes };
+  g_autoptr (SpSim) ref = NULL;
+
+  s->pace_commits = s->stats.committed - s->pace_base;
+  note (s, 0, "pace: " U64 " writes committed in %u ms", s->pace_commits, PACE_US / 1000);
+  if (s->fault_free)
+    return;
+  ref = sp_sim_new (&o);
+  ref->fault_free = TRUE;
+  if (!sp_sim_run (ref))
+    fail (s, "pace: the fault-free run of this schedule failed: %s", ref->failure);
+  else if (s->pace_commits * PACE_RATIO < ref->pace_commits)
+    fail (s,
+          "pace: after the heal the cluster committed " U64 " writes in %u ms, a fault-free run "
+          "of this schedule " U64,
+          s->pace_commits, PACE_US / 1000, ref->pace_commits);
+}
+
 static void
 check_liveness (SpSim *s)
 {
+  if (s->pace_from)
+    {
+      if (s->now >= s->pace_from + PACE_US)
+        {
+          check_pace (s);
+          s->done = TRUE;
+        }
+      return;
+    }
   if (s->marker_index && s->marker_index < s->committed->len)
     {
       if (g_array_index (s->committed, Committed, s->marker_index).term != s->marker_term)
@@ -1503,9 +1852,12 @@ check_liveness (SpSim *s)
         }
       else if (all_applied (s, s->marker_index))
         {
-          s->done = TRUE;
           s->stats.heal_us = s->now - s->heal_at;
           note (s, 0, "liveness: probe at " U64 " applied by every member", s->marker_index);
+          s->done = !s->pace;
+          s->pace_from = s->now;
+          s->pace_base = s->stats.committed;
+          push (s, 0, EV_LOAD, 0, NULL, FALSE);
           return;
         }
     }
@@ -1601,6 +1953,23 @@ handle (SpSim *s, const Event *ev)
       case EV_HEAL:
         heal (s);
         break;
+      case EV_WRITTEN:
+        if (n->state == NODE_UP && n->incarnation == ev->incarnation && n->writing)
+          {
+            g_autoptr (SpRaftReady) rd = g_steal_pointer (&n->writing);
+
+            finish_write (s, n, rd, n->writing_prev_term);
+            drain (s, n, "written");
+          }
+        break;
+      case EV_RETIRE:
+        if (n->state == NODE_UP || n->state == NODE_DOWN)
+          n->retire = TRUE;
+        break;
+      case EV_LOAD:
+        client_load (s);
+        push (s, PACE_GAP, EV_LOAD, 0, NULL, FALSE);
+        break;
     }
 }
 
@@ -1619,6 +1988,7 @@ sp_sim_new (const SpSimOptions *opts)
   g_array_set_size (s->sightings, 1);
   s->sight_head = g_array_new (FALSE, TRUE, sizeof (guint));
   s->pending = g_array_new (FALSE, FALSE, sizeof (PendingChange));
+  s->grants = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
   return s;
 }
 
@@ -1633,6 +2003,7 @@ sp_sim_free (SpSim *s)
     {
       Node *n = &s->nodes[id];
 
+      sp_raft_ready_free (n->writing);
       sp_raft_free (n->raft);
       sp_raft_snapshot_free (n->snap);
       if (n->log)
@@ -1644,6 +2015,7 @@ sp_sim_free (SpSim *s)
   g_array_unref (s->sightings);
   g_array_unref (s->sight_head);
   g_array_unref (s->pending);
+  g_hash_table_unref (s->grants);
   g_free (s->failure);
   g_free (s);
 }
@@ -1678,6 +2050,15 @@ sp_sim_run (SpSim *s)
   /* sparrowd ticks in milliseconds: heartbeats are many ticks apart. */
   s->heartbeat_ticks = (guint)rnd_between (s, 1, 4);
   s->batch_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_below (s, 4)];
+  s->disk_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_below (s, 4)];
+  s->linger = (guint)rnd_below (s, 3);
+  s->pace = rnd_below (s, PACE_ONE_IN) == 0;
+  if (s->fault_free)
+    {
+      s->drop_ppm = s->dup_ppm = 0;
+      s->weight_sum = 0;
+      chaos_us = 1000;
+    }
   note (s, 0, "seed " U64 ": %u nodes, %.1f %% loss, %.1f %% duplication, %.1f s of chaos",
         s->opts.seed, s->opts.n_nodes, s->drop_ppm / 1e4, s->dup_ppm / 1e4, chaos_us / 1e6);
   note (s, 0, "delays 1-" U64 " ms, %u appends in flight of up to %u entries, %u %% quick restarts",
@@ -1686,6 +2067,10 @@ sp_sim_run (SpSim *s)
         s->chaos_gap_us / 1000, mix->str);
   note (s, 0, "heartbeat every %u ticks, election timeout %u ticks, batches of %u ms",
         s->heartbeat_ticks, ELECTION_TICKS, (guint)(s->batch_us / 1000));
+  note (s, 0, "writes take up to %u ms; removed nodes shut down %s; pace after the heal %s",
+        (guint)(s->disk_us / 1000),
+        (const char *[]){ "at once", "a while later", "never" }[s->linger],
+        s->pace ? "measured" : "not measured");
 
   for (guint i = 1; i <= s->opts.n_nodes; i++)
     conf.voters[conf.n_voters++] = i;

@@ -2,10 +2,12 @@
  *
  * One seed decides everything: node clock drift and phase, message delay,
  * loss, duplication and reordering, partitions (symmetric and one-way),
- * crashes and restarts (only what was persisted survives), client
- * proposals, membership changes, leadership transfers and snapshots.
- * A schedule is a chaos phase followed by a heal phase.  Safety properties
- * are checked after every event, liveness once the faults are healed. */
+ * crashes and restarts (only what was persisted survives), how long disk
+ * writes take, client proposals, membership changes (removed nodes shut
+ * down at once, later or never), leadership transfers and snapshots.
+ * A schedule is a chaos phase followed by a heal phase.  Safety, lease,
+ * check-quorum, transfer and membership properties are checked after
+ * every event, liveness once the faults are healed. */
 #pragma once
 
 #include <glib.h>

@@ -128,7 +128,9 @@ main (int argc, char **argv)
   g_print ("  a leader lease was held %.0f %% of the simulated time; slowest recovery after a "
            "heal: %.0f ms\n",
            100.0 * total.stats.leased_us / total.stats.sim_us, total.stats.heal_us / 1e3);
-  g_print ("all safety checks held: election safety, vote uniqueness, log matching, leader "
-           "completeness, state-machine safety, durability, lease safety, liveness after heal\n");
+  g_print ("all checks held: election safety, vote uniqueness, log matching, leader "
+           "completeness, state-machine safety, durability, lease safety, lease premise, "
+           "stickiness, pre-vote moves no term, check-quorum, transfer bound, membership, "
+           "liveness after heal\n");
   return EXIT_SUCCESS;
 }
