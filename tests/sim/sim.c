@@ -194,6 +194,7 @@ struct _SpSim
   SpSimOptions opts;
   SpSimStats stats;
   guint64 rng;
+  guint64 knob_rng;
   guint64 now;
   guint64 seq;
   GArray *heap; /* of Event: a binary min-heap on (time, seq) */
@@ -265,6 +266,16 @@ static guint64
 rnd (SpSim *s)
 {
   return mix64 (s->rng += 0x9e3779b97f4a7c15ULL);
+}
+
+/* What was modelled after schedules were first recorded (write latency,
+ * removed nodes lingering, the pace window) draws from a stream of its
+ * own: with those off (SpSimOptions.plain) a seed replays the schedule it
+ * always did. */
+static guint64
+rnd_knob (SpSim *s, guint64 lo, guint64 hi)
+{
+  return lo + mix64 (s->knob_rng += 0x9e3779b97f4a7c15ULL) % (hi - lo + 1);
 }
 
 static guint64
@@ -836,7 +847,7 @@ resolve_changes (SpSim *s, const SpRaftEntry *e)
           if (s->linger == 0)
             n->retire = TRUE;
           else if (s->linger == 1)
-            push (s, rnd_between (s, 100000, 2000000), EV_RETIRE, n->id, NULL, FALSE);
+            push (s, rnd_knob (s, 100000, 2000000), EV_RETIRE, n->id, NULL, FALSE);
         }
       note (s, 0, "membership change for n" U64 " at index " U64 " term " U64 " %s", p->node,
             p->index, p->term, ok ? "committed" : "lost");
@@ -1124,7 +1135,7 @@ drain (SpSim *s, Node *n, const char *cause)
         {
           n->writing = g_steal_pointer (&rd);
           n->writing_prev_term = prev_term;
-          push (s, rnd_between (s, 100, s->disk_us), EV_WRITTEN, n->id, NULL, FALSE);
+          push (s, rnd_knob (s, 100, s->disk_us), EV_WRITTEN, n->id, NULL, FALSE);
           break;
         }
       finish_write (s, n, rd, prev_term);
@@ -1813,7 +1824,7 @@ fail_liveness (SpSim *s)
 static void
 check_pace (SpSim *s)
 {
-  SpSimOptions o = { .seed = s->opts.seed, .n_nodes = s->opts.n_nodes };
+  SpSimOptions o = { .seed = s->opts.seed, .n_nodes = s->opts.n_nodes, .plain = s->opts.plain };
   g_autoptr (SpSim) ref = NULL;
 
   s->pace_commits = s->stats.committed - s->pace_base;
@@ -1980,6 +1991,7 @@ sp_sim_new (const SpSimOptions *opts)
 
   s->opts = *opts;
   s->rng = mix64 (opts->seed ^ 0x73706172726f77ULL);
+  s->knob_rng = mix64 (opts->seed ^ 0x6b6e6f6273ULL);
   s->heap = g_array_new (FALSE, FALSE, sizeof (Event));
   s->leaders = g_array_new (FALSE, TRUE, sizeof (guint64));
   s->committed = g_array_new (FALSE, TRUE, sizeof (Committed));
@@ -2050,9 +2062,12 @@ sp_sim_run (SpSim *s)
   /* sparrowd ticks in milliseconds: heartbeats are many ticks apart. */
   s->heartbeat_ticks = (guint)rnd_between (s, 1, 4);
   s->batch_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_below (s, 4)];
-  s->disk_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_below (s, 4)];
-  s->linger = (guint)rnd_below (s, 3);
-  s->pace = rnd_below (s, PACE_ONE_IN) == 0;
+  if (!s->opts.plain)
+    {
+      s->disk_us = (guint64[]){ 0, 0, 2000, 10000 }[rnd_knob (s, 0, 3)];
+      s->linger = (guint)rnd_knob (s, 0, 2);
+      s->pace = rnd_knob (s, 1, PACE_ONE_IN) == 1;
+    }
   if (s->fault_free)
     {
       s->drop_ppm = s->dup_ppm = 0;

@@ -19,6 +19,10 @@ typedef struct
   guint64 seed;
   guint n_nodes;        /* initial voters, 3 to 7 */
   gboolean print_trace; /* print every trace line as it happens */
+  /* Only what the first recorded schedules had: writes done at once,
+   * removed nodes shut down at once, no pace window.  For seeds recorded
+   * before those were modelled: they replay exactly. */
+  gboolean plain;
 } SpSimOptions;
 
 typedef struct

@@ -31,7 +31,7 @@ main (int argc, char **argv)
 {
   gint schedules = 300, nodes = 0;
   gint64 seed = 0;
-  gboolean trace = FALSE;
+  gboolean trace = FALSE, plain = FALSE;
   GOptionEntry entries[] = {
     { "nodes", 'n', 0, G_OPTION_ARG_INT, &nodes,
       "Cluster size: 3, 5 or 7 (default: 3, 5, 7 in turn)", "N" },
@@ -39,6 +39,10 @@ main (int argc, char **argv)
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Replay the schedule of this seed with its trace",
       "S" },
     { "trace", 't', 0, G_OPTION_ARG_NONE, &trace, "Print every event of every schedule", NULL },
+    { "plain", 0, 0, G_OPTION_ARG_NONE, &plain,
+      "Schedules as first recorded: no write latency, removed nodes shut down at once, no pace "
+      "check",
+      NULL },
     { NULL },
   };
   g_autoptr (GOptionContext) context = g_option_context_new (
@@ -81,6 +85,7 @@ main (int argc, char **argv)
         .seed = seed_i,
         .n_nodes = nodes ? (guint)nodes : sizes[size_i],
         .print_trace = trace,
+        .plain = plain,
       };
       g_autoptr (SpSim) sim = sp_sim_new (&o);
 
@@ -93,8 +98,8 @@ main (int argc, char **argv)
                    seed_i - first, seed_i, o.n_nodes, sp_sim_get_failure (sim));
           if (!trace)
             g_print ("last events:\n%s", tail);
-          g_print ("replay: sparrow-sim --seed %" G_GUINT64_FORMAT " --nodes %u\n", seed_i,
-                   o.n_nodes);
+          g_print ("replay: sparrow-sim --seed %" G_GUINT64_FORMAT " --nodes %u%s\n", seed_i,
+                   o.n_nodes, plain ? " --plain" : "");
           return 1;
         }
       for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
