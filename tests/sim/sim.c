@@ -2,8 +2,10 @@
  * simulated network and disk per node, and the checkers.  See sim.h. */
 #include "sim.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "raft.h"
 
@@ -1906,6 +1908,44 @@ check_liveness (SpSim *s)
     fail_liveness (s);
 }
 
+/* ---- a crash names its schedule ----------------------------------------- */
+
+/* A core that crashes (a planted bug, an assertion) must still name the
+ * schedule that made it: the handler says so, puts back the handlers it
+ * found and returns, so the fault recurs and they report it as usual. */
+static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGABRT };
+static struct sigaction crash_prev[G_N_ELEMENTS (crash_signals)];
+static char crash_note[160];
+static gsize crash_note_len;
+
+static void
+on_crash (int sig)
+{
+  if (write (STDERR_FILENO, crash_note, crash_note_len) < 0)
+    crash_note_len = 0;
+  for (guint i = 0; i < G_N_ELEMENTS (crash_signals); i++)
+    sigaction (crash_signals[i], &crash_prev[i], NULL);
+}
+
+static void
+name_crashes (const SpSimOptions *o)
+{
+  static gboolean installed;
+  struct sigaction sa = { .sa_handler = on_crash };
+
+  crash_note_len
+      = (gsize)g_snprintf (crash_note, sizeof crash_note,
+                           "seed %" G_GUINT64_FORMAT ", %u nodes: crashed; replay: "
+                           "sparrow-sim --seed %" G_GUINT64_FORMAT " --nodes %u%s\n",
+                           o->seed, o->n_nodes, o->seed, o->n_nodes, o->plain ? " --plain" : "");
+  crash_note_len = MIN (crash_note_len, sizeof crash_note - 1);
+  if (installed)
+    return;
+  installed = TRUE;
+  for (guint i = 0; i < G_N_ELEMENTS (crash_signals); i++)
+    sigaction (crash_signals[i], &sa, &crash_prev[i]);
+}
+
 /* ---- the loop ----------------------------------------------------------- */
 
 /* sparrowd sleeps until sp_raft_ticks_until_due says a tick may act: a
@@ -2041,6 +2081,8 @@ sp_sim_run (SpSim *s)
 
   g_return_val_if_fail (s->opts.n_nodes >= 1 && s->opts.n_nodes <= MAX_LIVE, FALSE);
 
+  if (!s->fault_free)
+    name_crashes (&s->opts);
   s->drop_ppm = (guint)rnd_below (s, 200001);
   s->dup_ppm = (guint)rnd_below (s, 30001);
   /* A fast network is where an overlong lease shows; small appends make
