@@ -23,9 +23,11 @@
  *       sp_raft_advance (r, rd); sp_raft_ready_free (rd);
  *     }
  *
- * Always on: pre-vote, check-quorum, leader stickiness (a voter that heard
- * from a leader within the minimum election timeout refuses votes), and the
- * leader lease (sp_raft_lease_valid).  Membership changes are single-server
+ * Always on: pre-vote (it never moves anyone's term), check-quorum, leader
+ * stickiness (a voter that heard from a leader, started or stopped leading
+ * within the minimum election timeout refuses votes and pre-votes of any
+ * term, unless a transfer forced the campaign), and the leader lease
+ * (sp_raft_lease_valid).  Membership changes are single-server
  * and take effect when appended (Raft thesis §4.1); one may be in flight.
  */
 #pragma once
@@ -138,7 +140,8 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
  *  APPEND:          index/log_term = entry preceding entries; commit
  *  APPEND_RESP:     !reject: index = last index now matching the leader;
  *                   reject: index = the rejected prev index, hint_index and
- *                   log_term = follower's conflict hint (fast back-off)
+ *                   log_term = follower's conflict hint (fast back-off);
+ *                   context echoed, 0 when answering a stale term
  *  HEARTBEAT:       commit; context = leader's tick stamp (lease)
  *  HEARTBEAT_RESP:  context echoed
  *  SNAPSHOT:        snapshot
