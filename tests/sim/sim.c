@@ -1223,9 +1223,10 @@ before_step (SpSim *s, Node *n, const SpRaftMsg *m)
 
 /* What the checks learn from how the node took a message. */
 static void
-after_step (SpSim *s, Node *n, const SpRaftMsg *m, guint64 old_term)
+after_step (SpSim *s, Node *n, const SpRaftMsg *m, guint64 old_term, guint64 old_commit)
 {
   guint64 term = sp_raft_term (n->raft);
+  guint64 commit = sp_raft_commit_index (n->raft);
   SpRaftRole role = sp_raft_role (n->raft);
   const Node *from = node_get (s, m->from);
 
@@ -1234,12 +1235,23 @@ after_step (SpSim *s, Node *n, const SpRaftMsg *m, guint64 old_term)
   if ((m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_PREVOTE_RESP) && term != old_term
       && !(m->type == SP_RAFT_MSG_PREVOTE_RESP && !m->reject && term == old_term + 1
            && (role == SP_RAFT_CANDIDATE || role == SP_RAFT_LEADER)))
-    fail (s, "pre-vote: a %s from n" U64 " moved n" U64 " from term " U64 " to " U64,
+    fail (s, "pre-vote: the %s from n" U64 " moved n" U64 " from term " U64 " to " U64,
           sp_raft_msg_type_to_string (m->type), m->from, n->id, old_term, term);
+  /* A follower commits no further than the leader's commit index and the
+   * last entry the message vouched for: what follows may be stale. */
+  if (commit > old_commit
+      && ((m->type == SP_RAFT_MSG_APPEND
+           && commit > MIN (m->commit, m->index + (m->entries ? m->entries->len : 0)))
+          || (m->type == SP_RAFT_MSG_HEARTBEAT && commit > m->commit)))
+    fail (s,
+          "follower commit: the %s from n" U64 " (prev " U64 ", %u entries, commit " U64
+          ") moved n" U64 "'s commit index from " U64 " to " U64,
+          sp_raft_msg_type_to_string (m->type), m->from, m->index, m->entries ? m->entries->len : 0,
+          m->commit, n->id, old_commit, commit);
   /* A removed node, running on, cannot disturb a leased cluster. */
   if (from && from->removed && !n->removed && term != old_term && s->leased)
     fail (s,
-          "membership: a %s from n" U64 ", whose removal committed, moved n" U64 " from term " U64
+          "membership: the %s from n" U64 ", whose removal committed, moved n" U64 " from term " U64
           " to " U64 " while a lease was held",
           sp_raft_msg_type_to_string (m->type), m->from, n->id, old_term, term);
   if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
@@ -1257,6 +1269,7 @@ step_received (SpSim *s, Node *n, const Event *ev)
 {
   const SpRaftMsg *m = ev->msg;
   guint64 old_term = sp_raft_term (n->raft);
+  guint64 old_commit = sp_raft_commit_index (n->raft);
   g_autoptr (GError) error = NULL;
 
   rec_msg (s, REC_RECV, m->to, m, NULL, ev->dup);
@@ -1267,7 +1280,7 @@ step_received (SpSim *s, Node *n, const Event *ev)
             sp_raft_msg_type_to_string (m->type), m->from, error->message);
       return FALSE;
     }
-  after_step (s, n, m, old_term);
+  after_step (s, n, m, old_term, old_commit);
   return TRUE;
 }
 

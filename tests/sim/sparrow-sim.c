@@ -135,7 +135,7 @@ main (int argc, char **argv)
            100.0 * total.stats.leased_us / total.stats.sim_us, total.stats.heal_us / 1e3);
   g_print ("all checks held: election safety, vote uniqueness, log matching, leader "
            "completeness, state-machine safety, durability, lease safety, lease premise, "
-           "stickiness, pre-vote moves no term, check-quorum, transfer bound, membership, "
-           "liveness after heal\n");
+           "stickiness, pre-vote moves no term, follower commit, check-quorum, transfer bound, "
+           "membership, liveness and pace after heal\n");
   return EXIT_SUCCESS;
 }
