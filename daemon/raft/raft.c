@@ -1198,6 +1198,13 @@ gboolean
 sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, guint64 *index_out,
                            GError **error)
 {
+  return sp_raft_change_membership_with_data (r, op, node, NULL, index_out, error);
+}
+
+gboolean
+sp_raft_change_membership_with_data (SpRaft *r, SpRaftConfOp op, guint64 node, GBytes *data,
+                                     guint64 *index_out, GError **error)
+{
   SpRaftConf conf = r->conf;
   gboolean known = sp_raft_conf_is_voter (&conf, node) || sp_raft_conf_is_learner (&conf, node);
   SpProgress *pr;
@@ -1283,7 +1290,7 @@ sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, guint64 *in
         return FALSE;
     }
 
-  append_entry (r, SP_RAFT_ENTRY_CONF, NULL, &conf);
+  append_entry (r, SP_RAFT_ENTRY_CONF, data, &conf);
   r->pending_conf_index = sp_log_last_index (&r->log);
   set_conf (r, &conf, r->pending_conf_index, r->term);
   if (index_out)

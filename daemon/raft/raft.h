@@ -80,7 +80,8 @@ gboolean sp_raft_conf_equal (const SpRaftConf *a, const SpRaftConf *b);
 typedef enum
 {
   SP_RAFT_ENTRY_NORMAL, /* application data (NULL data: leader's no-op) */
-  SP_RAFT_ENTRY_CONF,   /* conf holds the whole configuration from here on */
+  SP_RAFT_ENTRY_CONF,   /* conf holds the whole configuration from here on;
+                           data, if any, goes with the change */
 } SpRaftEntryType;
 
 typedef struct
@@ -88,7 +89,7 @@ typedef struct
   guint64 term;
   guint64 index;
   SpRaftEntryType type;
-  GBytes *data;     /* NORMAL: owned ref, may be NULL */
+  GBytes *data;     /* owned ref, may be NULL */
   SpRaftConf *conf; /* CONF: g_rc_box, owned ref; NULL otherwise */
 } SpRaftEntry;
 
@@ -242,6 +243,10 @@ typedef enum
 
 gboolean sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, guint64 *index_out,
                                     GError **error);
+/* The same, the CONF entry carrying data (ref taken; may be NULL): the
+ * application applies it with the change, so both are one decision. */
+gboolean sp_raft_change_membership_with_data (SpRaft *r, SpRaftConfOp op, guint64 node,
+                                              GBytes *data, guint64 *index_out, GError **error);
 
 /* to = SP_RAFT_NONE picks the most up-to-date voter.  A lagging target is
  * caught up first; when it matches, the leader sends TIMEOUT_NOW and steps
