@@ -1,7 +1,9 @@
 /* GVariant formats (little-endian; a version first in every record):
  *   conf      (atat)                 voters, learners
  *   data      may                    Nothing = NULL data, Just [] = empty
- *   entry     (ttymaym(atat))        term, index, type, data, conf (CONF only)
+ *   entry     (ttymaym(atat))        term, index, type, data (a CONF entry's
+ *                                    too: applied with the change), conf
+ *                                    (CONF only)
  *   snapshot  (tt(atat)may)          index, term, conf, data
  * Messages (SP_WIRE_VERSION), each led by its header:
  *   header    at                     exactly HEADER_LEN values: version,
@@ -11,8 +13,9 @@
  *   message   header                 every type but these two:
  *   append    (atataaya(atat))       header; three values per entry: term,
  *                                    index, kind (KIND_*); one data per
- *                                    entry (empty unless KIND_DATA); the
- *                                    conf of each CONF entry, in order
+ *                                    entry (empty unless KIND_DATA or
+ *                                    KIND_CONF_DATA); the conf of each CONF
+ *                                    entry, in order
  *   snapshot  (at(tt(atat)may))      header, snapshot
  * A record's first bytes are its header's first values, whatever the type:
  * bytes 0-7 the version, 8-15 the message type, which says which of the
@@ -96,6 +99,7 @@ enum
   KIND_NOOP, /* NORMAL with NULL data: a leader's no-op */
   KIND_DATA, /* NORMAL with data, possibly empty */
   KIND_CONF,
+  KIND_CONF_DATA, /* CONF with data, possibly empty */
   N_KINDS
 };
 
@@ -246,12 +250,13 @@ entries_to_variants (const GArray *entries, GVariant **meta, GVariant **datas, G
 
       f[ENTRY_TERM] = e->term;
       f[ENTRY_INDEX] = e->index;
-      f[ENTRY_KIND] = e->type == SP_RAFT_ENTRY_CONF ? KIND_CONF : e->data ? KIND_DATA : KIND_NOOP;
-      /* only what the kind says is sent: a CONF entry's data stays out */
-      data[i] = f[ENTRY_KIND] == KIND_DATA
-                    ? bytes_to_variant (e->data)
-                    : g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1);
-      if (e->conf && f[ENTRY_KIND] == KIND_CONF)
+      if (e->type == SP_RAFT_ENTRY_CONF)
+        f[ENTRY_KIND] = e->data ? KIND_CONF_DATA : KIND_CONF;
+      else
+        f[ENTRY_KIND] = e->data ? KIND_DATA : KIND_NOOP;
+      data[i] = e->data ? bytes_to_variant (e->data)
+                        : g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1);
+      if (e->conf && e->type == SP_RAFT_ENTRY_CONF)
         conf[n_conf++] = conf_to_variant (e->conf);
     }
   *meta = ids_to_variant (fields, n * ENTRY_LEN);
@@ -446,8 +451,6 @@ entry_from_variant (GVariant *v, SpRaftEntry *out, GError **error)
     return malformed (error, "conf: missing from a CONF entry");
   if (type == SP_RAFT_ENTRY_NORMAL && conf_v)
     return malformed (error, "conf: present in a NORMAL entry");
-  if (type == SP_RAFT_ENTRY_CONF && g_variant_n_children (data) > 0)
-    return malformed (error, "data: present in a CONF entry");
   if (conf_v && !conf_dup_from_variant (conf_v, &out->conf, error))
     return FALSE;
   out->type = type;
@@ -544,10 +547,11 @@ msg_entries_from_variant (GVariant *v, SpRaftMsg *m, GError **error)
                           "entries[%" G_GSIZE_FORMAT "].index: %" G_GUINT64_FORMAT
                           " does not follow %" G_GUINT64_FORMAT,
                           i, e.index, m->index + i);
-      if (f[ENTRY_KIND] != KIND_DATA && g_variant_get_size (data) > 0)
+      if ((f[ENTRY_KIND] == KIND_NOOP || f[ENTRY_KIND] == KIND_CONF)
+          && g_variant_get_size (data) > 0)
         return malformed (error, "entries[%" G_GSIZE_FORMAT "].data: present in a %s entry", i,
                           f[ENTRY_KIND] == KIND_CONF ? "CONF" : "no-op");
-      if (f[ENTRY_KIND] == KIND_CONF)
+      if (f[ENTRY_KIND] == KIND_CONF || f[ENTRY_KIND] == KIND_CONF_DATA)
         {
           g_autoptr (GVariant) conf = NULL;
 
@@ -561,10 +565,8 @@ msg_entries_from_variant (GVariant *v, SpRaftMsg *m, GError **error)
               return FALSE;
             }
         }
-      else if (f[ENTRY_KIND] == KIND_DATA)
-        {
-          e.data = bytes_from_variant (data, TRUE);
-        }
+      if (f[ENTRY_KIND] == KIND_DATA || f[ENTRY_KIND] == KIND_CONF_DATA)
+        e.data = bytes_from_variant (data, TRUE);
       g_array_append_val (m->entries, e);
     }
   if (conf_at != n_confs)

@@ -44,6 +44,16 @@ conf_entry (guint64 term, guint64 index, guint n_voters, guint n_learners)
   return e;
 }
 
+/* A configuration that carries the application's data with it. */
+static SpRaftEntry
+conf_data_entry (guint64 term, guint64 index, const char *data)
+{
+  SpRaftEntry e = conf_entry (term, index, 3, 2);
+
+  e.data = g_bytes_new (data, strlen (data));
+  return e;
+}
+
 static SpRaftSnapshot *
 new_snapshot (guint64 index, guint64 term, const char *data)
 {
@@ -59,16 +69,19 @@ new_snapshot (guint64 index, guint64 term, const char *data)
   return s;
 }
 
-/* Every kind of entry: data, NULL data (no-op), empty data, configuration. */
+/* Every kind of entry: data, NULL data (no-op), empty data, configuration,
+ * configuration with data and with empty data. */
 static GArray *
 sample_entries (guint64 first)
 {
-  GArray *a = sp_raft_entries_new (4);
+  GArray *a = sp_raft_entries_new (6);
   SpRaftEntry e[] = {
     normal_entry (3, first, "set vip 10.77.0.100"),
     normal_entry (3, first + 1, NULL),
     normal_entry (4, first + 2, ""),
     conf_entry (4, first + 3, 3, 2),
+    conf_data_entry (4, first + 4, "member n4 127.0.0.1:7004"),
+    conf_data_entry (5, first + 5, ""),
   };
 
   g_array_append_vals (a, e, G_N_ELEMENTS (e));
@@ -451,25 +464,31 @@ START_TEST (test_msg_layout)
   g_autoptr (SpRaftMsg) append = sample_msg (SP_RAFT_MSG_APPEND);
   g_autoptr (SpRaftMsg) snap = sample_msg (SP_RAFT_MSG_SNAPSHOT);
   g_autoptr (SpRaftMsg) heartbeat = sample_msg (SP_RAFT_MSG_HEARTBEAT);
-  /* sample_entries: data, a no-op, empty data, a configuration (3 voters
-   * 100-102, 2 learners 200-201) */
+  /* sample_entries: data, a no-op, empty data, then three times a
+   * configuration (3 voters 100-102, 2 learners 200-201): without data,
+   * with data, with empty data */
   {
-    const guint64 meta[] = { 3, 42, 1, 3, 43, 0, 4, 44, 1, 4, 45, 2 };
+    const guint64 meta[] = { 3, 42, 1, 3, 43, 0, 4, 44, 1, 4, 45, 2, 4, 46, 3, 5, 47, 3 };
     const guint64 voters[] = { 100, 101, 102 }, learners[] = { 200, 201 };
-    const char *set = "set vip 10.77.0.100";
+    const char *set = "set vip 10.77.0.100", *member = "member n4 127.0.0.1:7004";
     GVariant *datas[] = {
       g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, set, strlen (set), 1),
       g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
       g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
       g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, member, strlen (member), 1),
+      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
     };
-    GVariant *conf
-        = g_variant_new ("(@at@at)", ids_variant_from (voters, 3), ids_variant_from (learners, 2));
+    GVariant *confs[3];
 
+    for (guint i = 0; i < G_N_ELEMENTS (confs); i++)
+      confs[i] = g_variant_new ("(@at@at)", ids_variant_from (voters, 3),
+                                ids_variant_from (learners, 2));
     assert_layout (append, g_variant_new ("(@at@at@aay@a(atat))", header_of (append),
                                           ids_variant_from (meta, G_N_ELEMENTS (meta)),
-                                          g_variant_new_array (G_VARIANT_TYPE_BYTESTRING, datas, 4),
-                                          g_variant_new_array (NULL, &conf, 1)));
+                                          g_variant_new_array (G_VARIANT_TYPE_BYTESTRING, datas,
+                                                               G_N_ELEMENTS (datas)),
+                                          g_variant_new_array (NULL, confs, G_N_ELEMENTS (confs))));
   }
   assert_layout (
       snap,
@@ -481,6 +500,47 @@ START_TEST (test_msg_layout)
                                      snap->snapshot->conf.n_learners, sizeof (guint64)),
           g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, "state", 5, 1)));
   assert_layout (heartbeat, header_of (heartbeat));
+}
+END_TEST
+
+/* Entry records put together by hand: what earlier versions wrote (no
+ * data in a CONF entry) and a CONF entry carrying data both read. */
+START_TEST (test_entry_record_conf_data)
+{
+  const guint64 voters[] = { 1, 2, 3 };
+  const char *member = "member n4 127.0.0.1:7004";
+  GVariant *datas[] = {
+    g_variant_new_maybe (G_VARIANT_TYPE_BYTESTRING, NULL),
+    g_variant_new_maybe (
+        NULL, g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, member, strlen (member), 1)),
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (datas); i++)
+    {
+      GVariant *conf
+          = g_variant_new ("(@at@at)", ids_variant_from (voters, 3), ids_variant_from (NULL, 0));
+      g_autoptr (GVariant) v = g_variant_ref_sink (
+          g_variant_new ("(q(tty@may@m(atat)))", SP_WIRE_RECORD_VERSION, 5, 9, SP_RAFT_ENTRY_CONF,
+                         datas[i], g_variant_new_maybe (NULL, conf)));
+      g_autoptr (GBytes) bytes = g_variant_get_data_as_bytes (v);
+      g_autoptr (GError) error = NULL;
+      SpRaftEntry e;
+
+      ck_assert (g_variant_is_of_type (v, G_VARIANT_TYPE ("(q" ENTRY_TYPE ")")));
+      ck_assert_msg (sp_wire_entry_from_bytes (bytes, &e, &error), "%s", error->message);
+      ck_assert_int_eq (e.type, SP_RAFT_ENTRY_CONF);
+      ck_assert_uint_eq (e.index, 9);
+      ck_assert_uint_eq (e.conf->n_voters, 3);
+      if (i == 0)
+        ck_assert_ptr_null (e.data);
+      else
+        {
+          g_autoptr (GBytes) want = g_bytes_new_static (member, strlen (member));
+
+          ck_assert (g_bytes_equal (e.data, want));
+        }
+      sp_raft_entry_clear (&e);
+    }
 }
 END_TEST
 
@@ -565,16 +625,18 @@ START_TEST (test_inconsistent_fields)
   g_autoptr (SpRaftMsg) type = sample_msg (SP_RAFT_MSG_TIMEOUT_NOW);
   /* term, index, kind: a normal entry with data, then a configuration */
   const guint64 good[] = { 3, 1, 1, 3, 2, 2 };
-  const guint64 kind[] = { 3, 1, 3, 3, 2, 2 };
+  const guint64 kind[] = { 3, 1, 4, 3, 2, 2 };
+  /* a configuration with data, then one whose data is empty */
+  const guint64 conf_data_fields[] = { 3, 1, 3, 3, 2, 3 };
   const guint64 noop[] = { 3, 1, 0, 3, 2, 2 };
   const guint64 short_fields[] = { 3, 1, 1, 3, 2 };
   g_autoptr (GBytes) good_bytes = append_with (good, 6, "x", "", 1);
   g_autoptr (SpRaftMsg) m = decode_ok (good_bytes);
   SpRaftEntry *e;
-  const char *conf_what[] = { "entries[3].conf", "missing", NULL };
+  const char *conf_what[] = { "entries[5].conf", "missing", NULL };
   const char *snapshot_what[] = { "raft message", NULL };
   const char *type_what[] = { "type", "10", NULL };
-  const char *kind_what[] = { "entries[0].kind", "3", NULL };
+  const char *kind_what[] = { "entries[0].kind", "4", NULL };
   const char *noop_what[] = { "entries[0].data", "no-op", NULL };
   const char *conf_data_what[] = { "entries[1].data", "CONF", NULL };
   const char *confs_what[] = { "2 confs for 1 CONF entries", NULL };
@@ -582,6 +644,21 @@ START_TEST (test_inconsistent_fields)
 
   ck_assert_uint_eq (m->entries->len, 2);
   ck_assert_int_eq (g_array_index (m->entries, SpRaftEntry, 1).type, SP_RAFT_ENTRY_CONF);
+  ck_assert_ptr_null (g_array_index (m->entries, SpRaftEntry, 1).data);
+  {
+    g_autoptr (GBytes) b = append_with (conf_data_fields, 6, "x", "", 2);
+    g_autoptr (SpRaftMsg) with_data = decode_ok (b);
+    const SpRaftEntry *e0 = &g_array_index (with_data->entries, SpRaftEntry, 0);
+    const SpRaftEntry *e1 = &g_array_index (with_data->entries, SpRaftEntry, 1);
+
+    ck_assert_int_eq (e0->type, SP_RAFT_ENTRY_CONF);
+    ck_assert_ptr_nonnull (e0->conf);
+    ck_assert_uint_eq (g_bytes_get_size (e0->data), 1);
+    ck_assert_int_eq (e1->type, SP_RAFT_ENTRY_CONF);
+    ck_assert_ptr_nonnull (e1->conf);
+    ck_assert_ptr_nonnull (e1->data);
+    ck_assert_uint_eq (g_bytes_get_size (e1->data), 0);
+  }
 
   /* what the decoder refuses */
   {
@@ -598,12 +675,12 @@ START_TEST (test_inconsistent_fields)
     assert_msg_rejected (b5, SP_WIRE_ERROR_MALFORMED, fields_what);
   }
 
-  e = &g_array_index (conf_missing->entries, SpRaftEntry, 3);
+  e = &g_array_index (conf_missing->entries, SpRaftEntry, 5);
   g_rc_box_release (g_steal_pointer (&e->conf));
   assert_encoded_msg_rejected (conf_missing, conf_what);
 
   /* what the format has no room for does not travel: a NORMAL entry's
-   * conf, a CONF entry's data */
+   * conf; a CONF entry's data does */
   e = &g_array_index (conf_extra->entries, SpRaftEntry, 0);
   e->conf = new_conf (1, 0);
   e = &g_array_index (conf_data->entries, SpRaftEntry, 3);
@@ -615,7 +692,7 @@ START_TEST (test_inconsistent_fields)
     g_autoptr (SpRaftMsg) m2 = decode_ok (b2);
 
     ck_assert_ptr_null (g_array_index (m1->entries, SpRaftEntry, 0).conf);
-    ck_assert_ptr_null (g_array_index (m2->entries, SpRaftEntry, 3).data);
+    sp_test_assert_msg_eq (conf_data, m2);
   }
 
   /* a header-only type has no room for entries or a snapshot */
@@ -788,6 +865,7 @@ main (void)
   tcase_add_test (round_trip, test_msg_round_trip);
   tcase_add_test (round_trip, test_msg_empty_append_and_null_snapshot_data);
   tcase_add_test (round_trip, test_entry_round_trip);
+  tcase_add_test (round_trip, test_entry_record_conf_data);
   tcase_add_test (round_trip, test_hard_state_round_trip_and_layout);
   tcase_add_test (round_trip, test_snapshot_round_trip);
   tcase_add_test (round_trip, test_unaligned_input);
