@@ -49,7 +49,6 @@ struct _SpNode
   /* The configuration as of the applied index, the same on every node (the
    * one appended last, sp_raft_conf, may be ahead of it). */
   SpRaftConf applied_conf;
-  gboolean adding; /* an AddMember runs: one at a time */
 
   /* The core ticks every tick_ms, lazily: the clock source sleeps until
    * the next tick the core says may act (or a request expires), and every
@@ -171,8 +170,18 @@ split_address (const char *address, char **host, guint16 *port)
   return *port != 0;
 }
 
+/* added: addresses by id from configuration entries not applied yet (see
+ * unapplied_addresses), newer than the store's records and the file's. */
+static const char *
+member_address (SpNode *node, GHashTable *added, guint64 id, const char *name)
+{
+  const char *address = g_hash_table_lookup (added, &id);
+
+  return address ? address : g_hash_table_lookup (node->addresses, name);
+}
+
 static void
-want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
+want_peer (SpNode *node, GHashTable *wanted, GHashTable *added, guint64 id, const char *name)
 {
   const char *address;
   g_autofree char *host = NULL;
@@ -180,11 +189,12 @@ want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
 
   if (id == node->id || g_hash_table_contains (wanted, &id))
     return;
-  /* A member added at run time whose record this node has not applied yet
-   * (replaying its log, or catching up): dialled once it has. */
+  /* A member added at run time by an older version, whose record this node
+   * has not applied yet (replaying its log, or catching up): dialled once
+   * it has. */
   if (!name)
     return;
-  address = g_hash_table_lookup (node->addresses, name);
+  address = member_address (node, added, id, name);
   if (!address || !split_address (address, &host, &port))
     {
       g_warning ("member %s has no known address", name);
@@ -200,11 +210,41 @@ want_peer (SpNode *node, GHashTable *wanted, guint64 id, const char *name)
  * outside it (joining, not yet replicated the configuration that adds it)
  * talks to every member it knows an address of, so it can answer the
  * leader. */
+/* A configuration takes effect when appended, and the entry that adds a
+ * member carries its address record, applied with it once committed.  The
+ * leader must reach the new member before then (it may count in the
+ * quorum), and so must any node that may lead next: this node's addresses
+ * of members added by entries it holds but has not applied, by id, the
+ * newest entry's last.  Names are learned here too (an id is the hash of
+ * its name, so that is never wrong); an address only once applied. */
+static GHashTable *
+unapplied_addresses (SpNode *node)
+{
+  GHashTable *added = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, g_free);
+  guint64 last = sp_raft_last_index (node->raft);
+
+  for (guint64 i = sp_raft_applied_index (node->raft) + 1; i <= last; i++)
+    {
+      const SpRaftEntry *e = sp_raft_entry_at (node->raft, i);
+      g_autofree char *name = NULL;
+      char *address;
+
+      if (!e || e->type != SP_RAFT_ENTRY_CONF || !e->data
+          || !sp_store_cmd_member_parse (e->data, &name, &address))
+        continue;
+      learn_member (node, name, NULL);
+      g_hash_table_replace (added, g_memdup2 (&(guint64){ sp_member_id (name) }, sizeof (guint64)),
+                            address);
+    }
+  return added;
+}
+
 static void
 sync_peers (SpNode *node)
 {
   const SpRaftConf *conf = sp_raft_conf (node->raft);
   g_autoptr (GHashTable) wanted = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+  g_autoptr (GHashTable) added = unapplied_addresses (node);
   gboolean inside = FALSE;
   GHashTableIter iter;
   gpointer key, value;
@@ -214,13 +254,13 @@ sync_peers (SpNode *node)
       guint64 id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
 
       inside |= id == node->id;
-      want_peer (node, wanted, id, g_hash_table_lookup (node->names, &id));
+      want_peer (node, wanted, added, id, g_hash_table_lookup (node->names, &id));
     }
   if (!inside)
     {
       g_hash_table_iter_init (&iter, node->names);
       while (g_hash_table_iter_next (&iter, &key, &value))
-        want_peer (node, wanted, *(guint64 *)key, value);
+        want_peer (node, wanted, added, *(guint64 *)key, value);
     }
   g_hash_table_iter_init (&iter, node->peers);
   while (g_hash_table_iter_next (&iter, &key, NULL))
@@ -511,13 +551,9 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
   gboolean ok = TRUE;
   gint code;
 
-  if (e->type == SP_RAFT_ENTRY_CONF)
-    {
-      node->applied_conf = *e->conf;
-      sync_peers (node);
-      g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
-    }
-  else if (e->data)
+  /* A CONF entry's data is the new member's address record: applied
+   * first, checked against the configuration before the entry. */
+  if (e->data)
     {
       ok = sp_store_apply (node->store, e->data, &revision, &error);
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID))
@@ -527,6 +563,14 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED))
         g_warning ("entry %" G_GUINT64_FORMAT ": address record ignored: %s", e->index,
                    error->message);
+    }
+  if (e->type == SP_RAFT_ENTRY_CONF)
+    {
+      node->applied_conf = *e->conf;
+      sync_peers (node);
+      g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
+      /* the change asked for is in effect, whatever became of its record */
+      ok = TRUE;
     }
 
   if (!p)
@@ -1232,6 +1276,8 @@ sp_node_get_members (SpNode *node)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_node_member_free);
   const SpRaftConf *conf = sp_raft_conf (node->raft);
+  /* the configuration as appended: with the addresses it came with */
+  g_autoptr (GHashTable) added = unapplied_addresses (node);
   SpRaftProgress prs[SP_RAFT_MAX_NODES];
   guint n_prs;
 
@@ -1246,7 +1292,7 @@ sp_node_get_members (SpNode *node)
       const char *address;
 
       m->name = g_strdup (id_name (node, id));
-      address = id == node->id ? NULL : g_hash_table_lookup (node->addresses, m->name);
+      address = member_address (node, added, id, m->name);
       if (id == node->id)
         m->address = g_strdup_printf (strchr (node->config->listen_host, ':') ? "[%s]:%u" : "%s:%u",
                                       node->config->listen_host, node->config->listen_port);
@@ -1508,8 +1554,9 @@ conf_error (SpNode *node, GError *error, const char *name)
     }
 }
 
+/* data: a store command applied with the change (see apply_entry). */
 static void
-change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
+change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name, GBytes *data)
 {
   const SpRaftConf *conf = sp_raft_conf (node->raft);
   guint64 id = sp_member_id (name);
@@ -1538,7 +1585,7 @@ change_membership (SpNode *node, GTask *task, SpRaftConfOp op, const char *name)
       return;
     }
   advance_clock (node);
-  if (!sp_raft_change_membership (node->raft, op, id, &index, &error))
+  if (!sp_raft_change_membership_with_data (node->raft, op, id, data, &index, &error))
     {
       g_task_return_error (task, conf_error (node, g_steal_pointer (&error), name));
       return;
@@ -1572,15 +1619,11 @@ check_address (SpNode *node, const char *name, const char *address)
   return NULL;
 }
 
-/* Everything that would refuse the configuration change is checked before
- * the address record is proposed (but the core's NOT_READY: a new
- * leader's first entry commits before the record does).  The record is
- * applied only for a name outside the configuration (see
- * sp_store_set_member_check), and one AddMember runs at a time, so the
- * only change left behind by a request that fails after it (leadership
- * lost meanwhile) is the address of a name that is not a member, which
- * the next AddMember of that name replaces.  Moving a member applies only
- * to a member, and only while no membership change is under way. */
+/* Everything that would refuse the request is checked before anything is
+ * proposed.  AddMember is then one CONF entry that carries the address
+ * record: both apply together or, if the entry is lost with the
+ * leadership, neither.  Moving a member applies only to a member, and
+ * only while no membership change is under way. */
 static GError *
 check_membership (SpNode *node, const char *name, gboolean move)
 {
@@ -1604,79 +1647,36 @@ check_membership (SpNode *node, const char *name, gboolean move)
   if (!move && conf->n_voters + conf->n_learners >= SP_RAFT_MAX_NODES)
     return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
                         "the cluster is full (%d members)", SP_RAFT_MAX_NODES);
-  if (node->adding || !sp_raft_conf_equal (conf, &node->applied_conf))
+  if (!sp_raft_conf_equal (conf, &node->applied_conf))
     return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
                         "another membership change is not committed yet; retry");
   return NULL;
 }
 
-static gboolean
-check_addable (SpNode *node, GTask *task, const char *name, const char *address, gboolean move)
+/* What AddMember and SetMemberAddress check before proposing; returns the
+ * record to propose, or NULL with task answered. */
+static GBytes *
+member_record (SpNode *node, GTask *task, const char *name, const char *address, gboolean move)
 {
-  GError *error = check_address (node, name, address);
+  GError *error = NULL;
+  GBytes *cmd;
 
+  if (!check_running (node, task) || !check_name (task, name) || !check_leader (node, task))
+    return NULL;
+  error = check_address (node, name, address);
   if (!error)
     error = check_membership (node, name, move);
   if (!error)
-    return TRUE;
-  g_task_return_error (task, error);
-  return FALSE;
-}
-
-static void
-on_member_added (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (GTask) task = user_data;
-  SpNode *node = g_task_get_source_object (task);
-  GError *error = NULL;
-
-  node->adding = FALSE;
-  if (sp_node_admin_finish (node, result, &error))
-    g_task_return_boolean (task, TRUE);
-  else
-    g_task_return_error (task, error);
-}
-
-static void
-on_member_recorded (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (GTask) task = user_data;
-  SpNode *node = g_task_get_source_object (task);
-  GError *error = NULL;
-
-  if (!sp_node_write_finish (node, result, NULL, &error))
     {
-      node->adding = FALSE;
-      g_task_return_error (task, error);
-      return;
+      cmd = move ? sp_store_cmd_member_address (name, address, &error)
+                 : sp_store_cmd_member (name, address, &error);
+      if (cmd)
+        return cmd;
+      error->domain = SP_NODE_ERROR;
+      error->code = SP_NODE_ERROR_INVALID_ARGUMENT;
     }
-  {
-    g_autoptr (GTask) conf = g_task_new (node, NULL, on_member_added, g_object_ref (task));
-
-    change_membership (node, conf, GPOINTER_TO_INT (g_task_get_task_data (task)),
-                       g_object_get_data (G_OBJECT (task), "name"));
-  }
-}
-
-/* Proposes name's address record once every check passed; recorded gets
- * the write's result. */
-static void
-propose_member (SpNode *node, GTask *task, const char *name, const char *address, gboolean move,
-                GAsyncReadyCallback recorded)
-{
-  g_autoptr (GTask) record = NULL;
-  g_autoptr (GBytes) cmd = NULL;
-  GError *error = NULL;
-
-  if (!check_running (node, task) || !check_name (task, name) || !check_leader (node, task)
-      || !check_addable (node, task, name, address, move))
-    return;
-  cmd = move ? sp_store_cmd_member_address (name, address, &error)
-             : sp_store_cmd_member (name, address, &error);
-  /* An AddMember runs until its configuration change is answered. */
-  node->adding |= !move;
-  record = g_task_new (node, NULL, recorded, g_object_ref (task));
-  propose (node, record, cmd, error);
+  g_task_return_error (task, error);
+  return NULL;
 }
 
 void
@@ -1684,13 +1684,11 @@ sp_node_add_member_async (SpNode *node, const char *name, const char *address, g
                           GAsyncReadyCallback callback, gpointer user_data)
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = member_record (node, task, name, address, FALSE);
 
-  /* The address is replicated first, so every node can reach the new
-   * member as soon as the configuration names it. */
-  g_task_set_task_data (
-      task, GINT_TO_POINTER (voter ? SP_RAFT_CONF_ADD_VOTER : SP_RAFT_CONF_ADD_LEARNER), NULL);
-  g_object_set_data_full (G_OBJECT (task), "name", g_strdup (name), g_free);
-  propose_member (node, task, name, address, FALSE, on_member_recorded);
+  if (cmd)
+    change_membership (node, task, voter ? SP_RAFT_CONF_ADD_VOTER : SP_RAFT_CONF_ADD_LEARNER, name,
+                       cmd);
 }
 
 void
@@ -1700,7 +1698,7 @@ sp_node_remove_member_async (SpNode *node, const char *name, GAsyncReadyCallback
   g_autoptr (GTask) task = new_task (node, callback, user_data);
 
   if (check_running (node, task) && check_name (task, name))
-    change_membership (node, task, SP_RAFT_CONF_REMOVE, name);
+    change_membership (node, task, SP_RAFT_CONF_REMOVE, name, NULL);
 }
 
 void
@@ -1710,7 +1708,7 @@ sp_node_promote_member_async (SpNode *node, const char *name, GAsyncReadyCallbac
   g_autoptr (GTask) task = new_task (node, callback, user_data);
 
   if (check_running (node, task) && check_name (task, name))
-    change_membership (node, task, SP_RAFT_CONF_PROMOTE, name);
+    change_membership (node, task, SP_RAFT_CONF_PROMOTE, name, NULL);
 }
 
 static void
@@ -1730,8 +1728,13 @@ sp_node_set_member_address_async (SpNode *node, const char *name, const char *ad
                                   GAsyncReadyCallback callback, gpointer user_data)
 {
   g_autoptr (GTask) task = new_task (node, callback, user_data);
+  g_autoptr (GBytes) cmd = member_record (node, task, name, address, TRUE);
+  g_autoptr (GTask) record = NULL;
 
-  propose_member (node, task, name, address, TRUE, on_address_recorded);
+  if (!cmd)
+    return;
+  record = g_task_new (node, NULL, on_address_recorded, g_object_ref (task));
+  propose (node, record, cmd, NULL);
 }
 
 gboolean

@@ -273,6 +273,26 @@ decode (GBytes *bytes, const GVariantType *type, const char *what, GError **erro
   return g_steal_pointer (&v);
 }
 
+gboolean
+sp_store_cmd_member_parse (GBytes *cmd, char **name, char **address)
+{
+  g_autoptr (GVariant) v = decode (cmd, cmd_type (), "store command", NULL);
+  guint16 version;
+  guint8 op;
+  const char *key, *value;
+  guint64 move;
+
+  if (!v)
+    return FALSE;
+  g_variant_get (v, "(qy&s&st)", &version, &op, &key, &value, &move);
+  if (op != OP_MEMBER || move != 0 || !check_string ("key", key, SP_STORE_MAX_KEY, FALSE, NULL)
+      || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, NULL))
+    return FALSE;
+  *name = g_strdup (key);
+  *address = g_strdup (value);
+  return TRUE;
+}
+
 static void
 notify (SpStore *store, const char *key, const char *value)
 {

@@ -53,6 +53,9 @@ GBytes *sp_store_cmd_cas (const char *key, guint64 expected_revision, const char
 /* The address of a member being added / the new address of a member. */
 GBytes *sp_store_cmd_member (const char *name, const char *address, GError **error);
 GBytes *sp_store_cmd_member_address (const char *name, const char *address, GError **error);
+/* The name and address in a record of sp_store_cmd_member, without
+ * applying it; FALSE for anything else. */
+gboolean sp_store_cmd_member_parse (GBytes *cmd, char **name, char **address);
 
 /* Applies a committed command.  On success *revision is the store revision
  * after it.  A failed CAS or delete changes nothing; a malformed command

@@ -282,6 +282,33 @@ START_TEST (test_member_record_for_a_member_is_refused)
 }
 END_TEST
 
+/* What a node reads from a configuration change to dial its new member
+ * before the change is applied: the record of a member being added only. */
+START_TEST (test_member_record_parse)
+{
+  g_autoptr (GBytes) add = sp_store_cmd_member ("n4", "127.0.0.1:7404", NULL);
+  g_autoptr (GBytes) move = sp_store_cmd_member_address ("n4", "127.0.0.1:9", NULL);
+  g_autoptr (GBytes) set = sp_store_cmd_set ("n4", "127.0.0.1:9", NULL);
+  g_autoptr (GBytes) junk = g_bytes_new_static ("junk", 4);
+  GBytes *others[] = { move, set, junk, NULL };
+  g_autofree char *name = NULL;
+  g_autofree char *address = NULL;
+
+  ck_assert (sp_store_cmd_member_parse (add, &name, &address));
+  ck_assert_str_eq (name, "n4");
+  ck_assert_str_eq (address, "127.0.0.1:7404");
+  for (guint i = 0; i < G_N_ELEMENTS (others); i++)
+    {
+      g_autofree char *n = NULL;
+      g_autofree char *a = NULL;
+
+      ck_assert (!sp_store_cmd_member_parse (others[i], &n, &a));
+      ck_assert_ptr_null (n);
+      ck_assert_ptr_null (a);
+    }
+}
+END_TEST
+
 int
 main (void)
 {
@@ -299,6 +326,7 @@ main (void)
   tcase_add_test (tc, test_key_rule);
   tcase_add_test (tc, test_old_keys_still_load);
   tcase_add_test (tc, test_member_record_for_a_member_is_refused);
+  tcase_add_test (tc, test_member_record_parse);
   suite_add_tcase (s, tc);
   sr = srunner_create (s);
   srunner_run_all (sr, CK_NORMAL);
