@@ -209,5 +209,75 @@ class Membership(unittest.TestCase):
         self.assertNotRegex(log, r"member +\(|no known address")
         self.assertNotRegex(log, "LeakSanitizer|runtime error")
 
+    def test_added_voter_and_its_address_are_one_entry(self):
+        """AddMember is one log entry, the configuration change carrying
+        the address: the new member is reached before that entry commits
+        (here the new quorum needs it), every node shows it with its
+        address, a node joining later gets both from a snapshot, and every
+        node after a restart from its log."""
+        self.c.wait_leader()  # up, handling SIGTERM
+        for n in self.c.nodes:
+            self.assertEqual(n.stop(), 0)
+        self.c.snapshot_entries = 20
+        for n in self.c.nodes:
+            n.write_config(self.c.nodes)
+        self.c.start()
+        leader = self.c.node(self.c.wait_leader())
+        up = [n for n in self.c.nodes if n is not leader]
+        down = up.pop()
+        self.assertEqual(down.stop(), 0)
+        n4 = self.c.add_node("n4")
+        n4.write_config(self.c.nodes, join=True)
+        n4.start()
+        before = leader.status()
+        # Four voters with one down: the entry commits only once n4 has it.
+        leader.ctl("members", "add", "n4", n4.address)
+        after = leader.status()
+        if after["term"] == before["term"]:  # no election's no-op in between
+            self.assertEqual(after["commit_index"], before["commit_index"] + 1)
+
+        def shows_n4(node):
+            m = self.member(node, "n4")
+            return m is not None and m["address"] == n4.address and m["voter"]
+
+        for n in (leader, up[0], n4):
+            self.c.wait(lambda: shows_n4(n),
+                        what="%s showing voter n4 at %s" % (n.name, n4.address))
+
+        # Once the entry is compacted away, a node joining later gets n4's
+        # address from a snapshot, and one that was down gets it too;
+        # neither has it in its file.
+        for i in range(30):
+            self.set(leader, "k%02d" % i, str(i))
+        self.c.wait(lambda: os.path.exists(os.path.join(leader.data_dir, "snapshot")),
+                    what="the leader's snapshot")
+        n5 = self.c.add_node("n5")
+        n5.write_config([n for n in self.c.nodes if n is not n4], join=True)
+        leader.ctl("members", "add", "--learner", "n5", n5.address)
+        n5.start()
+        down.start()
+        for n in (n5, down):
+            self.c.wait(lambda: self.get(n, "k29") == "29", what="%s catching up" % n.name)
+            self.c.wait(lambda: (self.member(n, "n4") or {}).get("address") == n4.address,
+                        what="%s knowing n4" % n.name)
+        log = n5.read_log()
+        self.assertIn("installed the leader's snapshot", log)
+        self.assertIn("member n4 is at %s" % n4.address, log)
+        for n in (n5, down):
+            self.assertNotRegex(n.read_log(), "no known address|address record ignored")
+
+        # A full restart: from each node's snapshot and log.
+        for n in self.c.nodes:
+            self.assertEqual(n.stop(), 0)
+        self.c.start()
+        leader = self.c.node(self.c.wait_leader(timeout=40))
+        for n in self.c.nodes:
+            for m in (n4, n5):
+                self.c.wait(lambda: (self.member(n, m.name) or {}).get("address") == m.address,
+                            what="%s knowing %s after a restart" % (n.name, m.name))
+        for n in self.c.nodes:
+            self.assertNotRegex(n.read_log(), "LeakSanitizer|runtime error|address record ignored")
+
+
 if __name__ == "__main__":
     unittest.main()
