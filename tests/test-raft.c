@@ -885,6 +885,34 @@ START_TEST (test_learner_never_campaigns)
 }
 END_TEST
 
+/* The data of a membership change travels in its CONF entry. */
+START_TEST (test_conf_entry_carries_data)
+{
+  Net net;
+  g_autoptr (GBytes) data = g_bytes_new_static ("member n4", 9);
+  guint64 with, without;
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  ck_assert (sp_raft_change_membership_with_data (net.n[1], SP_RAFT_CONF_ADD_LEARNER, 4, data,
+                                                  &with, NULL));
+  net_settle (&net);
+  ck_assert (sp_raft_change_membership (net.n[1], SP_RAFT_CONF_REMOVE, 4, &without, NULL));
+  net_settle (&net);
+  for (guint i = 1; i <= 3; i++)
+    {
+      const SpRaftEntry *e = sp_raft_entry_at (net.n[i], with);
+
+      ck_assert_uint_ge (net.applied[i], without);
+      ck_assert_int_eq (e->type, SP_RAFT_ENTRY_CONF);
+      ck_assert (sp_raft_conf_is_learner (e->conf, 4));
+      ck_assert (g_bytes_equal (e->data, data));
+      ck_assert_ptr_null (sp_raft_entry_at (net.n[i], without)->data);
+    }
+  net_clear (&net);
+}
+END_TEST
+
 static Suite *
 raft_suite (void)
 {
@@ -912,6 +940,7 @@ raft_suite (void)
   tcase_add_test (tc, test_follower_never_truncates_entries_it_has);
   tcase_add_test (tc, test_conflicting_snapshot_discards_log);
   tcase_add_test (tc, test_learner_never_campaigns);
+  tcase_add_test (tc, test_conf_entry_carries_data);
   suite_add_tcase (s, tc);
   return s;
 }
