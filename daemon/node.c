@@ -206,17 +206,14 @@ want_peer (SpNode *node, GHashTable *wanted, GHashTable *added, guint64 id, cons
   g_hash_table_add (wanted, g_memdup2 (&id, sizeof id));
 }
 
-/* The transport talks to every other member of the configuration.  A node
- * outside it (joining, not yet replicated the configuration that adds it)
- * talks to every member it knows an address of, so it can answer the
- * leader. */
 /* A configuration takes effect when appended, and the entry that adds a
  * member carries its address record, applied with it once committed.  The
  * leader must reach the new member before then (it may count in the
- * quorum), and so must any node that may lead next: this node's addresses
- * of members added by entries it holds but has not applied, by id, the
- * newest entry's last.  Names are learned here too (an id is the hash of
- * its name, so that is never wrong); an address only once applied. */
+ * quorum), and so must any node that may lead next.  Returns the addresses
+ * in the entries this node holds but has not applied, by member id (the
+ * newest entry wins).  Their names are learned (an id is the hash of its
+ * name, so that is never wrong); their addresses are recorded only when
+ * applied. */
 static GHashTable *
 unapplied_addresses (SpNode *node)
 {
@@ -239,6 +236,10 @@ unapplied_addresses (SpNode *node)
   return added;
 }
 
+/* The transport talks to every other member of the configuration.  A node
+ * outside it (joining, not yet replicated the configuration that adds it)
+ * talks to every member it knows an address of, so it can answer the
+ * leader. */
 static void
 sync_peers (SpNode *node)
 {
