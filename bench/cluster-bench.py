@@ -62,9 +62,10 @@ def timings(Cluster, args):
     return int(m.group(1)), int(m.group(2))
 
 
-def dbus_leader(node):
-    """Leader as node's D-Bus shows it, over one persistent connection per
-    node (python3-gi), so polling costs well under a millisecond."""
+def manager_property(node, name):
+    """A Manager property as node's D-Bus shows it (None when unreachable),
+    over one persistent connection per node (python3-gi), so polling costs
+    well under a millisecond."""
     from gi.repository import Gio, GLib
 
     bus = getattr(node, "bench_bus", None)
@@ -75,11 +76,15 @@ def dbus_leader(node):
     try:
         r = bus.call_sync("org.sparrow.cluster1", "/org/sparrow/cluster1",
                           "org.freedesktop.DBus.Properties", "Get",
-                          GLib.Variant("(ss)", ("org.sparrow.cluster1.Manager", "Leader")),
+                          GLib.Variant("(ss)", ("org.sparrow.cluster1.Manager", name)),
                           None, Gio.DBusCallFlags.NONE, 1000, None)
     except GLib.Error:
         return None
-    return r.unpack()[0] or None
+    return r.unpack()[0]
+
+
+def dbus_leader(node):
+    return manager_property(node, "Leader") or None
 
 
 def poll_new_leader(nodes, old, deadline):

@@ -194,24 +194,6 @@ class Flood:
         sel.close()
 
 
-def manager_property(node, name):
-    from gi.repository import Gio, GLib
-
-    bus = getattr(node, "bench_bus", None)
-    if bus is None:
-        bus = node.bench_bus = Gio.DBusConnection.new_for_address_sync(
-            node.env["DBUS_SYSTEM_BUS_ADDRESS"], Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT
-            | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
-    try:
-        r = bus.call_sync("org.sparrow.cluster1", "/org/sparrow/cluster1",
-                          "org.freedesktop.DBus.Properties", "Get",
-                          GLib.Variant("(ss)", ("org.sparrow.cluster1.Manager", name)),
-                          None, Gio.DBusCallFlags.NONE, 1000, None)
-    except GLib.Error:
-        return None
-    return r.unpack()[0]
-
-
 def write_for(args, leader, seconds=1.0):
     subprocess.run([os.path.join(args.build, "bench", "write-bench"), "--clients", "4",
                     "--seconds", str(seconds)], env=leader.env, check=True, capture_output=True)
@@ -222,13 +204,13 @@ def catch_up(args, c, leader, follower, flood=None):
     leader's, the follower having missed a second of writes."""
     follower.kill(signal.SIGKILL)
     write_for(args, leader)
-    target = manager_property(leader, "CommitIndex")
+    target = cluster_bench.manager_property(leader, "CommitIndex")
     if flood:
         flood.start()
     t0 = time.monotonic()
     follower.start()
     while time.monotonic() - t0 < 60:
-        index = manager_property(follower, "CommitIndex")
+        index = cluster_bench.manager_property(follower, "CommitIndex")
         if index is not None and index >= target:
             elapsed = time.monotonic() - t0
             break
