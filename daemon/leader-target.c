@@ -4,6 +4,12 @@
 #define SYSTEMD_PATH    "/org/freedesktop/systemd1"
 #define SYSTEMD_MANAGER "org.freedesktop.systemd1.Manager"
 
+typedef struct
+{
+  gboolean calling; /* StartUnit or StopUnit waits for systemd's reply */
+  char *path;       /* the job, from that reply until its JobRemoved */
+} SpJob;
+
 struct _SpLeaderTarget
 {
   gint refs; /* one for the owner, one per call in flight */
@@ -19,11 +25,12 @@ struct _SpLeaderTarget
 
   gboolean released;        /* a planned handover: the target stays stopped */
   gboolean release_pending; /* the node waits for it to be stopped */
-  gboolean active;          /* the last job that ended left the target started */
-  gboolean busy;            /* a marker write or a job is in flight */
-  gboolean starting;        /* what the job in flight does */
-  char *job;                /* its object path, once systemd answered */
-  GHashTable *ended;        /* jobs whose JobRemoved came before StartUnit's reply */
+  gboolean active;          /* the last step that ended left the target started */
+  guint pending;            /* pieces of the step in flight, each a marker op and/or a job */
+  gboolean starting;        /* what the step in flight does */
+  gboolean preempted;       /* it was a start, turned into a stop when the lease ended */
+  SpJob jobs[2];            /* [TRUE] the start, [FALSE] the stop */
+  GHashTable *ended;        /* JobRemoved results that came before their call's reply */
   char *last_error;         /* logged once until something succeeds */
 };
 
@@ -46,7 +53,8 @@ target_unref (SpLeaderTarget *t)
   g_object_unref (t->bus);
   g_object_unref (t->node);
   g_hash_table_unref (t->ended);
-  g_free (t->job);
+  g_free (t->jobs[FALSE].path);
+  g_free (t->jobs[TRUE].path);
   g_free (t->unit);
   g_free (t->last_error);
   g_free (t);
@@ -64,10 +72,15 @@ still_wanted (SpLeaderTarget *t)
 }
 
 static gboolean
+leading (SpLeaderTarget *t)
+{
+  return g_str_equal (sp_node_get_role (t->node), "leader") && sp_node_get_lease_valid (t->node);
+}
+
+static gboolean
 wanted (SpLeaderTarget *t)
 {
-  return !t->released && g_str_equal (sp_node_get_role (t->node), "leader")
-         && sp_node_get_lease_valid (t->node);
+  return !t->released && leading (t);
 }
 
 /* A planned handover goes on once no job runs: the target is stopped, or
@@ -75,14 +88,14 @@ wanted (SpLeaderTarget *t)
 static void
 check_released (SpLeaderTarget *t)
 {
-  if (!t->release_pending || t->busy || (t->active && t->subscribed && !t->last_error))
+  if (!t->release_pending || t->pending || (t->active && t->subscribed && !t->last_error))
     return;
   t->release_pending = FALSE;
   sp_node_handover_released (t->node);
 }
 
 static void
-job_failed (SpLeaderTarget *t, const char *what, const char *why)
+report_failure (SpLeaderTarget *t, const char *what, const char *why)
 {
   g_autofree char *text = g_strdup_printf ("%s %s: %s", what, t->unit, why);
 
@@ -91,26 +104,41 @@ job_failed (SpLeaderTarget *t, const char *what, const char *why)
     g_warning ("%s", text);
   g_free (t->last_error);
   t->last_error = g_steal_pointer (&text);
-  t->busy = FALSE;
+}
+
+/* The step ends with its last piece.  After a failure the next try waits
+ * for the next role or lease change. */
+static void
+piece_done (SpLeaderTarget *t)
+{
+  if (--t->pending > 0)
+    return;
+  if (!t->last_error)
+    reconcile (t);
   check_released (t);
 }
 
 static void
-job_done (SpLeaderTarget *t, const char *result)
+job_ended (SpLeaderTarget *t, gboolean start, const char *result)
 {
-  g_clear_pointer (&t->job, g_free);
-  t->busy = FALSE;
-  if (!g_str_equal (result, "done"))
+  g_clear_pointer (&t->jobs[start].path, g_free);
+  if (start != t->starting)
     {
-      job_failed (t, t->starting ? "starting" : "stopping", result);
-      return;
+      /* A preempted start: "canceled" is the stop's doing, and the stop's
+       * own end says what the target is. */
+      if (!g_str_equal (result, "done") && !g_str_equal (result, "canceled"))
+        report_failure (t, "starting", result);
     }
-  g_clear_pointer (&t->last_error, g_free);
-  t->active = t->starting;
-  g_message ("%s %s", t->unit,
-             t->active ? "started: this node runs the leader-only units" : "stopped");
-  reconcile (t);
-  check_released (t);
+  else if (!g_str_equal (result, "done"))
+    report_failure (t, start ? "starting" : "stopping", result);
+  else
+    {
+      g_clear_pointer (&t->last_error, g_free);
+      t->active = start;
+      g_message ("%s %s", t->unit,
+                 start ? "started: this node runs the leader-only units" : "stopped");
+    }
+  piece_done (t);
 }
 
 static void
@@ -122,78 +150,68 @@ on_job_removed (GDBusConnection *bus, const char *sender, const char *path, cons
   guint32 id;
 
   g_variant_get (params, "(u&o&s&s)", &id, &job, &unit, &result);
-  if (!g_str_equal (unit, t->unit) || !t->busy)
+  if (!g_str_equal (unit, t->unit))
     return;
-  if (!t->job)
-    {
-      g_hash_table_replace (t->ended, g_strdup (job), g_strdup (result));
-      return;
-    }
-  if (g_str_equal (job, t->job))
-    job_done (t, result);
+  for (int start = FALSE; start <= TRUE; start++)
+    if (g_strcmp0 (job, t->jobs[start].path) == 0)
+      {
+        job_ended (t, start, result);
+        return;
+      }
+  if (t->jobs[FALSE].calling || t->jobs[TRUE].calling)
+    g_hash_table_replace (t->ended, g_strdup (job), g_strdup (result));
 }
 
 static void
-on_unit_job (GObject *source, GAsyncResult *res, gpointer user_data)
+job_answered (SpLeaderTarget *t, gboolean start, GDBusConnection *bus, GAsyncResult *res)
 {
-  SpLeaderTarget *t = user_data;
+  SpJob *job = &t->jobs[start];
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply
-      = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
-  const char *result;
+  g_autoptr (GVariant) reply = g_dbus_connection_call_finish (bus, res, &error);
+  g_autofree char *path = NULL;
+  g_autofree char *result = NULL;
 
   if (!still_wanted (t))
     return;
+  job->calling = FALSE;
   if (!reply)
     {
       g_dbus_error_strip_remote_error (error);
-      job_failed (t, t->starting ? "cannot start" : "cannot stop", error->message);
+      report_failure (t, start ? "cannot start" : "cannot stop", error->message);
+      piece_done (t);
     }
   else
     {
-      g_variant_get (reply, "(o)", &t->job);
-      result = g_hash_table_lookup (t->ended, t->job);
-      if (result)
-        {
-          g_autofree char *copy = g_strdup (result);
-
-          g_hash_table_remove_all (t->ended);
-          job_done (t, copy);
-        }
+      g_variant_get (reply, "(o)", &job->path);
+      if (g_hash_table_steal_extended (t->ended, job->path, (gpointer *)&path, (gpointer *)&result))
+        job_ended (t, start, result);
     }
+  /* What is left belongs to no call of ours. */
+  if (!t->jobs[FALSE].calling && !t->jobs[TRUE].calling)
+    g_hash_table_remove_all (t->ended);
   target_unref (t);
 }
 
 static void
-call_job (SpLeaderTarget *t)
+on_start_job (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  g_hash_table_remove_all (t->ended);
-  g_dbus_connection_call (t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER,
-                          t->starting ? "StartUnit" : "StopUnit",
-                          g_variant_new ("(ss)", t->unit, "replace"), G_VARIANT_TYPE ("(o)"),
-                          G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_unit_job, target_ref (t));
+  job_answered (user_data, TRUE, G_DBUS_CONNECTION (source), res);
 }
 
 static void
-on_marker_written (GObject *source, GAsyncResult *res, gpointer user_data)
+on_stop_job (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  SpLeaderTarget *t = user_data;
-  g_autoptr (GError) error = NULL;
+  job_answered (user_data, FALSE, G_DBUS_CONNECTION (source), res);
+}
 
-  if (!g_file_replace_contents_finish (G_FILE (source), res, NULL, &error))
-    {
-      if (still_wanted (t))
-        {
-          job_failed (t, "cannot write the marker for", error->message);
-          target_unref (t);
-        }
-      return;
-    }
-  if (still_wanted (t))
-    {
-      call_job (t);
-      target_unref (t);
-    }
+static void
+call_job (SpLeaderTarget *t, gboolean start)
+{
+  t->jobs[start].calling = TRUE;
+  g_dbus_connection_call (
+      t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, start ? "StartUnit" : "StopUnit",
+      g_variant_new ("(ss)", t->unit, "replace"), G_VARIANT_TYPE ("(o)"), G_DBUS_CALL_FLAGS_NONE,
+      -1, t->cancellable, start ? on_start_job : on_stop_job, target_ref (t));
 }
 
 static void
@@ -207,10 +225,63 @@ on_marker_deleted (GObject *source, GAsyncResult *res, gpointer user_data)
       && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     /* The condition is only checked at start: stopping goes on. */
     g_warning ("cannot remove %s: %s", g_file_peek_path (t->marker), error->message);
-  if (still_wanted (t))
+  if (!still_wanted (t))
+    return;
+  if (t->preempted)
+    piece_done (t); /* its stop was asked for already */
+  else
+    call_job (t, FALSE);
+  target_unref (t);
+}
+
+static void
+delete_marker (SpLeaderTarget *t)
+{
+  g_file_delete_async (t->marker, G_PRIORITY_DEFAULT, t->cancellable, on_marker_deleted,
+                       target_ref (t));
+}
+
+static void
+on_marker_written (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  SpLeaderTarget *t = user_data;
+  g_autoptr (GError) error = NULL;
+  gboolean written = g_file_replace_contents_finish (G_FILE (source), res, NULL, &error);
+
+  if (!still_wanted (t))
+    return;
+  if (t->preempted)
+    /* The lease ended during the write: no start, and the marker goes now
+     * that the write cannot land after the delete. */
+    delete_marker (t);
+  else if (written)
+    call_job (t, TRUE);
+  else
     {
-      call_job (t);
-      target_unref (t);
+      report_failure (t, "cannot write the marker for", error->message);
+      piece_done (t);
+    }
+  target_unref (t);
+}
+
+/* The lease ended while the target starts.  Its start job lasts as long as
+ * the units ordered before it take to start, and another node may lead
+ * meanwhile: stop now, alongside (StopUnit "replace" cancels that job). */
+static void
+preempt (SpLeaderTarget *t)
+{
+  /* Before StartUnit, the marker write is in flight; its callback deletes. */
+  gboolean writing = !t->jobs[TRUE].calling && !t->jobs[TRUE].path;
+
+  t->preempted = TRUE;
+  t->starting = FALSE;
+  t->active = TRUE; /* until the stop is done: the start may have got through */
+  t->pending++;
+  call_job (t, FALSE);
+  if (!writing)
+    {
+      t->pending++;
+      delete_marker (t);
     }
 }
 
@@ -219,17 +290,19 @@ reconcile (SpLeaderTarget *t)
 {
   static const char marker_text[] = "leader\n";
 
-  if (t->busy || !t->subscribed || wanted (t) == t->active)
+  if (t->pending && t->starting && !leading (t))
+    preempt (t);
+  if (t->pending || !t->subscribed || wanted (t) == t->active)
     return;
-  t->busy = TRUE;
+  t->pending = 1;
   t->starting = !t->active;
+  t->preempted = FALSE;
   if (t->starting)
     g_file_replace_contents_async (t->marker, marker_text, sizeof marker_text - 1, NULL, FALSE,
                                    G_FILE_CREATE_NONE, t->cancellable, on_marker_written,
                                    target_ref (t));
   else
-    g_file_delete_async (t->marker, G_PRIORITY_DEFAULT, t->cancellable, on_marker_deleted,
-                         target_ref (t));
+    delete_marker (t);
 }
 
 static void

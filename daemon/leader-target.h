@@ -6,8 +6,11 @@
  * the marker.  Everything goes through org.freedesktop.systemd1 on the
  * given bus, asynchronously: Subscribe(), then StartUnit/StopUnit in mode
  * "replace", each job followed to its JobRemoved.  One job at a time; a
- * change that arrives meanwhile is acted on when the job ends.  Failures
- * are logged and retried at the next role or lease change. */
+ * change that arrives meanwhile is acted on when the job ends.  Except a
+ * lost lease (partition, stall, failure) while the target starts: then it
+ * is stopped at once, which cancels the start job, and the marker removed;
+ * a planned release still waits for the start to end, then stops.
+ * Failures are logged and retried at the next role or lease change. */
 #pragma once
 
 #include <gio/gio.h>

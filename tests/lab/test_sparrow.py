@@ -17,6 +17,21 @@ import lab  # noqa: E402
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE = "sparrow-leader-example.service"
 TARGET = "sparrow-leader.target"
+MARKER = "/run/sparrow/leader"
+# A unit the target waits for, slow to start: the target's start job stays
+# pending for a minute.
+SLOW = "lab-slow-start.service"
+SLOW_UNIT = ("[Unit]\nBefore=%s\n[Service]\nType=oneshot\nExecStart=/bin/sleep 60\n"
+             "[Install]\nWantedBy=%s\n" % (TARGET, TARGET))
+
+
+def with_units(units):
+    """Has setUp install units ({file name: text}) on every member before
+    it boots, enabled like the example."""
+    def mark(test):
+        test.units = units
+        return test
+    return mark
 
 
 class SparrowLab(unittest.TestCase):
@@ -35,11 +50,13 @@ class SparrowLab(unittest.TestCase):
         lab.run("rm", "-rf", cls.work)
 
     def setUp(self):
+        self.units = getattr(getattr(self, self._testMethodName), "units", {})
         self.lab = lab.Lab(3, stage=self.stage, setup=self.configure)
         self.lab.up()
         self.addCleanup(self.lab.down)
         for n in self.lab.members:
-            n.sh("systemctl enable %s && systemctl enable --now sparrow.target" % EXAMPLE)
+            n.sh("systemctl enable %s && systemctl enable --now sparrow.target"
+                 % " ".join([EXAMPLE, *self.units]))
 
     def configure(self, node):
         members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in self.lab.members)
@@ -64,6 +81,8 @@ class SparrowLab(unittest.TestCase):
                   "[Service]\nExecStop=/bin/sleep 0.3\n")
         with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
             lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
+        for name, text in self.units.items():
+            lab.write(os.path.join(node.root, "etc/systemd/system", name), text)
 
     # -- helpers ----------------------------------------------------------
 
@@ -93,6 +112,31 @@ class SparrowLab(unittest.TestCase):
                 self.fail("%s still runs the leader-only units" % node.name)
             time.sleep(0.05)
 
+    def role(self, node):
+        """The role node's daemon publishes on its bus."""
+        out = node.sh("busctl get-property org.sparrow.cluster1 /org/sparrow/cluster1 "
+                      "org.sparrow.cluster1.Manager Role", check=False).stdout.split()
+        return out[-1].strip('"') if out else ""
+
+    def leader_state(self, node):
+        """What node has of leadership, in one look: the jobs systemd has
+        queued ("unit/type"), the states of the target and of the
+        leader-only unit, and whether the marker is there."""
+        out = node.sh("echo jobs $(systemctl list-jobs --no-legend | awk '{print $2 \"/\" $3}');"
+                      "echo target $(systemctl is-active %s);"
+                      "echo unit $(systemctl is-active %s);"
+                      "echo marker $(test -e %s && echo yes || echo no)"
+                      % (TARGET, EXAMPLE, MARKER), check=False).stdout
+        state = dict((line.split(" ", 1) + [""])[:2] for line in out.splitlines())
+        state["jobs"] = state.get("jobs", "").split()
+        return state
+
+    def holds(self, state):
+        """Whether a node in state runs, starts or may start the leader-only units."""
+        return (TARGET + "/start" in state["jobs"] or EXAMPLE + "/start" in state["jobs"]
+                or state["target"] != "inactive" or state["unit"] in ("active", "activating")
+                or state["marker"] != "no")
+
     # -- the tests of the issue -------------------------------------------
 
     def test_1_exactly_one_leader_runs_the_units(self):
@@ -121,6 +165,44 @@ class SparrowLab(unittest.TestCase):
         self.assertIsNot(new, old)
         # Its workloads follow the lease (DESIGN.md: the network goes first).
         self.wait_inactive(old)
+
+    @with_units({SLOW: SLOW_UNIT})
+    def test_2b2_cut_off_leader_cancels_a_pending_start(self):
+        deadline = time.monotonic() + 20
+        starting = []
+        while not starting:
+            self.assertLess(time.monotonic(), deadline, "no leader starting %s" % TARGET)
+            time.sleep(0.1)
+            starting = [n for n in self.lab.members
+                        if TARGET + "/start" in self.leader_state(n)["jobs"]]
+        self.assertEqual(len(starting), 1, [n.name for n in starting])
+        old = starting[0]
+        self.assertEqual(self.role(old), "leader")
+        rest = [n for n in self.lab.members if n is not old]
+        old.cut()
+        cut = time.monotonic()
+        # The lease (about 530 ms) ends before any other node can win an
+        # election: the start is cancelled then, not when it would have
+        # ended (a minute on).  Looked at in this order, old holding after
+        # a new leader was seen means two holders.
+        new = None
+        while True:
+            new = new or next((n for n in rest if self.role(n) == "leader"), None)
+            state = self.leader_state(old)
+            if not self.holds(state):
+                break
+            if new:
+                self.fail("%s leads while %s still has %s" % (new.name, old.name, state))
+            self.assertLess(time.monotonic() - cut, 1.5, "%s still has %s" % (old.name, state))
+            time.sleep(0.02)
+        self.assertLess(time.monotonic() - cut, 1.5)
+        deadline = time.monotonic() + 10
+        while not new:
+            self.assertLess(time.monotonic(), deadline, "no new leader")
+            time.sleep(0.05)
+            new = next((n for n in rest if self.role(n) == "leader"), None)
+        state = self.leader_state(old)
+        self.assertFalse(self.holds(state), state)
 
     def test_2c_stalled_daemon_is_fenced_by_the_watchdog(self):
         old = self.wait_one_holder()
