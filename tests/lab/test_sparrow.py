@@ -145,10 +145,12 @@ class SparrowLab(unittest.TestCase):
         self.assertEqual(self.holders(), [holder])
         role = holder.sh("sparrowctl leader").stdout.split()[0]
         self.assertEqual(role, holder.name)
+        # /run is the node's own tmpfs: the marker is looked for from inside.
+        self.assertEqual(self.leader_state(holder)["marker"], "yes")
         for n in self.lab.members:
             if n is not holder:
                 self.assertFalse(self.active(n, EXAMPLE))
-                self.assertFalse(os.path.exists(os.path.join(n.root, "run/sparrow/leader")))
+                self.assertEqual(self.leader_state(n)["marker"], "no")
 
     def test_2_node_crash_moves_the_units(self):
         old = self.wait_one_holder()
