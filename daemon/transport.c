@@ -132,8 +132,7 @@ typedef struct
   char *source;         /* accepted: the remote IP address (rate-limited warnings) */
   GList *unidentified;  /* accepted, until the hello: link in transport->unidentified */
   gint64 last_read;     /* accepted: when bytes last came */
-  gint64 frame_since;   /* accepted, identified: when the partial frame in began; 0 none */
-  GSource *frame_timer; /* while frame_since is set */
+  GSource *frame_timer; /* accepted, identified: while a frame is partly in */
   GSource *writer;      /* outgoing: pollable source while the socket is full */
   guint8 *out;          /* outgoing: the batch being written (frames, back to back) */
   gsize out_len;
@@ -501,8 +500,13 @@ conn_fail (SpConn *conn, GLogLevelFlags level, const char *format, ...)
   va_start (ap, format);
   why = g_strdup_vprintf (format, ap);
   va_end (ap);
-  if (!conn->peer && level == G_LOG_LEVEL_WARNING)
-    level = conn_warning_level (conn);
+  /* What accepted connections cause is rate-limited, and so is any word
+   * about one that never said who it is: the log must not grow with what
+   * strangers send. */
+  if (!conn->peer
+      && (level == G_LOG_LEVEL_WARNING || (level == G_LOG_LEVEL_MESSAGE && conn->unidentified))
+      && conn_warning_level (conn) == G_LOG_LEVEL_DEBUG)
+    level = G_LOG_LEVEL_DEBUG;
   peer_log (conn->address, conn->peer ? conn->peer->name : NULL, level, "%s", why);
   if (conn->peer)
     {
@@ -783,10 +787,11 @@ conn_hello (SpConn *conn, GBytes *bytes)
     }
 
   source_clear (&conn->deadline);
-  /* An id that is not a peer's (a member we do not know of yet, or anyone
-   * in plaintext) stays among the unidentified: evicted like them, and
-   * held to small frames. */
-  if (known)
+  /* With TLS the certificate proves a member, perhaps one this node does
+   * not know of yet: a new leader whose entries would teach us its address.
+   * In plaintext an id that is not a peer's stays among the unidentified:
+   * evicted like them, and held to small frames. */
+  if (known || t->certificate)
     conn_unlink_unidentified (conn);
   conn->peer_id = id;
   address = g_strdup_printf ("%s (%s)", name, conn->address);
@@ -890,28 +895,25 @@ on_frame_timer (gpointer data)
 {
   SpConn *conn = data;
 
-  if (conn->frame_since != 0
-      && g_get_monotonic_time () - conn->frame_since
-             < SP_FRAME_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND)
+  if (conn->in_len > 0
+      && g_get_monotonic_time () - conn->last_read < SP_FRAME_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND)
     return G_SOURCE_CONTINUE;
   source_clear (&conn->frame_timer);
-  if (conn->frame_since != 0)
-    conn_fail (conn, G_LOG_LEVEL_WARNING, "a frame not complete within %d s; closing",
+  if (conn->in_len > 0)
+    conn_fail (conn, G_LOG_LEVEL_WARNING,
+               "a frame not complete within %d s of its last bytes; closing",
                SP_FRAME_TIMEOUT_MS / 1000);
   return G_SOURCE_REMOVE;
 }
 
-/* Identified connections: a frame begun must end within
- * SP_FRAME_TIMEOUT_MS.  A timer checks once a second while one is partly
- * in (rather than a timer per frame: most frames come whole). */
+/* Identified connections: a frame begun must keep coming, nothing received
+ * for SP_FRAME_TIMEOUT_MS closes it, however large it is (a snapshot over a
+ * slow link takes as long as it takes).  A timer checks once a second while
+ * one is partly in (rather than a timer per frame: most frames come whole). */
 static void
-conn_time_frame (SpConn *conn, gboolean completed)
+conn_time_frame (SpConn *conn)
 {
-  if (conn->in_len == 0)
-    conn->frame_since = 0;
-  else if (completed || conn->frame_since == 0)
-    conn->frame_since = g_get_monotonic_time ();
-  if (conn->frame_since != 0 && !conn->frame_timer)
+  if (conn->in_len > 0 && !conn->frame_timer)
     conn->frame_timer
         = timeout_new (conn->transport, 1000, on_frame_timer, conn_ref (conn), conn_unref);
 }
@@ -987,7 +989,7 @@ conn_decode (SpConn *conn)
   if (start > 0 && conn->in_len > 0)
     memmove (conn->in, conn->in + start, conn->in_len);
   if (conn->peer_id != 0)
-    conn_time_frame (conn, start > 0);
+    conn_time_frame (conn);
   conn_size_buffer (conn, partial);
   return TRUE;
 }
@@ -1690,6 +1692,8 @@ sp_transport_set_peer (SpTransport *t, guint64 id, const char *name, const char 
   peer->name = g_strdup (name);
   peer->host = g_strdup (host);
   peer->port = port;
+  peer->backoff_ms = 0;
+  peer->unreachable_logged = FALSE;
   /* A connection it made before we knew it is now a peer's. */
   if ((conn = conn_with_id (t, id)))
     conn_unlink_unidentified (conn);

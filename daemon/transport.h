@@ -16,20 +16,21 @@
  * established one unless that one has been silent for 5 s or the new one
  * comes from the member's address.
  *
- * Unidentified peers (accepted, no hello yet, or a hello with an id that
- * is not a peer's) are bounded: 64 at most, a new one closing the oldest
- * that has not begun a TLS handshake; 5 s from accept to the hello (TLS
- * handshake included); before it, only a hello of at most 1 KiB; after a
- * stranger's hello, frames of at most 1 KiB.  With TLS a handshake starts
- * only once the client's whole first record is in, and at most 8 run at
- * once (a new one closes the oldest), so silent or slow clients hold no
- * thread.  A peer's frame over 1 KiB must be an Append or a Snapshot
- * (checked on its first bytes), at most 16 MiB, complete within 10 s of
- * its first byte; the receive buffer grows with what arrives, not with
- * what a header announces.  Warnings about accepted connections are
- * rate-limited per source address (10 per 10 s, then a count of the
- * suppressed ones).  A failed accept (out of file descriptors) is retried
- * after 100 ms, closing the oldest unidentified connection.
+ * Unidentified peers (accepted, no hello yet, or in plaintext a hello with
+ * an id that is not a peer's) are bounded: 64 at most, a new one closing
+ * the oldest that has not begun a TLS handshake; 5 s from accept to the
+ * hello (TLS handshake included); before it, only a hello of at most 1
+ * KiB; after a stranger's hello, frames of at most 1 KiB.  With TLS a
+ * handshake starts only once the client's whole first record is in, and at
+ * most 8 run at once (a new one closes the oldest), so silent or slow
+ * clients hold no thread.  A peer's frame over 1 KiB must be an Append or
+ * a Snapshot (checked on its first bytes), at most 16 MiB, and it must
+ * keep coming (10 s without a byte of it closes the connection); the
+ * receive buffer grows with what arrives, not with what a header
+ * announces.  Warnings about accepted connections are rate-limited per
+ * source address (10 per 10 s, then a count of the suppressed ones).  A
+ * failed accept (out of file descriptors) is retried after 100 ms, closing
+ * the oldest unidentified connection.
  *
  * Never blocks: connects, handshakes, reads and writes are asynchronous.
  * Each peer has a bounded send queue (oldest Append/Heartbeat messages are
