@@ -59,6 +59,9 @@ struct _SpNode
   guint ready_source;
   gboolean in_clock; /* on_clock runs the batch itself: no idle pass */
   gboolean persisting;
+  guint64 published_at;     /* the tick the published state is as of */
+  guint persist_stall;      /* fails the node if the storage does not answer */
+  gboolean storage_stalled; /* it did not: its worker may never come back */
   gboolean failed;          /* no durable storage any more: failed, or stopped */
   char *failure;            /* why it failed, NULL when it did not */
   SpRaftHardState saved_hs; /* last hard state handed to the storage */
@@ -220,6 +223,9 @@ unapplied_addresses (SpNode *node)
   GHashTable *added = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, g_free);
   guint64 last = sp_raft_last_index (node->raft);
 
+  /* The usual case, no change under way: no walk through the log. */
+  if (sp_raft_conf_equal (sp_raft_conf (node->raft), &node->applied_conf))
+    return added;
   for (guint64 i = sp_raft_applied_index (node->raft) + 1; i <= last; i++)
     {
       const SpRaftEntry *e = sp_raft_entry_at (node->raft, i);
@@ -365,7 +371,9 @@ publish (SpNode *node)
 
   advance_clock (node);
   term = sp_raft_term (node->raft);
-  commit = sp_raft_commit_index (node->raft);
+  /* Published before the batch is applied: never ahead of what this node
+   * serves, so CommitIndex >= N still means a stale read sees N. */
+  commit = MIN (sp_raft_commit_index (node->raft), sp_raft_applied_index (node->raft));
   role = sp_raft_role (node->raft);
   if (node->failed && role != SP_RAFT_LEARNER)
     role = SP_RAFT_FOLLOWER;
@@ -411,6 +419,7 @@ publish (SpNode *node)
     g_object_thaw_notify (G_OBJECT (node));
   if (members_moved (node))
     g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
+  node->published_at = node->ticks;
 }
 
 /* ---- pending requests --------------------------------------------------- */
@@ -759,12 +768,31 @@ typedef struct
   SpRaftReady *rd;
 } PersistData;
 
+/* A disk that hangs rather than fails must not leave a node that can
+ * neither lead nor vote lingering: it fails as on an error, and systemd
+ * restarts it. */
+#define STORAGE_STALL_S 10
+
+static gboolean
+on_storage_stalled (gpointer user_data)
+{
+  SpNode *node = user_data;
+  g_autoptr (GError) error = g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_STOPPED,
+                                          "a write did not complete within %d s", STORAGE_STALL_S);
+
+  node->persist_stall = 0;
+  node->storage_stalled = TRUE;
+  fail_node (node, "the data directory stalled", error);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_persisted (GError *error, gpointer user_data)
 {
   PersistData *pd = user_data;
   SpNode *node = pd->node;
 
+  g_clear_handle_id (&node->persist_stall, g_source_remove);
   if (node->failed)
     {
       sp_raft_ready_free (pd->rd);
@@ -811,6 +839,7 @@ process_ready (SpNode *node)
       pd->node = g_object_ref (node);
       pd->rd = rd;
       node->saved_hs = rd->hard_state;
+      node->persist_stall = g_timeout_add_seconds (STORAGE_STALL_S, on_storage_stalled, node);
       sp_storage_persist (node->storage, rd->snapshot, rd->entries, hs_new ? &rd->hard_state : NULL,
                           on_persisted, pd);
     }
@@ -1110,6 +1139,7 @@ sp_node_finalize (GObject *object)
   g_clear_handle_id (&node->ready_source, g_source_remove);
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
+  g_clear_handle_id (&node->persist_stall, g_source_remove);
   g_clear_pointer (&node->pending, g_hash_table_unref);
   g_clear_pointer (&node->changes, g_variant_builder_unref);
   g_clear_pointer (&node->transport, sp_transport_free);
@@ -1255,12 +1285,15 @@ sp_node_get_lease_valid (SpNode *node)
 void
 sp_node_refresh (SpNode *node)
 {
+  /* Once a tick is enough (a GetAll asks for every property), and a failed
+   * node published all it will at once. */
+  if (node->failed || node->published_at == ticks_now (node))
+    return;
   /* As the clock does: a settled leader's unread answers renew its lease
    * first, so that a read never sees it lapse only for want of reading. */
-  if (!node->failed)
-    sp_transport_receive_pending (node->transport);
+  sp_transport_receive_pending (node->transport);
   publish (node);
-  if (!node->failed && sp_raft_has_ready (node->raft))
+  if (sp_raft_has_ready (node->raft))
     schedule_ready (node);
 }
 
@@ -1876,8 +1909,12 @@ finish_stop (SpNode *node)
       node->saved_hs.commit = sp_raft_applied_index (node->raft);
       sp_storage_persist (node->storage, NULL, NULL, &node->saved_hs, NULL, NULL);
     }
-  /* Waits for the storage worker: what was acknowledged stays durable. */
-  g_clear_pointer (&node->storage, sp_storage_free);
+  /* Waits for the storage worker: what was acknowledged stays durable.  A
+   * stalled one may never come back: joining it would hang the exit. */
+  if (node->storage_stalled)
+    node->storage = NULL;
+  else
+    g_clear_pointer (&node->storage, sp_storage_free);
   node->failed = TRUE;
   g_task_return_boolean (task, TRUE);
 }
