@@ -16,18 +16,20 @@
 #define ELECTION_MIN         10
 #define ELECTION_MAX         60000
 #define SNAPSHOT_ENTRIES_MIN 10
+#define FENCE_PART_MAX       60000
 #define ADDRESS_EXPECTS      "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
 
 typedef struct
 {
   const char *group;
-  const char *keys[6];
+  const char *keys[10];
 } SchemaGroup;
 
 static const SchemaGroup schema[] = {
   { "node", { "name", "listen", "data-dir", NULL } },
   { "cluster",
-    { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", NULL } },
+    { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", "fence",
+      "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
   { "tls", { "ca", "cert", "key", "insecure", NULL } },
 };
 
@@ -47,6 +49,8 @@ member_free (SpConfigMember *m)
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConfigMember, member_free)
 
+static void loader_free (struct _SpConfigLoader *l);
+
 void
 sp_config_free (SpConfig *config)
 {
@@ -60,6 +64,7 @@ sp_config_free (SpConfig *config)
   g_free (config->tls_ca);
   g_free (config->tls_cert);
   g_free (config->tls_key);
+  g_clear_pointer (&config->loader, loader_free);
   g_free (config);
 }
 
@@ -180,6 +185,8 @@ schema_has_key (const SchemaGroup *g, const char *key)
   return FALSE;
 }
 
+/* Unknown keys of the core's groups; the other groups are plugins' until
+ * sp_config_warn_unclaimed(). */
 static void
 warn_unknown (GKeyFile *kf, const char *path, GPtrArray *warnings)
 {
@@ -190,15 +197,7 @@ warn_unknown (GKeyFile *kf, const char *path, GPtrArray *warnings)
       const SchemaGroup *g = schema_group (groups[i]);
       g_auto (GStrv) keys = g_key_file_get_keys (kf, groups[i], NULL, NULL);
 
-      if (!g)
-        {
-          g_autofree char *list = g_strjoinv (", ", keys);
-
-          g_ptr_array_add (warnings, g_strdup_printf ("%s: [%s]: unknown group (keys: %s), ignored",
-                                                      path, groups[i], list));
-          continue;
-        }
-      for (guint j = 0; keys[j]; j++)
+      for (guint j = 0; g && keys[j]; j++)
         if (!schema_has_key (g, keys[j]))
           g_ptr_array_add (warnings, g_strdup_printf ("%s: [%s] %s: unknown key, ignored", path,
                                                       groups[i], keys[j]));
@@ -207,21 +206,26 @@ warn_unknown (GKeyFile *kf, const char *path, GPtrArray *warnings)
 
 /* ---- merged view -------------------------------------------------------- */
 
-typedef struct
+struct _SpConfigLoader
 {
-  const char *main_path;
+  char *main_path;
   GKeyFile *merged;
-  GHashTable *origin; /* "[group] key" -> file it was last set in */
-} Loader;
+  GHashTable *origin;  /* "[group] key" -> file it was last set in */
+  GHashTable *claimed; /* groups plugins took */
+};
+typedef struct _SpConfigLoader Loader;
 
 static void
-loader_clear (Loader *l)
+loader_free (Loader *l)
 {
-  g_clear_pointer (&l->merged, g_key_file_unref);
-  g_clear_pointer (&l->origin, g_hash_table_unref);
+  g_key_file_unref (l->merged);
+  g_hash_table_unref (l->origin);
+  g_hash_table_unref (l->claimed);
+  g_free (l->main_path);
+  g_free (l);
 }
 
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Loader, loader_clear)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Loader, loader_free)
 
 static void
 merge (Loader *l, GKeyFile *kf, const char *path)
@@ -519,8 +523,21 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
       || !get_uint (l, "cluster", "election-ms", ELECTION_MIN, ELECTION_MAX, &c->election_ms, error)
       || !get_bool (l, "cluster", "join", &c->join, error)
       || !get_uint (l, "cluster", "snapshot-entries", SNAPSHOT_ENTRIES_MIN, G_MAXUINT,
-                    &c->snapshot_entries, error))
+                    &c->snapshot_entries, error)
+      || !get_bool (l, "cluster", "fence", &c->fence, error)
+      || !get_uint (l, "cluster", "cleanup-ms", 0, FENCE_PART_MAX, &c->cleanup_ms, error)
+      || !get_uint (l, "cluster", "units-stop-ms", 0, FENCE_PART_MAX, &c->units_stop_ms, error))
     return FALSE;
+  c->leader_watchdog_ms = 2 * c->heartbeat_ms + 100;
+  if (!get_uint (l, "cluster", "leader-watchdog-ms", 1, FENCE_PART_MAX, &c->leader_watchdog_ms,
+                 error))
+    return FALSE;
+  /* The leader feeds the watchdog when it wakes, at least once per
+   * heartbeat. */
+  if (c->leader_watchdog_ms <= c->heartbeat_ms)
+    return key_error (l, error, SP_CONFIG_ERROR_INVALID, "cluster", "leader-watchdog-ms",
+                      "expected more than heartbeat-ms (%u), got %u", c->heartbeat_ms,
+                      c->leader_watchdog_ms);
   /* A follower campaigns after election-ms without a heartbeat: with fewer
    * than two in that time, one late heartbeat starts an election. */
   if (c->election_ms < 2 * c->heartbeat_ms)
@@ -567,16 +584,20 @@ load_tls (Loader *l, SpConfig *c, GError **error)
 SpConfig *
 sp_config_load (const char *path, GPtrArray *warnings, GError **error)
 {
-  g_auto (Loader) l = { path, g_key_file_new (),
-                        g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free) };
+  g_autoptr (Loader) loader = g_new0 (Loader, 1);
+  Loader *l = loader;
   g_autoptr (SpConfig) c = g_new0 (SpConfig, 1);
   g_autoptr (GPtrArray) drop_ins = NULL;
 
+  l->main_path = g_strdup (path);
+  l->merged = g_key_file_new ();
+  l->origin = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  l->claimed = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   /* the main file first: when it is missing, that is the error to report */
-  if (!add_file (&l, path, warnings, error) || !(drop_ins = list_drop_ins (path, error)))
+  if (!add_file (l, path, warnings, error) || !(drop_ins = list_drop_ins (path, error)))
     return NULL;
   for (guint i = 0; i < drop_ins->len; i++)
-    if (!add_file (&l, drop_ins->pdata[i], warnings, error))
+    if (!add_file (l, drop_ins->pdata[i], warnings, error))
       return NULL;
 
   c->path = g_strdup (path);
@@ -585,7 +606,108 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->heartbeat_ms = 250;
   c->election_ms = 600;
   c->snapshot_entries = 10000;
-  if (!load_node (&l, c, error) || !load_cluster (&l, c, error) || !load_tls (&l, c, error))
+  c->fence = TRUE;
+  c->cleanup_ms = SP_CONFIG_DEFAULT_CLEANUP_MS;
+  c->units_stop_ms = SP_CONFIG_DEFAULT_UNITS_STOP_MS;
+  if (!load_node (l, c, error) || !load_cluster (l, c, error) || !load_tls (l, c, error))
     return NULL;
+  c->loader = g_steal_pointer (&loader);
   return g_steal_pointer (&c);
+}
+
+/* ---- for plugins -------------------------------------------------------- */
+
+gboolean
+sp_config_has_group (const SpConfig *config, const char *group)
+{
+  return g_key_file_has_group (config->loader->merged, group);
+}
+
+void
+sp_config_claim (SpConfig *config, const char *group, const char *const *keys, GPtrArray *warnings)
+{
+  Loader *l = config->loader;
+  g_auto (GStrv) present = g_key_file_get_keys (l->merged, group, NULL, NULL);
+
+  g_hash_table_add (l->claimed, g_strdup (group));
+  for (guint i = 0; present && present[i]; i++)
+    if (!g_strv_contains (keys, present[i]) && warnings)
+      g_ptr_array_add (warnings,
+                       g_strdup_printf ("%s: [%s] %s: unknown key, ignored",
+                                        origin (l, group, present[i]), group, present[i]));
+}
+
+void
+sp_config_warn_unclaimed (const SpConfig *config, GPtrArray *warnings)
+{
+  Loader *l = config->loader;
+  g_auto (GStrv) groups = g_key_file_get_groups (l->merged, NULL);
+
+  for (guint i = 0; groups[i]; i++)
+    {
+      g_auto (GStrv) keys = NULL;
+      g_autofree char *list = NULL;
+
+      if (schema_group (groups[i]) || g_hash_table_contains (l->claimed, groups[i]))
+        continue;
+      keys = g_key_file_get_keys (l->merged, groups[i], NULL, NULL);
+      list = g_strjoinv (", ", keys);
+      g_ptr_array_add (warnings, g_strdup_printf ("%s: [%s]: unknown group (keys: %s), ignored",
+                                                  origin (l, groups[i], keys[0] ? keys[0] : ""),
+                                                  groups[i], list));
+    }
+}
+
+gboolean
+sp_config_error (const SpConfig *config, GError **error, SpConfigError code, const char *group,
+                 const char *key, const char *format, ...)
+{
+  g_autofree char *what = NULL;
+  va_list args;
+
+  va_start (args, format);
+  what = g_strdup_vprintf (format, args);
+  va_end (args);
+  return key_error (config->loader, error, code, group, key, "%s", what);
+}
+
+gboolean
+sp_config_get_string (const SpConfig *config, const char *group, const char *key, char **out,
+                      GError **error)
+{
+  return get_string (config->loader, group, key, out, error);
+}
+
+gboolean
+sp_config_get_strv (const SpConfig *config, const char *group, const char *key, GStrv *out,
+                    GError **error)
+{
+  Loader *l = config->loader;
+  g_autoptr (GError) local = NULL;
+  char **items;
+
+  if (!g_key_file_has_key (l->merged, group, key, NULL))
+    return TRUE;
+  items = g_key_file_get_string_list (l->merged, group, key, NULL, &local);
+  if (!items)
+    return key_error (l, error, SP_CONFIG_ERROR_INVALID, group, key, "%s", local->message);
+  for (guint i = 0; items[i]; i++)
+    g_strstrip (items[i]);
+  g_strfreev (*out);
+  *out = items;
+  return TRUE;
+}
+
+gboolean
+sp_config_get_uint (const SpConfig *config, const char *group, const char *key, guint min,
+                    guint max, guint *out, GError **error)
+{
+  return get_uint (config->loader, group, key, min, max, out, error);
+}
+
+gboolean
+sp_config_get_bool (const SpConfig *config, const char *group, const char *key, gboolean *out,
+                    GError **error)
+{
+  return get_bool (config->loader, group, key, out, error);
 }

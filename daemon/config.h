@@ -13,11 +13,19 @@
  *   join = false                     true: join an existing cluster (never bootstrap;
  *                                    initial-members then only tells where peers are)
  *   snapshot-entries = 10000         applied entries between snapshots (log compaction)
+ *   fence = true                     a new leader waits out the previous holder's fence
+ *                                    time (sp_fence_ms) before it holds anything; false:
+ *                                    faster, but a stalled old leader may overlap
+ *   leader-watchdog-ms = 2 x heartbeat + 100   the service watchdog while leading
+ *   cleanup-ms = 300                 worst case of the unit's ExecStopPost clean-up
+ *   units-stop-ms = 500              what leader-only units may take to stop
  *   [tls]
  *   ca = /etc/sparrow/tls/ca.pem
  *   cert = /etc/sparrow/tls/node.pem
  *   key = /etc/sparrow/tls/node.key
  *   insecure = false                 true: plaintext (warned at every start)
+ *
+ * Plugins read their own groups through the accessors at the end.
  *
  * Every error names the file, the group/key and what was expected; unknown
  * groups/keys are warnings, not errors. */
@@ -27,8 +35,10 @@
 
 G_BEGIN_DECLS
 
-#define SP_CONFIG_DEFAULT_PATH     "/etc/sparrow/sparrow.conf"
-#define SP_CONFIG_DEFAULT_DATA_DIR "/var/lib/sparrow"
+#define SP_CONFIG_DEFAULT_PATH          "/etc/sparrow/sparrow.conf"
+#define SP_CONFIG_DEFAULT_DATA_DIR      "/var/lib/sparrow"
+#define SP_CONFIG_DEFAULT_CLEANUP_MS    300
+#define SP_CONFIG_DEFAULT_UNITS_STOP_MS 500
 
 #define SP_CONFIG_ERROR (sp_config_error_quark ())
 GQuark sp_config_error_quark (void);
@@ -59,10 +69,15 @@ typedef struct
   guint election_ms;
   gboolean join;
   guint snapshot_entries;
+  gboolean fence;
+  guint leader_watchdog_ms;
+  guint cleanup_ms;
+  guint units_stop_ms;
   char *tls_ca;
   char *tls_cert;
   char *tls_key;
   gboolean insecure;
+  struct _SpConfigLoader *loader; /* the merged files, for the accessors below */
 } SpConfig;
 
 /* Member names: the one rule for the configuration, the member changes of
@@ -78,6 +93,31 @@ SpConfig *sp_config_load (const char *path, GPtrArray *warnings, GError **error)
 void sp_config_free (SpConfig *config);
 /* The initial member called name, or NULL. */
 const SpConfigMember *sp_config_find_member (const SpConfig *config, const char *name);
+
+/* ---- for plugins: their own groups, with the same error quality -------- */
+
+gboolean sp_config_has_group (const SpConfig *config, const char *group);
+/* Takes group for a plugin: its keys not in keys (NULL-terminated) are
+ * warned about, and it is not an unknown group any more. */
+void sp_config_claim (SpConfig *config, const char *group, const char *const *keys,
+                      GPtrArray *warnings);
+/* The groups neither the core nor a plugin took, once plugins probed. */
+void sp_config_warn_unclaimed (const SpConfig *config, GPtrArray *warnings);
+/* Each leaves *out alone when the key is absent. */
+gboolean sp_config_get_string (const SpConfig *config, const char *group, const char *key,
+                               char **out, GError **error);
+/* A ';'-separated list, items stripped. */
+gboolean sp_config_get_strv (const SpConfig *config, const char *group, const char *key, GStrv *out,
+                             GError **error);
+gboolean sp_config_get_uint (const SpConfig *config, const char *group, const char *key, guint min,
+                             guint max, guint *out, GError **error);
+gboolean sp_config_get_bool (const SpConfig *config, const char *group, const char *key,
+                             gboolean *out, GError **error);
+/* Sets "FILE: [group] key: what", FILE being where the key was set, and
+ * returns FALSE. */
+gboolean sp_config_error (const SpConfig *config, GError **error, SpConfigError code,
+                          const char *group, const char *key, const char *format, ...)
+    G_GNUC_PRINTF (6, 7);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpConfig, sp_config_free)
 

@@ -72,6 +72,7 @@ struct _SpDBusService
   guint members_later;      /* a refresh waiting for the interval */
   gint64 members_refreshed; /* monotonic */
   GPtrArray *kept_types;
+  GPtrArray *plugins; /* SpDBusPlugin skeletons, one per plugin */
 };
 
 /* GLib 2.74 frees the layout of a container GVariant type with its last
@@ -445,8 +446,53 @@ bind (SpDBusService *service, const char *from, const char *to)
                                                               to, G_BINDING_SYNC_CREATE));
 }
 
+static gboolean
+state_to_string (GBinding *binding, const GValue *from, GValue *to, gpointer user_data)
+{
+  g_value_set_string (to, sp_plugin_state_to_string (g_value_get_int (from)));
+  return TRUE;
+}
+
+/* Plugin names are ours: letters, digits and '-', which a path spells '_'. */
+static char *
+plugin_path (SpPlugin *plugin)
+{
+  g_autofree char *element = g_strdelimit (g_strdup (sp_plugin_get_name (plugin)), "-", '_');
+
+  return g_strdup_printf ("%s/plugin/%s", SP_DBUS_PATH, element);
+}
+
+/* A skeleton per plugin, its properties bound to the plugin's. */
+static void
+add_plugins (SpDBusService *service, GPtrArray *plugins)
+{
+  g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
+
+  service->plugins = g_ptr_array_new_with_free_func (g_object_unref);
+  for (guint i = 0; i < plugins->len; i++)
+    {
+      SpPlugin *plugin = plugins->pdata[i];
+      SpDBusPlugin *skeleton = sp_dbus_plugin_skeleton_new ();
+      GBindingFlags flags = G_BINDING_SYNC_CREATE;
+
+      g_ptr_array_add (service->bindings,
+                       g_object_bind_property (plugin, "name", skeleton, "name", flags));
+      g_ptr_array_add (service->bindings,
+                       g_object_bind_property_full (plugin, "state", skeleton, "state", flags,
+                                                    state_to_string, NULL, NULL, NULL));
+      g_ptr_array_add (service->bindings, g_object_bind_property (plugin, "last-error", skeleton,
+                                                                  "last-error", flags));
+      g_ptr_array_add (service->bindings,
+                       g_object_bind_property (plugin, "details", skeleton, "details", flags));
+      g_ptr_array_add (service->plugins, skeleton);
+      g_ptr_array_add (paths, plugin_path (plugin));
+    }
+  g_ptr_array_add (paths, NULL);
+  sp_dbus_manager_set_plugins (service->manager, (const char *const *)paths->pdata);
+}
+
 SpDBusService *
-sp_dbus_service_new (SpNode *node)
+sp_dbus_service_new (SpNode *node, GPtrArray *plugins)
 {
   SpDBusService *service = g_new0 (SpDBusService, 1);
 
@@ -464,7 +510,9 @@ sp_dbus_service_new (SpNode *node)
   bind (service, "leader-address", "leader-address");
   bind (service, "commit-index", "commit-index");
   bind (service, "lease-valid", "lease-valid");
+  bind (service, "holder", "holder");
   refresh_members (service);
+  add_plugins (service, plugins);
 
   service->members_handler
       = g_signal_connect (node, "members-changed", G_CALLBACK (on_members_changed), service);
@@ -495,6 +543,14 @@ sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection, GEr
   if (!service->store_id)
     return FALSE;
   service->store_bus = g_object_ref (connection);
+  for (guint i = 0; i < service->plugins->len; i++)
+    {
+      const char *const *paths = sp_dbus_manager_get_plugins (service->manager);
+
+      if (!g_dbus_interface_skeleton_export (service->plugins->pdata[i], connection, paths[i],
+                                             error))
+        return FALSE;
+    }
   return TRUE;
 }
 
@@ -523,6 +579,8 @@ sp_dbus_service_flush_async (SpDBusService *service, GAsyncReadyCallback callbac
     }
   /* PropertiesChanged waits for an idle pass otherwise. */
   g_dbus_interface_skeleton_flush (G_DBUS_INTERFACE_SKELETON (service->manager));
+  for (guint i = 0; i < service->plugins->len; i++)
+    g_dbus_interface_skeleton_flush (service->plugins->pdata[i]);
   g_dbus_connection_flush (service->store_bus, NULL, on_flushed, g_steal_pointer (&task));
 }
 
@@ -546,6 +604,10 @@ sp_dbus_service_free (SpDBusService *service)
     g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (service->manager));
   if (service->store_id)
     g_dbus_connection_unregister_object (service->store_bus, service->store_id);
+  for (guint i = 0; i < service->plugins->len; i++)
+    if (g_dbus_interface_skeleton_get_connection (service->plugins->pdata[i]))
+      g_dbus_interface_skeleton_unexport (service->plugins->pdata[i]);
+  g_ptr_array_unref (service->plugins);
   g_clear_object (&service->store_bus);
   g_object_unref (service->manager);
   g_object_unref (service->node);

@@ -1,12 +1,14 @@
 /* Publishes one SpNode on the bus: org.sparrow.cluster1.Manager and
- * org.sparrow.cluster1.Store at /org/sparrow/cluster1 (dbus/org.sparrow.cluster1.xml is the
- * contract).  Properties follow the node's; methods call the node
- * asynchronously and answer when it has. */
+ * org.sparrow.cluster1.Store at /org/sparrow/cluster1, and each plugin's
+ * org.sparrow.cluster1.Plugin at /org/sparrow/cluster1/plugin/NAME
+ * (dbus/org.sparrow.cluster1.xml is the contract).  Properties follow the node's; methods call the
+ * node asynchronously and answer when it has. */
 #pragma once
 
 #include <gio/gio.h>
 
 #include "node.h"
+#include "plugin.h"
 
 G_BEGIN_DECLS
 
@@ -15,7 +17,8 @@ G_BEGIN_DECLS
 
 typedef struct _SpDBusService SpDBusService;
 
-SpDBusService *sp_dbus_service_new (SpNode *node);
+/* plugins: of SpPlugin, exported with the service. */
+SpDBusService *sp_dbus_service_new (SpNode *node, GPtrArray *plugins);
 gboolean sp_dbus_service_export (SpDBusService *service, GDBusConnection *connection,
                                  GError **error);
 /* Sends what the properties and signals hold so far to the bus, before the

@@ -5,11 +5,9 @@
 
 #include "config.h"
 #include "dbus-service.h"
-#include "leader-target.h"
 #include "node.h"
 #include "notify.h"
-
-#define LEADER_TARGET "sparrow-leader.target"
+#include "plugin.h"
 
 /* A stop that outlives this is cut short: systemd's stop timeout is longer. */
 #define STOP_BOUND_MS 5000
@@ -19,7 +17,8 @@ typedef struct
   GMainLoop *loop;
   SpNode *node;
   SpDBusService *service;
-  SpLeaderTarget *target;
+  SpPlugins *plugins;
+  gboolean plugins_started;
   guint bus_owner;
   gboolean listening;
   gboolean on_bus;
@@ -27,6 +26,11 @@ typedef struct
   gboolean stopping;
   char *status; /* last STATUS= sent */
   int exit_code;
+  /* The service watchdog: loose as systemd set it, tight while leading. */
+  guint64 watchdog_loose;
+  guint64 watchdog_tight;
+  guint64 watchdog_now; /* the interval in force, 0 without a watchdog */
+  gint64 watchdog_fed;  /* g_get_monotonic_time () of the last ping */
 } Daemon;
 
 static void
@@ -67,15 +71,10 @@ on_bus_acquired (GDBusConnection *connection, const char *name, gpointer user_da
 
   if (!sp_dbus_service_export (d->service, connection, &error))
     g_warning ("cannot export %s: %s", SP_DBUS_PATH, error->message);
-  /* Run by systemd: the leader target follows this node's leadership. The
-   * marker lives in the runtime directory systemd removes at every stop. */
-  if (g_getenv ("INVOCATION_ID") && !d->target)
+  if (!d->plugins_started)
     {
-      const char *runtime = g_getenv ("RUNTIME_DIRECTORY");
-      g_autofree char *marker
-          = g_build_filename (runtime ? runtime : "/run/sparrow", "leader", NULL);
-
-      d->target = sp_leader_target_new (d->node, connection, LEADER_TARGET, marker);
+      d->plugins_started = TRUE;
+      sp_plugins_start (d->plugins, d->node, connection);
     }
 }
 
@@ -99,11 +98,51 @@ on_name_lost (GDBusConnection *connection, const char *name, gpointer user_data)
              connection ? "lost or not allowed to own the name" : "cannot connect");
 }
 
-static gboolean
-on_watchdog (gpointer user_data)
+static void
+feed_watchdog (Daemon *d)
 {
-  /* Sent from the main loop: a loop that stalls stops feeding it. */
+  gint64 now = g_get_monotonic_time ();
+
+  /* A ping per quarter interval is plenty, and each wakes systemd. */
+  if (now - d->watchdog_fed < (gint64)d->watchdog_now / 4)
+    return;
+  d->watchdog_fed = now;
   sp_notify ("WATCHDOG=1");
+}
+
+/* Pings ride the node's wake-ups: a leader wakes every heartbeat, so a
+ * stalled leader is killed within its tight interval (the fence counts on
+ * it); a follower holds nothing and gets the unit's loose one.  Tight from
+ * the moment it leads, before it holds anything. */
+static void
+on_node_awake (SpNode *node, gpointer user_data)
+{
+  Daemon *d = user_data;
+  guint64 want
+      = g_str_equal (sp_node_get_role (node), "leader") ? d->watchdog_tight : d->watchdog_loose;
+
+  if (d->watchdog_now == 0)
+    return;
+  if (want != d->watchdog_now)
+    {
+      g_autofree char *usec = g_strdup_printf ("WATCHDOG_USEC=%" G_GUINT64_FORMAT, want);
+
+      d->watchdog_now = want;
+      sp_notify (usec);
+      d->watchdog_fed = 0;
+    }
+  feed_watchdog (d);
+}
+
+static gboolean
+on_watchdog_fallback (gpointer user_data)
+{
+  Daemon *d = user_data;
+
+  /* A learner or lone follower may sleep for long: the loose interval
+   * still needs its pings.  Never enough for the tight one. */
+  if (d->watchdog_now == d->watchdog_loose)
+    feed_watchdog (d);
   return G_SOURCE_CONTINUE;
 }
 
@@ -180,6 +219,39 @@ on_failed (SpNode *node, const char *why, Daemon *d)
   shut_down (d);
 }
 
+/* What --check-config says: the timings that follow from the file, so an
+ * admin sees what a change costs before restarting. */
+static void
+print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
+{
+  GPtrArray *list = sp_plugins_get (plugins);
+  guint fence = sp_node_fence_ms (config), units = sp_node_units_fence_ms (config);
+
+  g_print ("%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms\n",
+           config->path, n_warnings, n_warnings == 1 ? "" : "s", config->heartbeat_ms,
+           config->election_ms);
+  g_print ("plugins:");
+  for (guint i = 0; i < list->len; i++)
+    g_print (" %s", sp_plugin_get_name (list->pdata[i]));
+  g_print ("%s\n", list->len ? "" : " none (leader-target runs under systemd only)");
+  if (config->fence)
+    g_print ("fence: a new leader holds addresses %u ms after its election and starts the "
+             "leader target %u ms after it (leader watchdog %u ms + %d ms systemd slack, "
+             "clean-up %u ms, units stop %u ms)\n",
+             fence, units, config->leader_watchdog_ms, SP_NODE_WATCHDOG_SLACK_MS,
+             config->cleanup_ms, config->units_stop_ms);
+  else
+    g_print ("fence: off ([cluster] fence = false): a new leader holds at once; a stalled old "
+             "leader may still hold for up to %u ms\n",
+             config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS + config->cleanup_ms);
+  /* Detection: a follower's election timeout runs from the last heartbeat,
+   * random in [election, 2 x election). */
+  g_print ("expected failover after a crash: %u to %u ms (addresses), %u to %u ms (leader "
+           "target)\n",
+           config->election_ms + fence, 2 * config->election_ms + config->heartbeat_ms + fence,
+           config->election_ms + units, 2 * config->election_ms + config->heartbeat_ms + units);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -196,8 +268,8 @@ main (int argc, char **argv)
   g_autoptr (GOptionContext) context = g_option_context_new ("- sparrow cluster node");
   g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (SpConfig) config = NULL;
+  g_autoptr (SpPlugins) plugins = NULL;
   g_autoptr (GError) error = NULL;
-  guint64 watchdog;
   Daemon d = { 0 };
 
   setlocale (LC_ALL, "");
@@ -214,19 +286,18 @@ main (int argc, char **argv)
     }
 
   config = sp_config_load (config_path ? config_path : SP_CONFIG_DEFAULT_PATH, warnings, &error);
+  if (config)
+    plugins = sp_plugins_probe (config, warnings, &error);
   for (guint i = 0; i < warnings->len; i++)
     g_printerr ("sparrowd: warning: %s\n", (char *)warnings->pdata[i]);
-  if (!config)
+  if (!plugins)
     {
       g_printerr ("sparrowd: %s\n", error->message);
       return 1;
     }
   if (check_config)
     {
-      g_print (
-          "%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms\n",
-          config->path, warnings->len, warnings->len == 1 ? "" : "s", config->heartbeat_ms,
-          config->election_ms);
+      print_check (config, plugins, warnings->len);
       return 0;
     }
   if (config->insecure)
@@ -251,13 +322,18 @@ main (int argc, char **argv)
   g_signal_connect (d.node, "notify::leader", G_CALLBACK (on_state_changed), &d);
   g_signal_connect (d.node, "failed", G_CALLBACK (on_failed), &d);
 
-  d.service = sp_dbus_service_new (d.node);
+  d.plugins = plugins;
+  d.service = sp_dbus_service_new (d.node, sp_plugins_get (plugins));
   d.bus_owner = g_bus_own_name (G_BUS_TYPE_SYSTEM, SP_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,
                                 on_bus_acquired, on_name_acquired, on_name_lost, &d, NULL);
 
-  watchdog = sp_notify_watchdog_usec ();
-  if (watchdog > 0)
-    g_timeout_add (MAX (1, watchdog / 2000), on_watchdog, NULL);
+  d.watchdog_loose = d.watchdog_now = sp_notify_watchdog_usec ();
+  d.watchdog_tight = MIN ((guint64)config->leader_watchdog_ms * 1000, d.watchdog_loose);
+  if (d.watchdog_now > 0)
+    {
+      sp_node_set_wake_func (d.node, on_node_awake, &d);
+      g_timeout_add (MAX (1, d.watchdog_loose / 2000), on_watchdog_fallback, &d);
+    }
   g_unix_signal_add (SIGTERM, on_terminate, &d);
   g_unix_signal_add (SIGINT, on_terminate, &d);
 
@@ -265,7 +341,8 @@ main (int argc, char **argv)
   g_main_loop_run (d.loop);
 
   g_bus_unown_name (d.bus_owner);
-  g_clear_pointer (&d.target, sp_leader_target_free);
+  sp_node_set_wake_func (d.node, NULL, NULL);
+  g_clear_pointer (&plugins, sp_plugins_free);
   sp_dbus_service_free (d.service);
   g_object_unref (d.node);
   g_main_loop_unref (d.loop);

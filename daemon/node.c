@@ -70,10 +70,9 @@ struct _SpNode
   GQueue expiring;          /* the same Pendings, oldest first */
 
   GTask *transfer_task;
-  SpNodeHandoverFunc handover_release;
-  SpNodeHandoverFunc handover_resume;
-  gpointer handover_data;
-  gboolean releasing;  /* transfer_task waits for the handover hook */
+  GArray *holds;       /* of Hold: who takes part in a planned handover */
+  guint next_hold;     /* the id of the next hold */
+  guint releasing;     /* holds the handover still waits for */
   guint64 transfer_to; /* its target */
   guint transfer_timeout;
   GTask *stop_task;
@@ -89,7 +88,22 @@ struct _SpNode
   char *leader_address;
   guint64 commit_index;
   gboolean lease_valid;
+  gboolean holder;
+  gint64 fence_until; /* now_usec () when this leader may hold, -1 when not leader */
+  gint64 fence_usec;  /* the previous holder's worst case, see sp_node_fence_ms */
+
+  SpNodeWakeFunc wake_func;
+  gpointer wake_data;
 };
+
+typedef struct
+{
+  guint id;
+  gboolean releasing;
+  SpNodeHandoverFunc release;
+  SpNodeHandoverFunc resume;
+  gpointer user_data;
+} Hold;
 
 enum
 {
@@ -101,6 +115,7 @@ enum
   PROP_LEADER_ADDRESS,
   PROP_COMMIT_INDEX,
   PROP_LEASE_VALID,
+  PROP_HOLDER,
   N_PROPS
 };
 
@@ -355,6 +370,7 @@ property_changed (SpNode *node, GParamSpec *pspec, gboolean *frozen)
 
 static gboolean advance_clock (SpNode *node);
 static void schedule_ready (SpNode *node);
+static gint64 now_usec (void);
 
 /* What is published is the state of now: the lease counts the time that
  * passed since the core was last ticked (the process may have been stopped
@@ -367,7 +383,7 @@ publish (SpNode *node)
   SpRaftRole role;
   guint64 term, commit;
   const char *leader, *address;
-  gboolean lease, frozen = FALSE;
+  gboolean lease, holder, frozen = FALSE;
 
   advance_clock (node);
   term = sp_raft_term (node->raft);
@@ -380,6 +396,12 @@ publish (SpNode *node)
   leader = node->failed ? "" : id_name (node, sp_raft_leader (node->raft));
   address = g_hash_table_lookup (node->addresses, leader);
   lease = !node->failed && sp_raft_lease_valid (node->raft);
+  /* The fence runs from the moment this node became leader. */
+  if (role != SP_RAFT_LEADER)
+    node->fence_until = -1;
+  else if (node->fence_until < 0)
+    node->fence_until = now_usec () + node->fence_usec;
+  holder = lease && role == SP_RAFT_LEADER && now_usec () >= node->fence_until;
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
@@ -415,11 +437,18 @@ publish (SpNode *node)
       node->lease_valid = lease;
       property_changed (node, props[PROP_LEASE_VALID], &frozen);
     }
+  if (holder != node->holder)
+    {
+      node->holder = holder;
+      property_changed (node, props[PROP_HOLDER], &frozen);
+    }
   if (frozen)
     g_object_thaw_notify (G_OBJECT (node));
   if (members_moved (node))
     g_signal_emit (node, signals[SIGNAL_MEMBERS_CHANGED], 0);
   node->published_at = node->ticks;
+  if (node->wake_func)
+    node->wake_func (node, node->wake_data);
 }
 
 /* ---- pending requests --------------------------------------------------- */
@@ -913,6 +942,9 @@ clock_deadline (SpNode *node)
 
   if (node->failed)
     return -1;
+  /* The end of the fence is published when it comes. */
+  if (node->fence_until >= 0 && !node->holder && node->lease_valid)
+    at = at < 0 ? node->fence_until : MIN (at, node->fence_until);
   due = sp_raft_ticks_until_due (node->raft);
   if (due != G_MAXUINT)
     {
@@ -1028,6 +1060,33 @@ tick_ms (const SpConfig *config)
   return 1;
 }
 
+guint
+sp_node_fence_ms (const SpConfig *config)
+{
+  guint t = tick_ms (config);
+  guint lease = sp_raft_default_lease_ticks (config->election_ms / t) * t;
+  guint64 worst;
+
+  if (!config->fence)
+    return 0;
+  /* A voter of ours heard the old leader an election timeout (less a tick
+   * of phase) before it voted at the latest, and the old lease ran out a
+   * lease after that at the latest.  Still running, the old leader let go
+   * then; stalled, it stopped feeding the watchdog then, which systemd
+   * fires within its interval plus its timer slack, and the clean-up runs.
+   * Times on other nodes' clocks: 5 % drift. */
+  worst = (guint64)(lease + config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS
+                    + config->cleanup_ms)
+          * 21 / 20;
+  return worst > config->election_ms - t ? (guint)(worst - (config->election_ms - t)) : 0;
+}
+
+guint
+sp_node_units_fence_ms (const SpConfig *config)
+{
+  return config->fence ? sp_node_fence_ms (config) + config->units_stop_ms : 0;
+}
+
 SpNode *
 sp_node_new (SpConfig *config, GError **error)
 {
@@ -1045,6 +1104,7 @@ sp_node_new (SpConfig *config, GError **error)
   node->id = sp_member_id (config->node_name);
   node->tick_ms = tick_ms (config);
   node->election_ticks = config->election_ms / node->tick_ms;
+  node->fence_usec = (gint64)sp_node_fence_ms (config) * 1000;
 
   for (guint i = 0; i < config->initial_members->len; i++)
     {
@@ -1151,6 +1211,7 @@ sp_node_finalize (GObject *object)
   g_clear_pointer (&node->peers, g_hash_table_unref);
   g_clear_object (&node->transfer_task);
   g_clear_object (&node->stop_task);
+  g_array_unref (node->holds);
   g_free (node->name);
   g_free (node->failure);
   g_free (node->leader);
@@ -1186,6 +1247,9 @@ sp_node_get_property (GObject *object, guint id, GValue *value, GParamSpec *pspe
       case PROP_LEASE_VALID:
         g_value_set_boolean (value, node->lease_valid);
         break;
+      case PROP_HOLDER:
+        g_value_set_boolean (value, node->holder);
+        break;
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, id, pspec);
     }
@@ -1208,6 +1272,7 @@ sp_node_class_init (SpNodeClass *klass)
   props[PROP_COMMIT_INDEX]
       = g_param_spec_uint64 ("commit-index", NULL, NULL, 0, G_MAXUINT64, 0, ro);
   props[PROP_LEASE_VALID] = g_param_spec_boolean ("lease-valid", NULL, NULL, FALSE, ro);
+  props[PROP_HOLDER] = g_param_spec_boolean ("holder", NULL, NULL, FALSE, ro);
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   signals[SIGNAL_MEMBERS_CHANGED]
@@ -1232,6 +1297,8 @@ sp_node_init (SpNode *node)
       = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, (GDestroyNotify)pending_free);
   node->leader = g_strdup ("");
   node->leader_address = g_strdup ("");
+  node->holds = g_array_new (FALSE, FALSE, sizeof (Hold));
+  node->fence_until = -1;
   g_signal_connect (node, "notify::leader", G_CALLBACK (on_leader_changed), NULL);
 }
 
@@ -1280,6 +1347,19 @@ gboolean
 sp_node_get_lease_valid (SpNode *node)
 {
   return node->lease_valid;
+}
+
+gboolean
+sp_node_get_holder (SpNode *node)
+{
+  return node->holder;
+}
+
+void
+sp_node_set_wake_func (SpNode *node, SpNodeWakeFunc func, gpointer user_data)
+{
+  node->wake_func = func;
+  node->wake_data = user_data;
 }
 
 void
@@ -1785,15 +1865,21 @@ settle_transfer (SpNode *node, GError *error)
   g_autoptr (GTask) task = g_steal_pointer (&node->transfer_task);
 
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
-  node->releasing = FALSE;
+  node->releasing = 0;
   if (!task)
     return;
   if (error)
     g_task_return_error (task, error);
   else
     g_task_return_boolean (task, TRUE);
-  if (node->handover_resume)
-    node->handover_resume (node, node->handover_data);
+  for (guint i = 0; i < node->holds->len; i++)
+    {
+      Hold *h = &g_array_index (node->holds, Hold, i);
+
+      h->releasing = FALSE;
+      if (h->resume)
+        h->resume (node, h->user_data);
+    }
 }
 
 static void
@@ -1810,27 +1896,76 @@ start_transfer (SpNode *node)
   schedule_ready (node);
 }
 
-void
-sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
-                      gpointer user_data)
+guint
+sp_node_add_handover_hold (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
+                           gpointer user_data)
 {
-  node->handover_release = release;
-  node->handover_resume = resume;
-  node->handover_data = user_data;
+  Hold h = { ++node->next_hold, FALSE, release, resume, user_data };
+
+  g_array_append_val (node->holds, h);
+  return h.id;
 }
 
 static void finish_stop (SpNode *node);
 
-void
-sp_node_handover_released (SpNode *node)
+static Hold *
+find_hold (SpNode *node, guint id, guint *index)
 {
-  if (!node->releasing)
+  for (guint i = 0; i < node->holds->len; i++)
+    if (g_array_index (node->holds, Hold, i).id == id)
+      {
+        *index = i;
+        return &g_array_index (node->holds, Hold, i);
+      }
+  return NULL;
+}
+
+void
+sp_node_handover_released (SpNode *node, guint id)
+{
+  guint index;
+  Hold *h = find_hold (node, id, &index);
+
+  if (!h || !h->releasing)
     return;
-  node->releasing = FALSE;
+  h->releasing = FALSE;
+  if (--node->releasing > 0)
+    return;
   if (!node->failed)
     start_transfer (node);
   else if (node->stop_task)
     finish_stop (node);
+}
+
+void
+sp_node_remove_handover_hold (SpNode *node, guint id)
+{
+  guint index;
+
+  if (!find_hold (node, id, &index))
+    return;
+  /* One that goes away has nothing left to release. */
+  sp_node_handover_released (node, id);
+  g_array_remove_index (node->holds, index);
+}
+
+/* Asks every hold to release; FALSE when there is none to wait for. */
+static gboolean
+release_holds (SpNode *node)
+{
+  node->releasing = node->holds->len;
+  for (guint i = 0; i < node->holds->len; i++)
+    g_array_index (node->holds, Hold, i).releasing = TRUE;
+  /* A release may answer at once, or remove holds: walk by id. */
+  for (guint id = 1; id <= node->next_hold && node->releasing; id++)
+    {
+      guint index;
+      Hold *h = find_hold (node, id, &index);
+
+      if (h && h->releasing)
+        h->release (node, h->user_data);
+    }
+  return node->holds->len > 0;
 }
 
 static gboolean
@@ -1886,13 +2021,8 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
   node->transfer_task = g_steal_pointer (&task);
   node->transfer_to = to;
   node->transfer_timeout = g_timeout_add (4 * node->config->election_ms, on_transfer_timeout, node);
-  if (node->handover_release)
-    {
-      node->releasing = TRUE;
-      node->handover_release (node, node->handover_data);
-      return;
-    }
-  start_transfer (node);
+  if (!release_holds (node))
+    start_transfer (node);
 }
 
 static void
@@ -1942,13 +2072,12 @@ sp_node_stop_async (SpNode *node, GAsyncReadyCallback callback, gpointer user_da
       return;
     }
   node->stop_task = g_steal_pointer (&task);
-  if (node->failed && node->handover_release)
+  if (node->failed && node->holds->len > 0)
     {
       /* Failed: no handover, but what leadership started is stopped
        * before the process goes. */
       node->stopping = TRUE;
-      node->releasing = TRUE;
-      node->handover_release (node, node->handover_data);
+      release_holds (node);
       return;
     }
   if (!node->failed && sp_raft_role (node->raft) == SP_RAFT_LEADER && !node->transfer_task)

@@ -52,12 +52,13 @@ guint64 sp_member_id (const char *name);
 /* Properties (all emit notify on change): "name" (s), "role" (s:
  * follower, candidate (pre-vote included), leader, learner), "term" (t),
  * "leader" (s, "" when unknown), "leader-address" (s), "commit-index" (t),
- * "lease-valid" (b).  Signals: "members-changed" () when a member joins,
- * leaves, or its reachability or match index moves (see
- * sp_node_get_members), "store-changed"
- * (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every
- * change of one applied batch, in order, before the writes in it return),
- * "failed" (s: why) once, see below.
+ * "lease-valid" (b), "holder" (b: leader, lease valid, and the previous
+ * holder's fence time (sp_node_fence_ms) has passed since this node became
+ * leader: what plugins follow to hold addresses and units).  Signals: "members-changed" () when a
+ * member joins, leaves, or its reachability or match index moves (see sp_node_get_members),
+ * "store-changed" (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every change
+ * of one applied batch, in order, before the writes in it return), "failed" (s: why) once, see
+ * below.
  *
  * The properties are brought up to date whenever the node wakes up (a
  * message, a request, the clock), before anything is answered or
@@ -90,6 +91,21 @@ const char *sp_node_get_leader (SpNode *node);
 const char *sp_node_get_leader_address (SpNode *node);
 guint64 sp_node_get_commit_index (SpNode *node);
 gboolean sp_node_get_lease_valid (SpNode *node);
+gboolean sp_node_get_holder (SpNode *node);
+
+/* The previous holder's worst case: how long after becoming leader a node
+ * waits before it holds (0 with [cluster] fence = false), and the same
+ * plus what leader-only units may take to stop. */
+guint sp_node_fence_ms (const SpConfig *config);
+/* systemd arms the service watchdog with its default timer accuracy: it
+ * fires up to this late. */
+#define SP_NODE_WATCHDOG_SLACK_MS 250
+guint sp_node_units_fence_ms (const SpConfig *config);
+
+/* Called at the end of every wake-up that brought the published state up
+ * to date: a stalled loop stops calling it (the service watchdog). */
+typedef void (*SpNodeWakeFunc) (SpNode *node, gpointer user_data);
+void sp_node_set_wake_func (SpNode *node, SpNodeWakeFunc func, gpointer user_data);
 /* Catches up with the time that passed and publishes the result. */
 void sp_node_refresh (SpNode *node);
 
@@ -139,15 +155,17 @@ void sp_node_set_member_address_async (SpNode *node, const char *name, const cha
                                        GAsyncReadyCallback callback, gpointer user_data);
 gboolean sp_node_admin_finish (SpNode *node, GAsyncResult *result, GError **error);
 
-/* Planned handover.  Before a leadership transfer the node calls release
- * and waits for sp_node_handover_released(); once the transfer is over
- * (another node leads, or it failed) it calls resume.  The leader target
- * uses it to stop the leader-only units before another node starts them.
- * Stopping a failed node calls release too, and no resume.  NULL functions
- * remove the hook. */
+/* Planned handover.  Before a leadership transfer the node calls every
+ * hold's release and waits until each called sp_node_handover_released()
+ * with its id; once the transfer is over (another node leads, or it
+ * failed) it calls every resume.  Plugins use it to let go of addresses
+ * and stop leader-only units before another node takes them.  Stopping a
+ * failed node calls release too, and no resume.  Removing a hold counts as
+ * its release. */
 typedef void (*SpNodeHandoverFunc) (SpNode *node, gpointer user_data);
-void sp_node_set_handover (SpNode *node, SpNodeHandoverFunc release, SpNodeHandoverFunc resume,
-                           gpointer user_data);
-void sp_node_handover_released (SpNode *node);
+guint sp_node_add_handover_hold (SpNode *node, SpNodeHandoverFunc release,
+                                 SpNodeHandoverFunc resume, gpointer user_data);
+void sp_node_remove_handover_hold (SpNode *node, guint id);
+void sp_node_handover_released (SpNode *node, guint id);
 
 G_END_DECLS

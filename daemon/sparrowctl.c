@@ -13,6 +13,7 @@
 #define BUS_NAME      "org.sparrow.cluster1"
 #define OBJECT_PATH   "/org/sparrow/cluster1"
 #define MANAGER_IFACE "org.sparrow.cluster1.Manager"
+#define PLUGIN_IFACE  "org.sparrow.cluster1.Plugin"
 #define STORE_IFACE   "org.sparrow.cluster1.Store"
 
 enum
@@ -111,16 +112,56 @@ print_json (JsonBuilder *builder, gboolean pretty)
 
 /* ---- status ------------------------------------------------------------- */
 
+/* Each plugin's properties (a{sv}), in the Manager's order; a plugin that
+ * cannot be read is left out with a warning (status still answers). */
+static GPtrArray *
+get_plugins (GVariant *manager_props)
+{
+  GPtrArray *plugins = g_ptr_array_new_with_free_func ((GDestroyNotify)g_variant_unref);
+  g_autofree const char **paths = NULL;
+  g_autoptr (GVariant) list
+      = g_variant_lookup_value (manager_props, "Plugins", G_VARIANT_TYPE ("ao"));
+
+  if (!list)
+    return plugins;
+  paths = g_variant_get_objv (list, NULL);
+  for (guint i = 0; paths[i]; i++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+          bus, BUS_NAME, paths[i], "org.freedesktop.DBus.Properties", "GetAll",
+          g_variant_new ("(s)", PLUGIN_IFACE), G_VARIANT_TYPE ("(a{sv})"), G_DBUS_CALL_FLAGS_NONE,
+          30000, NULL, &error);
+
+      if (!reply)
+        g_printerr ("sparrowctl: %s: %s\n", paths[i], error->message);
+      else
+        g_ptr_array_add (plugins, g_variant_get_child_value (reply, 0));
+    }
+  return plugins;
+}
+
+static void
+plugin_fields (GVariant *props, const char **name, const char **state, const char **last_error)
+{
+  *name = *state = *last_error = "";
+  g_variant_lookup (props, "Name", "&s", name);
+  g_variant_lookup (props, "State", "&s", state);
+  g_variant_lookup (props, "LastError", "&s", last_error);
+}
+
 static int
 cmd_status (gboolean leader_only)
 {
   g_autoptr (GVariant) reply = NULL;
   g_autoptr (GVariant) props = NULL;
   g_autoptr (GVariant) members = NULL;
+  g_autoptr (GPtrArray) plugins = NULL;
   GError *error = NULL;
   const char *name = "", *role = "", *leader = "", *leader_address = "";
+  const char *p_name, *p_state, *p_error;
   guint64 term = 0, commit = 0;
-  gboolean lease = FALSE;
+  gboolean lease = FALSE, holder = FALSE;
 
   reply = call ("org.freedesktop.DBus.Properties", "GetAll", g_variant_new ("(s)", MANAGER_IFACE),
                 "(a{sv})", &error);
@@ -134,6 +175,7 @@ cmd_status (gboolean leader_only)
   g_variant_lookup (props, "LeaderAddress", "&s", &leader_address);
   g_variant_lookup (props, "CommitIndex", "t", &commit);
   g_variant_lookup (props, "LeaseValid", "b", &lease);
+  g_variant_lookup (props, "Holder", "b", &holder);
   members = g_variant_lookup_value (props, "Members", G_VARIANT_TYPE ("a(ssbbt)"));
 
   if (leader_only)
@@ -163,6 +205,7 @@ cmd_status (gboolean leader_only)
         }
       return *leader ? EXIT_OK : EXIT_NOT_LEADER;
     }
+  plugins = get_plugins (props);
 
   if (opt_json)
     {
@@ -187,6 +230,29 @@ cmd_status (gboolean leader_only)
       json_builder_add_int_value (b, (gint64)commit);
       json_builder_set_member_name (b, "lease_valid");
       json_builder_add_boolean_value (b, lease);
+      json_builder_set_member_name (b, "holder");
+      json_builder_add_boolean_value (b, holder);
+      json_builder_set_member_name (b, "plugins");
+      json_builder_begin_array (b);
+      for (guint i = 0; i < plugins->len; i++)
+        {
+          g_autoptr (GVariant) details
+              = g_variant_lookup_value (plugins->pdata[i], "Details", G_VARIANT_TYPE_VARDICT);
+
+          plugin_fields (plugins->pdata[i], &p_name, &p_state, &p_error);
+          json_builder_begin_object (b);
+          json_builder_set_member_name (b, "name");
+          json_builder_add_string_value (b, p_name);
+          json_builder_set_member_name (b, "state");
+          json_builder_add_string_value (b, p_state);
+          json_builder_set_member_name (b, "last_error");
+          json_builder_add_string_value (b, p_error);
+          json_builder_set_member_name (b, "details");
+          json_builder_add_value (b, details ? json_gvariant_serialize (details)
+                                             : json_node_new (JSON_NODE_NULL));
+          json_builder_end_object (b);
+        }
+      json_builder_end_array (b);
       json_builder_set_member_name (b, "members");
       json_builder_begin_array (b);
       if (members)
@@ -219,7 +285,10 @@ cmd_status (gboolean leader_only)
 
   g_print ("Node:    %s (%s, term %" G_GUINT64_FORMAT ", commit index %" G_GUINT64_FORMAT "%s)\n",
            name, role, term, commit,
-           g_str_equal (role, "leader") ? (lease ? ", lease valid" : ", NO LEASE") : "");
+           !g_str_equal (role, "leader") ? ""
+           : !lease                      ? ", NO LEASE"
+           : holder                      ? ", lease valid, holder"
+                                         : ", lease valid, fencing");
   g_print ("Leader:  %s%s%s\n\n", *leader ? leader : "(none known)", *leader ? " at " : "",
            leader_address);
   g_print ("%-16s %-28s %-9s %-8s %-10s %s\n", "MEMBER", "ADDRESS", "ROLE", "VOTER", "REACHABLE",
@@ -244,6 +313,13 @@ cmd_status (gboolean leader_only)
                    voter ? "yes" : "no", reachable ? "yes" : "no",
                    g_str_equal (role, "leader") ? match_s : "-");
         }
+    }
+  if (plugins->len > 0)
+    g_print ("\n%-16s %-9s %s\n", "PLUGIN", "STATE", "LAST ERROR");
+  for (guint i = 0; i < plugins->len; i++)
+    {
+      plugin_fields (plugins->pdata[i], &p_name, &p_state, &p_error);
+      g_print ("%-16s %-9s %s\n", p_name, p_state, p_error);
     }
   return EXIT_OK;
 }

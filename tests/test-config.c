@@ -300,6 +300,9 @@ START_TEST (test_unknown_keys_warn)
   g_autoptr (SpConfig) c = load_ok (NODE "nmae = beta\n[tsl]\nca = /ca.pem\n" INSECURE, warnings);
   const char *w0, *w1, *w2;
 
+  /* Groups that are not the core's wait for the plugins. */
+  ck_assert_uint_eq (warnings->len, 2);
+  sp_config_warn_unclaimed (c, warnings);
   ck_assert_str_eq (c->node_name, "alpha");
   ck_assert_uint_eq (c->election_ms, 600);
   ck_assert_uint_eq (warnings->len, 3);
@@ -308,11 +311,64 @@ START_TEST (test_unknown_keys_warn)
   w2 = warnings->pdata[2];
   ck_assert (g_str_has_prefix (w0, conf_path));
   assert_has (w0, "[node] nmae");
-  ck_assert (g_str_has_prefix (w1, conf_path));
-  assert_has (w1, "[tsl]");
-  assert_has (w1, "ca");
-  ck_assert (g_str_has_prefix (w2, drop_in));
-  assert_has (w2, "[cluster] election_ms");
+  ck_assert (g_str_has_prefix (w1, drop_in));
+  assert_has (w1, "[cluster] election_ms");
+  ck_assert (g_str_has_prefix (w2, conf_path));
+  assert_has (w2, "[tsl]");
+  assert_has (w2, "ca");
+}
+END_TEST
+
+START_TEST (test_plugin_groups)
+{
+  static const char *const keys[] = { "addresses", "count", NULL };
+  g_autoptr (GPtrArray) warnings = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *drop_in
+      = write_drop_in ("60-vip.conf", "[vip]\ncount = many\ncuont = 3\n[other]\nx = 1\n");
+  g_autoptr (SpConfig) c = load_ok (NODE INSECURE "[vip]\naddresses = a;b ; c\n", warnings);
+  g_auto (GStrv) addresses = NULL;
+  g_autoptr (GError) error = NULL;
+  guint count = 7;
+
+  ck_assert (sp_config_has_group (c, "vip"));
+  ck_assert (!sp_config_has_group (c, "vpi"));
+  ck_assert_uint_eq (warnings->len, 0);
+  sp_config_claim (c, "vip", keys, warnings);
+  ck_assert_uint_eq (warnings->len, 1);
+  ck_assert (g_str_has_prefix (warnings->pdata[0], drop_in));
+  assert_has (warnings->pdata[0], "[vip] cuont: unknown key");
+  sp_config_warn_unclaimed (c, warnings);
+  ck_assert_uint_eq (warnings->len, 2);
+  assert_has (warnings->pdata[1], "[other]: unknown group");
+
+  ck_assert (sp_config_get_strv (c, "vip", "addresses", &addresses, &error));
+  ck_assert_uint_eq (g_strv_length (addresses), 3);
+  ck_assert_str_eq (addresses[2], "c");
+  /* absent: left alone */
+  ck_assert (sp_config_get_uint (c, "vip", "interval", 0, 10, &count, &error));
+  ck_assert_uint_eq (count, 7);
+  /* the error names the drop-in that set it */
+  ck_assert (!sp_config_get_uint (c, "vip", "count", 0, 10, &count, &error));
+  ck_assert (g_str_has_prefix (error->message, drop_in));
+  assert_has (error->message, "[vip] count: expected an integer between 0 and 10");
+  g_clear_error (&error);
+  ck_assert (
+      !sp_config_error (c, &error, SP_CONFIG_ERROR_INVALID, "vip", "addresses", "no %s", "good"));
+  ck_assert (g_str_has_prefix (error->message, conf_path));
+  assert_has (error->message, "[vip] addresses: no good");
+}
+END_TEST
+
+START_TEST (test_fence_keys)
+{
+  g_autoptr (SpConfig) c = load_ok (NODE INSECURE, NULL);
+  g_autoptr (SpConfig) off = load_ok (NODE "[cluster]\nfence = false\n" INSECURE, NULL);
+
+  ck_assert (c->fence);
+  ck_assert_uint_eq (c->leader_watchdog_ms, 2 * 250 + 100);
+  ck_assert (!off->fence);
+  assert_key_error (NODE "[cluster]\nleader-watchdog-ms = 250\n" INSECURE, SP_CONFIG_ERROR_INVALID,
+                    "[cluster] leader-watchdog-ms", "expected more than heartbeat-ms (250)");
 }
 END_TEST
 
@@ -383,6 +439,8 @@ main (void)
   tcase_add_test (tc, test_missing_main_file);
   tcase_add_test (tc, test_ipv6_listen);
   tcase_add_test (tc, test_unknown_keys_warn);
+  tcase_add_test (tc, test_plugin_groups);
+  tcase_add_test (tc, test_fence_keys);
   tcase_add_test (tc, test_tls_required);
   tcase_add_test (tc, test_bad_initial_members);
   tcase_add_test (tc, test_node_not_in_members);

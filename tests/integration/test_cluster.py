@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -232,7 +233,9 @@ class ThreeNodes(ClusterTest):
 class Process(unittest.TestCase):
     """sd_notify as systemd would see it, on a cluster of one."""
 
-    def test_notify_ready_status_watchdog_stopping(self):
+    def start_notified(self, watchdog_usec):
+        """A node of one started as systemd would, and the socket that
+        receives what it notifies."""
         c = Cluster(1)
         self.addCleanup(c.teardown)
         n = c.nodes[0]
@@ -241,8 +244,12 @@ class Process(unittest.TestCase):
         self.addCleanup(sock.close)
         sock.bind(path)
         sock.settimeout(10)
-        n.extra_env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+        n.extra_env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(watchdog_usec)}
         n.start()
+        return n, sock
+
+    def test_notify_ready_status_watchdog_stopping(self):
+        n, sock = self.start_notified(200000)
         got = []
 
         def until(pred):
@@ -261,6 +268,62 @@ class Process(unittest.TestCase):
         n.proc.send_signal(signal.SIGTERM)
         until(lambda m: m == "STOPPING=1")
         self.assertEqual(n.proc.wait(timeout=10), 0)
+
+    def test_watchdog_tight_while_leading(self):
+        """The unit's loose interval on a follower; the leader asks for its
+        tight one (leader-watchdog-ms) before it holds anything."""
+        n, sock = self.start_notified(5000000)
+        got = []
+        # cluster.py: heartbeat 50 ms, so 2 x 50 + 100, in the wake-up that
+        # made it leader
+        while "WATCHDOG_USEC=200000" not in got:
+            got.append(sock.recv(4096).decode())
+        self.assertTrue(any(m.startswith("STATUS=leader") for m in got))
+        pings = []
+        t0 = time.monotonic()
+        while len(pings) < 5:
+            if sock.recv(4096).decode() == "WATCHDOG=1":
+                pings.append(time.monotonic())
+        # Fed at least every quarter of 200 ms, by the heartbeats' wake-ups.
+        self.assertLess(max(b - a for a, b in zip([t0] + pings, pings)), 0.2)
+
+    def test_holder_waits_for_the_fence(self):
+        """A new leader leads at once but holds (Holder, what plugins
+        follow) only once the previous holder's fence time has passed; with
+        fence = false at once."""
+        for fence in (True, False):
+            c = Cluster(1)
+            self.addCleanup(c.teardown)
+            n = c.nodes[0]
+            if not fence:
+                with open(n.config, "a") as f:
+                    f.write("[cluster]\nfence = false\n")
+            check = subprocess.run([SPARROWD, "--check-config", "--config", n.config],
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stderr)
+            n.start()
+            leading = holding = None
+            deadline = time.monotonic() + 20
+            while holding is None and time.monotonic() < deadline:
+                s = n.status()
+                now = time.monotonic()
+                if s and s["role"] == "leader" and leading is None:
+                    leading = now
+                if s and s["holder"]:
+                    self.assertEqual(s["role"], "leader")
+                    holding = now
+                time.sleep(0.01)
+            self.assertIsNotNone(holding, "never held")
+            if fence:
+                ms = int(re.search(r"holds addresses (\d+) ms after", check.stdout).group(1))
+                # cluster.py's timings: lease 350 + watchdog 200 + slack 250 +
+                # clean-up 300, plus 5 %, less the election timeout (390)
+                self.assertEqual(ms, 765)
+                self.assertGreater(holding - leading, ms / 1000 - 0.1)
+            else:
+                self.assertIn("fence: off", check.stdout)
+                self.assertLess(holding - leading, 0.3)
+            n.stop()
 
     def test_notify_abstract_socket(self):
         c = Cluster(1)
@@ -457,6 +520,23 @@ class Config(unittest.TestCase):
     def test_valid_file(self):
         path, r = self.check("[node]\nname = a\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n")
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"fence: a new leader holds addresses \d+ ms after its election")
+        self.assertRegex(r.stdout, r"expected failover after a crash: \d+ to \d+ ms")
+
+    def test_unknown_group_warns_after_plugins(self):
+        path, r = self.check("[node]\nname = a\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n"
+                             "[vpi]\naddresses = 10.0.0.1/24@eth0\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("%s: [vpi]: unknown group (keys: addresses), ignored" % path, r.stderr)
+
+    def test_plugin_module_missing_is_an_error(self):
+        nowhere = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sparrow-no-plugins")
+        os.environ["SPARROW_PLUGIN_DIR"] = nowhere
+        self.addCleanup(os.environ.pop, "SPARROW_PLUGIN_DIR")
+        path, r = self.check("[node]\nname = a\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n"
+                             "[vip]\naddresses = 10.77.0.100/24@eth0\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("plugin vip: cannot load %s/libsparrow-plugin-vip.so" % nowhere, r.stderr)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ and bench/; `python3 tests/lab/lab.py up` brings a lab up for a look.
 """
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -77,7 +78,8 @@ def mirror():
 
 def rootfs():
     """The cached Debian 12 rootfs, built on first use (about a minute)."""
-    root = os.path.join(CACHE, "bookworm")
+    # One per package set: a lab of another branch may be using another.
+    root = os.path.join(CACHE, "bookworm-" + hashlib.sha256(STAMP.encode()).hexdigest()[:12])
     stamp = os.path.join(root, ".complete")
     if os.path.exists(stamp):
         with open(stamp) as f:
@@ -142,7 +144,7 @@ class Node:
         self.lab = lab
         self.name = name
         self.ip = NET + str(index)
-        self.netns = "%s-%s" % (PREFIX, name)
+        self.netns = "%s-%s" % (lab.tag, name)
         self.dir = os.path.join(lab.dir, name)
         self.upper = os.path.join(self.dir, "upper")
         self.work = os.path.join(self.dir, "work")
@@ -163,7 +165,7 @@ class Node:
               "[ipv4]\nmethod=manual\naddress1=%s/24\n[ipv6]\nmethod=disabled\n" % self.ip,
               mode=0o600)
         run("ip", "netns", "add", self.netns)
-        host_end = "%s%d" % (PREFIX, self.lab.nodes.index(self))
+        host_end = "%s%d" % (self.lab.tag, self.lab.nodes.index(self))
         run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
             "netns", self.netns)
         run("ip", "link", "set", host_end, "netns", self.lab.bridge_ns)
@@ -287,7 +289,9 @@ class Lab:
             raise LabError("the lab has 1 to 5 nodes")
         self.lower = rootfs()
         self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
-        self.bridge_ns = PREFIX + "-bridge"
+        # Names of its own: labs of several test runs may be up at once.
+        self.tag = "%s%04x" % (PREFIX, os.getpid() & 0xffff)
+        self.bridge_ns = self.tag + "-bridge"
         self.binds = ["--bind-ro=%s" % b for b in binds]
         self.stage = stage
         self.setup = setup

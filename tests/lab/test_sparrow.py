@@ -286,8 +286,24 @@ class SparrowLab(unittest.TestCase):
                               "org.sparrow.cluster1", "/org/sparrow/cluster1"],
                              capture_output=True, text=True, timeout=30).stdout
         for name in ("org.sparrow.cluster1.Manager", "org.sparrow.cluster1.Store",
-                     ".TransferLeadership", ".Members", ".LeaseValid", ".CompareAndSwap"):
+                     ".TransferLeadership", ".Members", ".LeaseValid", ".CompareAndSwap",
+                     ".Holder", ".Plugins"):
             self.assertIn(name, out)
+        # The leader target is a plugin: on the bus, and in sparrowctl status.
+        out = subprocess.run(["busctl", "--address=" + holder.bus, "get-property",
+                              "org.sparrow.cluster1", "/org/sparrow/cluster1/plugin/leader_target",
+                              "org.sparrow.cluster1.Plugin", "State"],
+                             capture_output=True, text=True, timeout=30).stdout
+        self.assertEqual(out.strip(), 's "active"')
+        status = json.loads(holder.sh("sparrowctl --json status").stdout)
+        self.assertTrue(status["holder"])
+        self.assertEqual([(p["name"], p["state"]) for p in status["plugins"]],
+                         [("leader-target", "active")])
+        for n in self.lab.members:
+            if n is not holder:
+                status = json.loads(n.sh("sparrowctl --json status").stdout)
+                self.assertEqual([(p["name"], p["state"]) for p in status["plugins"]],
+                                 [("leader-target", "inactive")])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 #include "leader-target.h"
 
+#define LEADER_TARGET "sparrow-leader.target"
+
 #define SYSTEMD_NAME    "org.freedesktop.systemd1"
 #define SYSTEMD_PATH    "/org/freedesktop/systemd1"
 #define SYSTEMD_MANAGER "org.freedesktop.systemd1.Manager"
@@ -10,58 +12,52 @@ typedef struct
   char *path;       /* the job, from that reply until its JobRemoved */
 } SpJob;
 
-struct _SpLeaderTarget
+struct _SpLeaderTargetPlugin
 {
-  gint refs; /* one for the owner, one per call in flight */
+  SpPlugin parent_instance;
+
   SpNode *node;
   GDBusConnection *bus;
   char *unit;
   GFile *marker;
   GCancellable *cancellable;
-  gulong role_handler;
-  gulong lease_handler;
   guint job_removed;
   gboolean subscribed;
+  guint units_stop_ms; /* what leader-only units may take to stop */
+  gboolean holder;     /* the node holds, and that long has passed */
+  guint grace;         /* the timeout until then */
+  GTask *release;      /* the planned handover waits for the target to stop */
 
-  gboolean released;        /* a planned handover: the target stays stopped */
-  gboolean release_pending; /* the node waits for it to be stopped */
-  gboolean active;          /* the last step that ended left the target started */
-  guint pending;            /* pieces of the step in flight, each a marker op and/or a job */
-  gboolean starting;        /* what the step in flight does */
-  gboolean preempted;       /* it was a start, turned into a stop when the lease ended */
-  SpJob jobs[2];            /* [TRUE] the start, [FALSE] the stop */
-  GHashTable *ended;        /* JobRemoved results that came before their call's reply */
-  char *last_error;         /* logged once until something succeeds */
+  gboolean released;  /* a planned handover: the target stays stopped */
+  gboolean active;    /* the last step that ended left the target started */
+  guint pending;      /* pieces of the step in flight, each a marker op and/or a job */
+  gboolean starting;  /* what the step in flight does */
+  gboolean preempted; /* it was a start, turned into a stop when the lease ended */
+  SpJob jobs[2];      /* [TRUE] the start, [FALSE] the stop */
+  GHashTable *ended;  /* JobRemoved results that came before their call's reply */
+  char *last_error;   /* logged once until something succeeds */
 };
+
+typedef struct _SpLeaderTargetPlugin SpLeaderTarget;
+
+G_DEFINE_FINAL_TYPE (SpLeaderTargetPlugin, sp_leader_target_plugin, SP_TYPE_PLUGIN)
 
 static void reconcile (SpLeaderTarget *t);
 
 static SpLeaderTarget *
 target_ref (SpLeaderTarget *t)
 {
-  t->refs++;
-  return t;
+  return g_object_ref (t);
 }
 
 static void
 target_unref (SpLeaderTarget *t)
 {
-  if (--t->refs > 0)
-    return;
-  g_object_unref (t->cancellable);
-  g_object_unref (t->marker);
-  g_object_unref (t->bus);
-  g_object_unref (t->node);
-  g_hash_table_unref (t->ended);
-  g_free (t->jobs[FALSE].path);
-  g_free (t->jobs[TRUE].path);
-  g_free (t->unit);
-  g_free (t->last_error);
-  g_free (t);
+  g_object_unref (t);
 }
 
-/* Ends a callback of a call made with target_ref(): FALSE when the owner
- * freed the target meanwhile. */
+/* Ends a callback of a call made with target_ref(): FALSE when the plugin
+ * stopped meanwhile. */
 static gboolean
 still_wanted (SpLeaderTarget *t)
 {
@@ -74,7 +70,7 @@ still_wanted (SpLeaderTarget *t)
 static gboolean
 leading (SpLeaderTarget *t)
 {
-  return g_str_equal (sp_node_get_role (t->node), "leader") && sp_node_get_lease_valid (t->node);
+  return t->holder;
 }
 
 static gboolean
@@ -88,10 +84,12 @@ wanted (SpLeaderTarget *t)
 static void
 check_released (SpLeaderTarget *t)
 {
-  if (!t->release_pending || t->pending || (t->active && t->subscribed && !t->last_error))
+  g_autoptr (GTask) task = NULL;
+
+  if (!t->release || t->pending || (t->active && t->subscribed && !t->last_error))
     return;
-  t->release_pending = FALSE;
-  sp_node_handover_released (t->node);
+  task = g_steal_pointer (&t->release);
+  g_task_return_boolean (task, TRUE);
 }
 
 static void
@@ -99,9 +97,9 @@ report_failure (SpLeaderTarget *t, const char *what, const char *why)
 {
   g_autofree char *text = g_strdup_printf ("%s %s: %s", what, t->unit, why);
 
-  /* A missing systemd says the same at every role change: once is enough. */
-  if (g_strcmp0 (text, t->last_error) != 0)
-    g_warning ("%s", text);
+  /* Logged once until it changes: a missing systemd says the same at
+   * every role change. */
+  sp_plugin_report (SP_PLUGIN (t), SP_PLUGIN_FAILED, text);
   g_free (t->last_error);
   t->last_error = g_steal_pointer (&text);
 }
@@ -135,6 +133,8 @@ job_ended (SpLeaderTarget *t, gboolean start, const char *result)
     {
       g_clear_pointer (&t->last_error, g_free);
       t->active = start;
+      sp_plugin_report (SP_PLUGIN (t), start ? SP_PLUGIN_ACTIVE : SP_PLUGIN_INACTIVE, NULL);
+      sp_plugin_details_changed (SP_PLUGIN (t));
       g_message ("%s %s", t->unit,
                  start ? "started: this node runs the leader-only units" : "stopped");
     }
@@ -305,31 +305,56 @@ reconcile (SpLeaderTarget *t)
     delete_marker (t);
 }
 
-static void
-on_state (SpNode *node, GParamSpec *pspec, gpointer user_data)
-{
-  reconcile (user_data);
-}
-
-static void
-on_release (SpNode *node, gpointer user_data)
+static gboolean
+on_grace_over (gpointer user_data)
 {
   SpLeaderTarget *t = user_data;
 
+  t->grace = 0;
+  t->holder = TRUE;
+  reconcile (t);
+  return G_SOURCE_REMOVE;
+}
+
+/* The previous holder's units may still be stopping: the target starts
+ * once they had the time to (units-stop-ms past the node's own fence). */
+static void
+hold (SpPlugin *plugin, gboolean holder)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+
+  g_clear_handle_id (&t->grace, g_source_remove);
+  t->holder = FALSE;
+  if (holder && t->units_stop_ms > 0)
+    t->grace = g_timeout_add (t->units_stop_ms, on_grace_over, t);
+  else
+    t->holder = holder;
+  reconcile (t);
+}
+
+static void
+release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+  g_autoptr (GTask) task = g_task_new (plugin, NULL, callback, user_data);
+
+  if (t->release)
+    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
+  t->release = g_steal_pointer (&task);
   t->released = TRUE;
-  t->release_pending = TRUE;
   g_clear_pointer (&t->last_error, g_free);
   reconcile (t);
   check_released (t);
 }
 
 static void
-on_resume (SpNode *node, gpointer user_data)
+resume (SpPlugin *plugin)
 {
-  SpLeaderTarget *t = user_data;
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
 
   t->released = FALSE;
-  t->release_pending = FALSE;
+  if (t->release)
+    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
   reconcile (t);
 }
 
@@ -345,9 +370,13 @@ on_subscribed (GObject *source, GAsyncResult *res, gpointer user_data)
     return;
   if (!reply)
     {
+      g_autofree char *text = NULL;
+
       g_dbus_error_strip_remote_error (error);
-      g_warning ("systemd is not reachable on the system bus, %s will not follow leadership: %s",
-                 t->unit, error->message);
+      text = g_strdup_printf ("systemd is not reachable on the system bus, %s will not follow "
+                              "leadership: %s",
+                              t->unit, error->message);
+      sp_plugin_report (SP_PLUGIN (t), SP_PLUGIN_FAILED, text);
     }
   else
     {
@@ -357,41 +386,102 @@ on_subscribed (GObject *source, GAsyncResult *res, gpointer user_data)
   target_unref (t);
 }
 
-SpLeaderTarget *
-sp_leader_target_new (SpNode *node, GDBusConnection *bus, const char *unit, const char *marker)
+/* Runs under systemd only: the target and its marker are systemd's. */
+static gboolean
+probe (SpPlugin *plugin, SpConfig *config, GPtrArray *warnings, GError **error)
 {
-  SpLeaderTarget *t = g_new0 (SpLeaderTarget, 1);
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+  const char *runtime = g_getenv ("RUNTIME_DIRECTORY");
+  g_autofree char *marker = NULL;
 
-  t->refs = 1;
-  t->node = g_object_ref (node);
-  t->bus = g_object_ref (bus);
-  t->unit = g_strdup (unit);
+  if (!g_getenv ("INVOCATION_ID"))
+    return FALSE;
+  /* The marker lives in the runtime directory systemd removes at every
+   * stop. */
+  marker = g_build_filename (runtime ? runtime : "/run/sparrow", "leader", NULL);
   t->marker = g_file_new_for_path (marker);
-  t->cancellable = g_cancellable_new ();
-  t->ended = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  t->job_removed = g_dbus_connection_signal_subscribe (
-      bus, SYSTEMD_NAME, SYSTEMD_MANAGER, "JobRemoved", SYSTEMD_PATH, NULL,
-      G_DBUS_SIGNAL_FLAGS_NONE, on_job_removed, t, NULL);
-  t->role_handler = g_signal_connect (node, "notify::role", G_CALLBACK (on_state), t);
-  t->lease_handler = g_signal_connect (node, "notify::lease-valid", G_CALLBACK (on_state), t);
-  sp_node_set_handover (node, on_release, on_resume, t);
-  g_dbus_connection_call (bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe", NULL, NULL,
-                          G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_subscribed,
-                          target_ref (t));
-  return t;
+  t->units_stop_ms = sp_node_units_fence_ms (config) - sp_node_fence_ms (config);
+  return TRUE;
 }
 
-void
-sp_leader_target_free (SpLeaderTarget *t)
+static void
+start (SpPlugin *plugin)
 {
-  if (!t)
-    return;
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+
+  t->node = sp_plugin_get_node (plugin);
+  t->bus = sp_plugin_get_bus (plugin);
+  t->job_removed = g_dbus_connection_signal_subscribe (
+      t->bus, SYSTEMD_NAME, SYSTEMD_MANAGER, "JobRemoved", SYSTEMD_PATH, NULL,
+      G_DBUS_SIGNAL_FLAGS_NONE, on_job_removed, t, NULL);
+  g_dbus_connection_call (t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe", NULL,
+                          NULL, G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_subscribed,
+                          target_ref (t));
+}
+
+/* What systemd does with the target when the service stops (BindsTo=) is
+ * enough: only stop following. */
+static void
+stop (SpPlugin *plugin)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+
   g_cancellable_cancel (t->cancellable);
-  sp_node_set_handover (t->node, NULL, NULL, NULL);
-  if (t->release_pending)
-    sp_node_handover_released (t->node);
-  g_clear_signal_handler (&t->role_handler, t->node);
-  g_clear_signal_handler (&t->lease_handler, t->node);
-  g_dbus_connection_signal_unsubscribe (t->bus, t->job_removed);
-  target_unref (t);
+  g_clear_handle_id (&t->grace, g_source_remove);
+  if (t->release)
+    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
+  if (t->job_removed)
+    g_dbus_connection_signal_unsubscribe (t->bus, t->job_removed);
+  t->job_removed = 0;
+}
+
+static GVariant *
+details (SpPlugin *plugin)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "unit", g_variant_new_string (t->unit));
+  g_variant_builder_add (&b, "{sv}", "active", g_variant_new_boolean (t->active));
+  g_variant_builder_add (&b, "{sv}", "units-stop-ms", g_variant_new_uint32 (t->units_stop_ms));
+  return g_variant_builder_end (&b);
+}
+
+static void
+sp_leader_target_plugin_finalize (GObject *object)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (object);
+
+  g_object_unref (t->cancellable);
+  g_clear_object (&t->marker);
+  g_hash_table_unref (t->ended);
+  g_free (t->jobs[FALSE].path);
+  g_free (t->jobs[TRUE].path);
+  g_free (t->unit);
+  g_free (t->last_error);
+  G_OBJECT_CLASS (sp_leader_target_plugin_parent_class)->finalize (object);
+}
+
+static void
+sp_leader_target_plugin_class_init (SpLeaderTargetPluginClass *klass)
+{
+  SpPluginClass *plugin_class = SP_PLUGIN_CLASS (klass);
+
+  G_OBJECT_CLASS (klass)->finalize = sp_leader_target_plugin_finalize;
+  plugin_class->probe = probe;
+  plugin_class->start = start;
+  plugin_class->hold = hold;
+  plugin_class->release_async = release_async;
+  plugin_class->resume = resume;
+  plugin_class->stop = stop;
+  plugin_class->details = details;
+}
+
+static void
+sp_leader_target_plugin_init (SpLeaderTarget *t)
+{
+  t->unit = g_strdup (LEADER_TARGET);
+  t->cancellable = g_cancellable_new ();
+  t->ended = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 }
