@@ -528,7 +528,7 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
       || !get_uint (l, "cluster", "cleanup-ms", 0, FENCE_PART_MAX, &c->cleanup_ms, error)
       || !get_uint (l, "cluster", "units-stop-ms", 0, FENCE_PART_MAX, &c->units_stop_ms, error))
     return FALSE;
-  c->leader_watchdog_ms = 2 * c->heartbeat_ms + 100;
+  c->leader_watchdog_ms = c->heartbeat_ms + SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS;
   if (!get_uint (l, "cluster", "leader-watchdog-ms", 1, FENCE_PART_MAX, &c->leader_watchdog_ms,
                  error))
     return FALSE;

@@ -16,8 +16,8 @@
  *   fence = true                     a new leader waits out the previous holder's fence
  *                                    time (sp_fence_ms) before it holds anything; false:
  *                                    faster, but a stalled old leader may overlap
- *   leader-watchdog-ms = 2 x heartbeat + 100   the service watchdog while leading
- *   cleanup-ms = 300                 worst case of the unit's ExecStopPost clean-up
+ *   leader-watchdog-ms = heartbeat + 200   the service watchdog while leading
+ *   cleanup-ms = 150                 worst case of the unit's ExecStopPost clean-up
  *   units-stop-ms = 500              what leader-only units may take to stop
  *   [tls]
  *   ca = /etc/sparrow/tls/ca.pem
@@ -35,10 +35,12 @@
 
 G_BEGIN_DECLS
 
-#define SP_CONFIG_DEFAULT_PATH          "/etc/sparrow/sparrow.conf"
-#define SP_CONFIG_DEFAULT_DATA_DIR      "/var/lib/sparrow"
-#define SP_CONFIG_DEFAULT_CLEANUP_MS    300
-#define SP_CONFIG_DEFAULT_UNITS_STOP_MS 500
+#define SP_CONFIG_DEFAULT_PATH       "/etc/sparrow/sparrow.conf"
+#define SP_CONFIG_DEFAULT_DATA_DIR   "/var/lib/sparrow"
+#define SP_CONFIG_DEFAULT_CLEANUP_MS 150
+/* A leader feeds the watchdog every heartbeat: this much late is tolerated. */
+#define SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS 200
+#define SP_CONFIG_DEFAULT_UNITS_STOP_MS     500
 
 #define SP_CONFIG_ERROR (sp_config_error_quark ())
 GQuark sp_config_error_quark (void);

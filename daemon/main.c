@@ -225,7 +225,8 @@ static void
 print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
 {
   GPtrArray *list = sp_plugins_get (plugins);
-  guint fence = sp_node_fence_ms (config), units = sp_node_units_fence_ms (config);
+  guint fence = sp_node_fence_ms (config), wait = sp_node_fence_wait_ms (config);
+  guint units = config->fence ? config->units_stop_ms : 0;
 
   g_print ("%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms\n",
            config->path, n_warnings, n_warnings == 1 ? "" : "s", config->heartbeat_ms,
@@ -235,21 +236,22 @@ print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
     g_print (" %s", sp_plugin_get_name (list->pdata[i]));
   g_print ("%s\n", list->len ? "" : " none (leader-target runs under systemd only)");
   if (config->fence)
-    g_print ("fence: a new leader holds addresses %u ms after its election and starts the "
-             "leader target %u ms after it (leader watchdog %u ms + %d ms systemd slack, "
-             "clean-up %u ms, units stop %u ms)\n",
-             fence, units, config->leader_watchdog_ms, SP_NODE_WATCHDOG_SLACK_MS,
-             config->cleanup_ms, config->units_stop_ms);
+    g_print ("fence: a new leader holds addresses %u ms after its voters last heard the old "
+             "leader (at most %u ms after its election), the leader target %u ms later "
+             "(lease + leader watchdog %u ms + %d ms systemd slack + clean-up %u ms, 5 %% "
+             "drift)\n",
+             fence, wait, units, config->leader_watchdog_ms, SP_NODE_WATCHDOG_SLACK_MS,
+             config->cleanup_ms);
   else
     g_print ("fence: off ([cluster] fence = false): a new leader holds at once; a stalled old "
              "leader may still hold for up to %u ms\n",
              config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS + config->cleanup_ms);
-  /* Detection: a follower's election timeout runs from the last heartbeat,
-   * random in [election, 2 x election). */
+  /* Followers campaign a random [election, 2 x election) after the last
+   * heartbeat; the fence counts from that heartbeat too. */
   g_print ("expected failover after a crash: %u to %u ms (addresses), %u to %u ms (leader "
            "target)\n",
-           config->election_ms + fence, 2 * config->election_ms + config->heartbeat_ms + fence,
-           config->election_ms + units, 2 * config->election_ms + config->heartbeat_ms + units);
+           MAX (config->election_ms, fence), MAX (2 * config->election_ms, fence),
+           MAX (config->election_ms, fence) + units, MAX (2 * config->election_ms, fence) + units);
 }
 
 int

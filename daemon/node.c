@@ -89,7 +89,8 @@ struct _SpNode
   guint64 commit_index;
   gboolean lease_valid;
   gboolean holder;
-  gint64 fence_until; /* now_usec () when this leader may hold, -1 when not leader */
+  gint64 fence_from;  /* now_usec () when its voters last heard another leader, at most */
+  gint64 fence_until; /* when this leader may hold, -1 when not leader */
   gint64 fence_usec;  /* the previous holder's worst case, see sp_node_fence_ms */
 
   SpNodeWakeFunc wake_func;
@@ -396,11 +397,20 @@ publish (SpNode *node)
   leader = node->failed ? "" : id_name (node, sp_raft_leader (node->raft));
   address = g_hash_table_lookup (node->addresses, leader);
   lease = !node->failed && sp_raft_lease_valid (node->raft);
-  /* The fence runs from the moment this node became leader. */
+  /* The fence runs from the last time a voter that elected this node may
+   * have heard the previous leader; a transfer means that leader let go
+   * first. */
   if (role != SP_RAFT_LEADER)
     node->fence_until = -1;
   else if (node->fence_until < 0)
-    node->fence_until = now_usec () + node->fence_usec;
+    {
+      gint64 now = now_usec ();
+
+      node->fence_from = now - (gint64)sp_raft_heard_age (node->raft) * node->tick_ms * 1000;
+      node->fence_until = sp_raft_won_by_transfer (node->raft) || node->fence_usec == 0
+                              ? now
+                              : node->fence_from + node->fence_usec;
+    }
   holder = lease && role == SP_RAFT_LEADER && now_usec () >= node->fence_until;
 
   /* After every batch: how the transport should read until the next. */
@@ -1065,26 +1075,39 @@ sp_node_fence_ms (const SpConfig *config)
 {
   guint t = tick_ms (config);
   guint lease = sp_raft_default_lease_ticks (config->election_ms / t) * t;
-  guint64 worst;
 
   if (!config->fence)
     return 0;
-  /* A voter of ours heard the old leader an election timeout (less a tick
-   * of phase) before it voted at the latest, and the old lease ran out a
-   * lease after that at the latest.  Still running, the old leader let go
-   * then; stalled, it stopped feeding the watchdog then, which systemd
-   * fires within its interval plus its timer slack, and the clean-up runs.
-   * Times on other nodes' clocks: 5 % drift. */
-  worst = (guint64)(lease + config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS
-                    + config->cleanup_ms)
-          * 21 / 20;
-  return worst > config->election_ms - t ? (guint)(worst - (config->election_ms - t)) : 0;
+  /* The old lease ran out a lease after a voter of ours last heard the old
+   * leader at the latest (the heartbeat it rested on was sent before).
+   * Still running, the old leader let go then; stalled, it stopped
+   * feeding the watchdog then, which systemd fires within its interval
+   * plus its timer slack, and the clean-up runs.  Times on other nodes'
+   * clocks: 5 % drift; a tick of phase. */
+  return (lease + config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS + config->cleanup_ms) * 21
+             / 20
+         + t;
 }
 
 guint
-sp_node_units_fence_ms (const SpConfig *config)
+sp_node_fence_wait_ms (const SpConfig *config)
 {
-  return config->fence ? sp_node_fence_ms (config) + config->units_stop_ms : 0;
+  guint fence = sp_node_fence_ms (config), t = tick_ms (config);
+
+  /* A voter hears nothing for an election timeout (less a tick of phase)
+   * before it votes for another. */
+  return fence > config->election_ms - t ? fence - (config->election_ms - t) : 0;
+}
+
+guint
+sp_node_fence_left_ms (SpNode *node, guint extra_ms)
+{
+  gint64 end, now = now_usec ();
+
+  if (node->fence_until < 0 || sp_raft_won_by_transfer (node->raft) || node->fence_usec == 0)
+    return 0;
+  end = node->fence_from + node->fence_usec + (gint64)extra_ms * 1000;
+  return end <= now ? 0 : (guint)((end - now + 999) / 1000);
 }
 
 SpNode *

@@ -53,8 +53,9 @@ guint64 sp_member_id (const char *name);
  * follower, candidate (pre-vote included), leader, learner), "term" (t),
  * "leader" (s, "" when unknown), "leader-address" (s), "commit-index" (t),
  * "lease-valid" (b), "holder" (b: leader, lease valid, and the previous
- * holder's fence time (sp_node_fence_ms) has passed since this node became
- * leader: what plugins follow to hold addresses and units).  Signals: "members-changed" () when a
+ * holder's fence time (sp_node_fence_ms) has passed since the voters that
+ * elected this node last heard it, unless a transfer elected it: what
+ * plugins follow to hold addresses and units).  Signals: "members-changed" () when a
  * member joins, leaves, or its reachability or match index moves (see sp_node_get_members),
  * "store-changed" (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every change
  * of one applied batch, in order, before the writes in it return), "failed" (s: why) once, see
@@ -93,14 +94,17 @@ guint64 sp_node_get_commit_index (SpNode *node);
 gboolean sp_node_get_lease_valid (SpNode *node);
 gboolean sp_node_get_holder (SpNode *node);
 
-/* The previous holder's worst case: how long after becoming leader a node
- * waits before it holds (0 with [cluster] fence = false), and the same
- * plus what leader-only units may take to stop. */
+/* The previous holder's worst case, counted from the last time a voter
+ * that elected the new leader heard it (0 with [cluster] fence = false);
+ * the longest a new leader then waits after its election; and, for a
+ * leader, how long from now until that fence plus extra_ms has passed (0
+ * when elected by a transfer). */
 guint sp_node_fence_ms (const SpConfig *config);
+guint sp_node_fence_wait_ms (const SpConfig *config);
+guint sp_node_fence_left_ms (SpNode *node, guint extra_ms);
 /* systemd arms the service watchdog with its default timer accuracy: it
  * fires up to this late. */
 #define SP_NODE_WATCHDOG_SLACK_MS 250
-guint sp_node_units_fence_ms (const SpConfig *config);
 
 /* Called at the end of every wake-up that brought the published state up
  * to date: a stalled loop stops calling it (the service watchdog). */

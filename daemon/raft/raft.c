@@ -40,6 +40,12 @@ struct _SpRaft
   guint randomized_timeout;
   guint since_leader; /* ticks since a leader was heard (or since start) */
 
+  /* candidate, then leader: the latest moment (in now) any voter of the
+   * election may have heard another leader, and whether a transfer forced
+   * the election */
+  guint64 heard_at;
+  gboolean forced;
+
   /* (pre-)candidate */
   guint64 votes_from[SP_RAFT_MAX_NODES];
   gboolean votes_granted[SP_RAFT_MAX_NODES];
@@ -613,6 +619,11 @@ campaign (SpRaft *r, gboolean pre, gboolean force)
   r->votes_from[0] = r->id;
   r->votes_granted[0] = TRUE;
   r->n_votes = 1;
+  if (!pre)
+    {
+      r->heard_at = r->now - MIN (r->since_leader, r->now);
+      r->forced = force;
+    }
   if (quorum (r) == 1)
     {
       if (pre)
@@ -692,6 +703,9 @@ handle_vote_request (SpRaft *r, const SpRaftMsg *m)
         {
           r->vote = m->from;
           r->election_elapsed = 0;
+          /* How long ago this voter heard a leader: the new leader's
+           * fence counts from the latest of its voters'. */
+          resp->context = r->since_leader;
         }
     }
   else
@@ -713,6 +727,14 @@ step_candidate (SpRaft *r, const SpRaftMsg *m)
   if (pre && !m->reject && m->term != r->term + 1)
     return;
 
+  if (!pre && !m->reject)
+    {
+      /* On the voter's clock, which may run 5 % fast: scaled down, the age
+       * is never more than the real one. */
+      guint64 age = MIN (m->context * 20 / 21, r->now);
+
+      r->heard_at = MAX (r->heard_at, r->now - age);
+    }
   record_vote (r, m->from, !m->reject, &yes, &no);
   if (yes >= quorum (r))
     {
@@ -1687,6 +1709,20 @@ guint64
 sp_raft_transfer_target (const SpRaft *r)
 {
   return r->transferee;
+}
+
+guint
+sp_raft_heard_age (const SpRaft *r)
+{
+  if (r->state != STATE_LEADER)
+    return G_MAXUINT;
+  return (guint)MIN (r->now - MIN (r->heard_at, r->now), G_MAXUINT - 1);
+}
+
+gboolean
+sp_raft_won_by_transfer (const SpRaft *r)
+{
+  return r->state == STATE_LEADER && r->forced;
 }
 
 gboolean

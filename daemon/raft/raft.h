@@ -137,7 +137,8 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
 /* One message.  Field meaning per type:
  *  (PRE)VOTE:       index/log_term = candidate's last log entry; force = the
  *                   campaign follows a leadership transfer (ignores stickiness)
- *  (PRE)VOTE_RESP:  reject
+ *  (PRE)VOTE_RESP:  reject; a granted VOTE_RESP: context = ticks since the
+ *                   voter last heard a leader (0 from older versions)
  *  APPEND:          index/log_term = entry preceding entries; commit
  *  APPEND_RESP:     !reject: index = last index now matching the leader;
  *                   reject: index = the rejected prev index, hint_index and
@@ -283,6 +284,14 @@ guint64 sp_raft_transfer_target (const SpRaft *r);        /* SP_RAFT_NONE if non
  * the last lease_ticks ticks, a heartbeat sent in this term.  While it
  * holds, no other node can become leader (given bounded clock drift). */
 gboolean sp_raft_lease_valid (const SpRaft *r);
+/* Leader only (else G_MAXUINT): ticks since any voter that elected it may
+ * last have heard another leader, at most (each voter's count scaled for
+ * 5 % drift; itself included).  The previous leader's lease and what it
+ * held were renewed no later than that. */
+guint sp_raft_heard_age (const SpRaft *r);
+/* Leader only: it won a campaign forced by a leadership transfer, which
+ * the previous leader started after letting go of what it held. */
+gboolean sp_raft_won_by_transfer (const SpRaft *r);
 
 typedef struct
 {

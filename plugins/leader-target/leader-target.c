@@ -322,13 +322,12 @@ static void
 hold (SpPlugin *plugin, gboolean holder)
 {
   SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+  guint left = holder ? sp_node_fence_left_ms (t->node, t->units_stop_ms) : 0;
 
   g_clear_handle_id (&t->grace, g_source_remove);
-  t->holder = FALSE;
-  if (holder && t->units_stop_ms > 0)
-    t->grace = g_timeout_add (t->units_stop_ms, on_grace_over, t);
-  else
-    t->holder = holder;
+  t->holder = holder && left == 0;
+  if (holder && left > 0)
+    t->grace = g_timeout_add (left, on_grace_over, t);
   reconcile (t);
 }
 
@@ -400,7 +399,7 @@ probe (SpPlugin *plugin, SpConfig *config, GPtrArray *warnings, GError **error)
    * stop. */
   marker = g_build_filename (runtime ? runtime : "/run/sparrow", "leader", NULL);
   t->marker = g_file_new_for_path (marker);
-  t->units_stop_ms = sp_node_units_fence_ms (config) - sp_node_fence_ms (config);
+  t->units_stop_ms = config->fence ? config->units_stop_ms : 0;
   return TRUE;
 }
 
