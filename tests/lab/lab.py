@@ -5,8 +5,8 @@ Each node is a systemd-nspawn container of a Debian 12 rootfs (built once
 with debootstrap and cached), seen through its own copy-on-write overlay,
 in its own network namespace.  The bridge lives in a namespace of its own,
 so nothing touches the machine's interfaces; the lab network is
-10.77.0.0/24.  Everything is torn down afterwards: containers, mounts,
-namespaces, directories.
+10.77.0.0/24 and fd77::/64.  Everything is torn down afterwards:
+containers, mounts, namespaces, directories.
 
 Needs root, debootstrap and systemd-container.  Used by tests/lab/test_*.py
 and bench/; `python3 tests/lab/lab.py up` brings a lab up for a look.
@@ -25,6 +25,7 @@ import time
 CACHE = os.environ.get("SPARROW_LAB_CACHE", "/var/cache/sparrow-lab")
 PREFIX = "splab"
 NET = "10.77.0."
+NET6 = "fd77::"
 PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,polkitd,"
             "iproute2,iputils-arping,iputils-ping,"
             # sparrow's own run-time dependencies, as its package would pull them in
@@ -144,6 +145,7 @@ class Node:
         self.lab = lab
         self.name = name
         self.ip = NET + str(index)
+        self.ip6 = NET6 + str(index)
         self.netns = "%s-%s" % (lab.tag, name)
         self.dir = os.path.join(lab.dir, name)
         self.upper = os.path.join(self.dir, "upper")
@@ -162,7 +164,8 @@ class Node:
         write(os.path.join(self.root, "etc/hostname"), self.name + "\n")
         write(os.path.join(self.root, "etc/NetworkManager/system-connections/lab.nmconnection"),
               "[connection]\nid=lab\ntype=ethernet\ninterface-name=eth0\n"
-              "[ipv4]\nmethod=manual\naddress1=%s/24\n[ipv6]\nmethod=disabled\n" % self.ip,
+              "[ipv4]\nmethod=manual\naddress1=%s/24\n[ipv6]\nmethod=manual\naddress1=%s/64\n"
+              % (self.ip, self.ip6),
               mode=0o600)
         run("ip", "netns", "add", self.netns)
         host_end = "%s%d" % (self.lab.tag, self.lab.nodes.index(self))
@@ -280,7 +283,8 @@ def children(pid):
 
 
 class Lab:
-    """n nodes (n1..nN at 10.77.0.11..) and an observer (10.77.0.2)."""
+    """n nodes (n1..nN at 10.77.0.11.., fd77::11..) and an observer
+    (10.77.0.2, fd77::2)."""
 
     def __init__(self, n=3, binds=(), stage=None, setup=None):
         """stage: a staged sparrow to install on the members; setup(node):
