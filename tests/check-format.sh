@@ -3,6 +3,6 @@
 set -eu
 top=$1
 cd "$top"
-files=$(find daemon tests bench -name '*.[ch]' | sort)
+files=$(find daemon plugins tests bench -name '*.[ch]' | sort)
 "${CLANG_FORMAT:-clang-format}" --dry-run --Werror $files
 echo "format: $(echo "$files" | wc -l) files clean"

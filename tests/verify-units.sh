@@ -1,16 +1,19 @@
 #!/bin/sh
 # systemd-analyze verify on every unit we install, with ExecStart= pointing
-# at the sparrowd just built.  Usage: verify-units.sh SRCDIR SBINDIR
+# at the sparrowd just built (and ExecStopPost= at the vip clean-up, when
+# built).  Usage: verify-units.sh SRCDIR SBINDIR [VIP_CLEANUP]
 set -eu
 src=$1
 sbindir=$2
+cleanup=${3:+ExecStopPost=-$3}
 if ! command -v systemd-analyze >/dev/null; then
     echo "skipped: systemd-analyze is not installed"
     exit 77
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-sed "s|@sbindir@|$sbindir|" "$src/units/sparrow.service.in" >"$dir/sparrow.service"
+sed -e "s|@sbindir@|$sbindir|" -e "s|@vip_cleanup@|$cleanup|" "$src/units/sparrow.service.in" \
+    >"$dir/sparrow.service"
 cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
    "$src/units/examples/sparrow-leader-example.service" "$dir/"
 cd "$dir"
