@@ -8,6 +8,7 @@
 #include <net/if_arp.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <netinet/ip6.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -21,14 +22,21 @@ typedef struct __attribute__ ((packed))
   guint8 sha[ETH_ALEN], spa[4], tha[ETH_ALEN], tpa[4];
 } ArpPacket;
 
+/* A whole IPv6 packet: built here rather than by the kernel, which would
+ * refuse a source address still in DAD (after a re-activation, the
+ * link-local one too). */
 typedef struct __attribute__ ((packed))
 {
+  struct ip6_hdr ip;
   guint8 type, code;
   guint16 checksum;
   guint32 flags;
   guint8 target[16];
-  guint8 opt_type, opt_len, opt_mac[ETH_ALEN];
+  guint8 opt_type, opt_len, opt_mac[ETH_ALEN]; /* left out of a DAD probe */
 } NdPacket;
+
+#define ND_LEN     (sizeof (NdPacket) - sizeof (struct ip6_hdr))
+#define ND_OPT_LEN 8
 
 #define NA_OVERRIDE 0x20000000u
 
@@ -64,20 +72,21 @@ link_of (const SpVipAddress *address, int *ifindex, guint8 mac[ETH_ALEN], GError
 }
 
 static int
-arp_socket (const SpVipAddress *address, int ifindex, GError **error)
+packet_socket (const SpVipAddress *address, int ifindex, GError **error)
 {
+  int protocol = htons (address->family == AF_INET ? ETH_P_ARP : ETH_P_IPV6);
   struct sockaddr_ll sll = {
     .sll_family = AF_PACKET,
-    .sll_protocol = htons (ETH_P_ARP),
+    .sll_protocol = protocol,
     .sll_ifindex = ifindex,
   };
-  int fd = socket (AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons (ETH_P_ARP));
+  int fd = socket (AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
 
   if (fd < 0)
-    return fail_errno (error, address, "ARP socket"), -1;
+    return fail_errno (error, address, "packet socket"), -1;
   if (bind (fd, (struct sockaddr *)&sll, sizeof sll) < 0)
     {
-      fail_errno (error, address, "ARP socket");
+      fail_errno (error, address, "packet socket");
       close (fd);
       return -1;
     }
@@ -114,60 +123,68 @@ send_arp (int fd, const SpVipAddress *address, int ifindex, const guint8 mac[ETH
   return TRUE;
 }
 
-static int
-icmp6_socket (const SpVipAddress *address, int ifindex, GError **error)
+static guint16
+icmp6_checksum (const NdPacket *p, guint16 len)
 {
-  int hops = 255, loop = 0;
-  struct icmp6_filter filter;
-  int fd = socket (AF_INET6, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_ICMPV6);
+  guint32 sum = len + IPPROTO_ICMPV6;
+  const guint8 *bytes = (const guint8 *)&p->ip.ip6_src;
 
-  if (fd < 0)
-    return fail_errno (error, address, "ICMPv6 socket"), -1;
-  ICMP6_FILTER_SETBLOCKALL (&filter);
-  ICMP6_FILTER_SETPASS (ND_NEIGHBOR_ADVERT, &filter);
-  if (setsockopt (fd, IPPROTO_ICMPV6, ICMP6_FILTER, &filter, sizeof filter) < 0
-      || setsockopt (fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof hops) < 0
-      || setsockopt (fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof hops) < 0
-      || setsockopt (fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &loop, sizeof loop) < 0
-      || setsockopt (fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof ifindex) < 0)
-    {
-      fail_errno (error, address, "ICMPv6 socket");
-      close (fd);
-      return -1;
-    }
-  return fd;
+  /* The pseudo-header's addresses, then the message. */
+  for (guint k = 0; k < 32; k += 2)
+    sum += bytes[k] << 8 | bytes[k + 1];
+  bytes = &p->type;
+  for (guint k = 0; k < len; k += 2)
+    sum += bytes[k] << 8 | bytes[k + 1];
+  while (sum >> 16)
+    sum = (sum & 0xffff) + (sum >> 16);
+  return htons (~sum & 0xffff);
 }
 
-/* An unsolicited advertisement to all nodes, or a solicitation to the
- * address's solicited-node group (the kernel fills in the checksum). */
+/* An unsolicited advertisement from the address to all nodes, or a DAD
+ * solicitation (from ::, RFC 4862) to the address's solicited-node group. */
 static gboolean
 send_nd (int fd, const SpVipAddress *address, int ifindex, const guint8 mac[ETH_ALEN],
          gboolean probe, GError **error)
 {
-  struct sockaddr_in6 to = { .sin6_family = AF_INET6, .sin6_scope_id = ifindex };
+  struct sockaddr_ll to = {
+    .sll_family = AF_PACKET,
+    .sll_protocol = htons (ETH_P_IPV6),
+    .sll_ifindex = ifindex,
+    .sll_halen = ETH_ALEN,
+  };
   NdPacket p = { 0 };
+  guint8 *dst = p.ip.ip6_dst.s6_addr;
+  guint16 len = probe ? ND_LEN - ND_OPT_LEN : ND_LEN;
 
+  p.ip.ip6_flow = htonl (6u << 28);
+  p.ip.ip6_plen = htons (len);
+  p.ip.ip6_nxt = IPPROTO_ICMPV6;
+  p.ip.ip6_hlim = 255;
+  dst[0] = 0xff;
+  dst[1] = 0x02;
   memcpy (p.target, address->addr, 16);
-  memcpy (p.opt_mac, mac, ETH_ALEN);
-  p.opt_len = 1;
-  to.sin6_addr.s6_addr[0] = 0xff;
-  to.sin6_addr.s6_addr[1] = 0x02;
   if (probe)
     {
       p.type = ND_NEIGHBOR_SOLICIT;
-      p.opt_type = ND_OPT_SOURCE_LINKADDR;
-      to.sin6_addr.s6_addr[11] = 0x01;
-      to.sin6_addr.s6_addr[12] = 0xff;
-      memcpy (&to.sin6_addr.s6_addr[13], &address->addr[13], 3);
+      dst[11] = 0x01;
+      dst[12] = 0xff;
+      memcpy (&dst[13], &address->addr[13], 3);
     }
   else
     {
       p.type = ND_NEIGHBOR_ADVERT;
       p.flags = htonl (NA_OVERRIDE);
       p.opt_type = ND_OPT_TARGET_LINKADDR;
-      to.sin6_addr.s6_addr[15] = 0x01;
+      p.opt_len = 1;
+      memcpy (p.opt_mac, mac, ETH_ALEN);
+      memcpy (p.ip.ip6_src.s6_addr, address->addr, 16);
+      dst[15] = 0x01;
     }
-  if (sendto (fd, &p, sizeof p, 0, (struct sockaddr *)&to, sizeof to) < 0)
+  p.checksum = icmp6_checksum (&p, len);
+  /* The IPv6 multicast MAC: 33:33 and the group's last four bytes. */
+  to.sll_addr[0] = to.sll_addr[1] = 0x33;
+  memcpy (&to.sll_addr[2], &dst[12], 4);
+  if (sendto (fd, &p, sizeof p.ip + len, 0, (struct sockaddr *)&to, sizeof to) < 0)
     return fail_errno (error, address, probe ? "sending NS" : "sending NA");
   return TRUE;
 }
@@ -181,8 +198,7 @@ sp_announce_once (const SpVipAddress *address, GError **error)
 
   if (!link_of (address, &ifindex, mac, error))
     return FALSE;
-  fd = address->family == AF_INET ? arp_socket (address, ifindex, error)
-                                  : icmp6_socket (address, ifindex, error);
+  fd = packet_socket (address, ifindex, error);
   if (fd < 0)
     return FALSE;
   ok = address->family == AF_INET ? send_arp (fd, address, ifindex, mac, FALSE, error)
@@ -237,8 +253,10 @@ probe_complete (GTask *task, char *conflict_mac, GError *error)
 
 /* The MAC that claims the address in this packet, or NULL. */
 static const guint8 *
-answer_of (Probe *p, const guint8 *buf, gssize n)
+answer_of (Probe *p, const guint8 *buf, gssize n, const struct sockaddr_ll *from)
 {
+  if (from->sll_pkttype == PACKET_OUTGOING)
+    return NULL;
   if (p->address->family == AF_INET)
     {
       const ArpPacket *arp = (const ArpPacket *)buf;
@@ -252,11 +270,11 @@ answer_of (Probe *p, const guint8 *buf, gssize n)
     {
       const NdPacket *na = (const NdPacket *)buf;
 
-      if (n < (gssize)sizeof *na || na->type != ND_NEIGHBOR_ADVERT
-          || memcmp (na->target, p->address->addr, 16) != 0
-          || na->opt_type != ND_OPT_TARGET_LINKADDR || na->opt_len != 1)
+      if (n < (gssize)(sizeof na->ip + ND_LEN - ND_OPT_LEN) || na->ip.ip6_nxt != IPPROTO_ICMPV6
+          || na->type != ND_NEIGHBOR_ADVERT || memcmp (na->target, p->address->addr, 16) != 0
+          || from->sll_halen != ETH_ALEN)
         return NULL;
-      return na->opt_mac;
+      return from->sll_addr;
     }
 }
 
@@ -266,12 +284,15 @@ probe_readable (int fd, GIOCondition condition, gpointer user_data)
   GTask *task = user_data;
   Probe *p = g_task_get_task_data (task);
   guint8 buf[1500];
+  struct sockaddr_ll from;
+  socklen_t from_len = sizeof from;
   gssize n;
 
-  while ((n = recv (fd, buf, sizeof buf, 0)) >= 0)
+  while ((n = recvfrom (fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len)) >= 0)
     {
-      const guint8 *mac = answer_of (p, buf, n);
+      const guint8 *mac = answer_of (p, buf, n, &from);
 
+      from_len = sizeof from;
       if (mac && memcmp (mac, p->mac, ETH_ALEN) != 0)
         {
           probe_complete (task,
@@ -325,8 +346,7 @@ sp_announce_probe_async (const SpVipAddress *address, guint window_ms, GCancella
       return;
     }
   /* Listening before asking, so no answer is missed. */
-  p->fd = address->family == AF_INET ? arp_socket (address, ifindex, &error)
-                                     : icmp6_socket (address, ifindex, &error);
+  p->fd = packet_socket (address, ifindex, &error);
   if (p->fd < 0
       || !(address->family == AF_INET ? send_arp (p->fd, address, ifindex, p->mac, TRUE, &error)
                                       : send_nd (p->fd, address, ifindex, p->mac, TRUE, &error)))

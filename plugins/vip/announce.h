@@ -3,19 +3,22 @@
  *
  * Announce: one gratuitous ARP request (IPv4: sender and target are the
  * address, from this interface's MAC, to broadcast) or one unsolicited
- * neighbour advertisement (IPv6: to ff02::1, hop limit 255, override flag,
- * target link-layer address option).  The caller repeats it for a burst.
+ * neighbour advertisement (IPv6: from the address to ff02::1, hop limit
+ * 255, override flag, target link-layer address option).  The caller
+ * repeats it for a burst.
  *
  * Probe: before adding, one question and a short wait (window_ms) for an
  * answer from another MAC.  IPv4: an ARP probe per RFC 5227 (sender IP
- * 0.0.0.0, so no neighbour cache learns anything from it).  IPv6: a
- * neighbour solicitation for the address to its solicited-node group; an
- * advertisement for it from another MAC is the conflict.  The kernel's own
- * DAD still runs once NetworkManager adds the address; the probe only
- * keeps a conflict from being added at all.
+ * 0.0.0.0, so no neighbour cache learns anything from it).  IPv6: a DAD
+ * neighbour solicitation (RFC 4862: from ::, to the address's
+ * solicited-node group); an advertisement for it from another MAC is the
+ * conflict.  The kernel's own DAD still runs once NetworkManager adds the
+ * address; the probe keeps a conflict from being added at all.
  *
- * Everything is non-blocking (raw sockets; the wait is a timeout source on
- * the thread-default main context).  Needs CAP_NET_RAW. */
+ * Both families go through AF_PACKET sockets: the IPv6 packets are built
+ * here, since the kernel would refuse a source address still in DAD.
+ * Everything is non-blocking (the wait is a timeout source on the
+ * thread-default main context).  Needs CAP_NET_RAW. */
 #pragma once
 
 #include "vip-config.h"

@@ -123,8 +123,12 @@ got_applied (GObject *source, GAsyncResult *result, gpointer user_data)
   else if (!changed)
     g_task_return_boolean (task, TRUE);
   else
-    nm_device_reapply_async (device, connection, version_id, 0, g_task_get_cancellable (task),
-                             reapplied, g_steal_pointer (&task));
+    {
+      GCancellable *cancellable = g_task_get_cancellable (task);
+
+      nm_device_reapply_async (device, connection, version_id, 0, cancellable, reapplied,
+                               g_steal_pointer (&task));
+    }
 }
 
 static void

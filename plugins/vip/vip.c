@@ -49,6 +49,8 @@ typedef struct
   guint announce_id;
   guint announce_left;
   guint retry_id;
+  gint64 inactive_since; /* holding, but the device was not activated since */
+  gboolean complete;     /* every address was there, last we looked */
 } Iface;
 
 struct _SpVipPlugin
@@ -440,18 +442,10 @@ sync_iface (Iface *i)
 
   if (!wanted (self))
     {
+      i->inactive_since = 0;
       drop (i);
       update_state (self);
       check_release (self);
-      return;
-    }
-  i->adding = TRUE;
-  if (!i->device)
-    {
-      g_autofree char *error
-          = g_strdup_printf ("%s: NetworkManager has no device %s", i->ifname, i->ifname);
-
-      op_failed (i, error);
       return;
     }
   if (i->op && i->adding)
@@ -459,18 +453,37 @@ sync_iface (Iface *i)
       i->again = TRUE;
       return;
     }
-  if (nm_device_get_state (i->device) != NM_DEVICE_STATE_ACTIVATED)
+  if (!i->device)
     {
-      /* Activating (or deactivating): it is looked at again when its state
-       * changes.  Down for good: that is a failure. */
-      if (nm_device_get_state (i->device) <= NM_DEVICE_STATE_DISCONNECTED)
-        {
-          g_autofree char *error = g_strdup_printf ("%s: the device is not connected", i->ifname);
+      g_autofree char *error
+          = g_strdup_printf ("%s: NetworkManager has no device %s", i->ifname, i->ifname);
 
-          op_failed (i, error);
-        }
+      cancel_op (i);
+      i->adding = TRUE;
+      op_failed (i, error);
       return;
     }
+  if (nm_device_get_state (i->device) != NM_DEVICE_STATE_ACTIVATED)
+    {
+      /* A re-activation passes through disconnected: it is looked at again
+       * when the state changes, and is a failure only if it lasts. */
+      gint64 now = g_get_monotonic_time ();
+
+      if (!i->inactive_since)
+        i->inactive_since = now;
+      if (now - i->inactive_since >= RETRY_MS * 1000)
+        {
+          g_autofree char *error = g_strdup_printf ("%s: the device is not activated", i->ifname);
+
+          cancel_op (i);
+          i->adding = TRUE;
+          op_failed (i, error);
+        }
+      else if (!i->retry_id)
+        i->retry_id = g_timeout_add (RETRY_MS, retry, i);
+      return;
+    }
+  i->inactive_since = 0;
   add (i);
 }
 
@@ -480,15 +493,19 @@ sync_iface (Iface *i)
 static void
 device_changed (Iface *i)
 {
-  if (wanted (i->self) && !i->op && !all_present (i))
+  gboolean complete = all_present (i);
+
+  if (wanted (i->self) && !i->op && !complete)
     {
-      g_message ("vip: %s: an address went missing (or the device was re-activated): "
-                 "adding it again",
-                 i->ifname);
+      if (i->complete)
+        g_message ("vip: %s: an address went missing (or the device was re-activated): "
+                   "adding it again",
+                   i->ifname);
       sync_iface (i);
     }
   else if (wanted (i->self) && i->op && i->adding)
     i->again = TRUE;
+  i->complete = complete;
   sp_plugin_details_changed (SP_PLUGIN (i->self));
 }
 
