@@ -96,13 +96,14 @@ sp_vip_config_free (SpVipConfig *config)
 SpVipConfig *
 sp_vip_config_read (SpConfig *config, GPtrArray *warnings, GError **error)
 {
-  g_autoptr (SpVipConfig) vip = g_new0 (SpVipConfig, 1);
+  g_autoptr (SpVipConfig) vip = NULL;
   g_auto (GStrv) addresses = NULL;
   g_autofree char *on_failure = NULL;
 
   if (!sp_config_has_group (config, GROUP))
     return NULL;
   sp_config_claim (config, GROUP, keys, warnings);
+  vip = g_new0 (SpVipConfig, 1);
   vip->addresses = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_vip_address_free);
   vip->announce_count = 3;
   vip->announce_interval_ms = 100;
