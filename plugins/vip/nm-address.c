@@ -82,6 +82,17 @@ edit (NMConnection *connection, Change *c, gboolean *changed, GError **error)
   return TRUE;
 }
 
+/* Whether one of addresses is applied but not in the kernel (removed by
+ * hand): a reapply puts it back. */
+static gboolean
+missing (NMDevice *device, GPtrArray *addresses)
+{
+  for (guint i = 0; i < addresses->len; i++)
+    if (!sp_nm_address_present (device, g_ptr_array_index (addresses, i)))
+      return TRUE;
+  return FALSE;
+}
+
 static void
 reapplied (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -120,7 +131,7 @@ got_applied (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   if (!edit (connection, c, &changed, &error))
     g_task_return_error (task, g_steal_pointer (&error));
-  else if (!changed)
+  else if (!changed && !missing (device, c->add))
     g_task_return_boolean (task, TRUE);
   else
     {

@@ -14,7 +14,8 @@
  * add and remove hold SpVipAddress*, all on the device's interface; both
  * may be empty.  Completes TRUE when the applied connection has every
  * address of add and none of remove (also when it already had: then
- * nothing is reapplied).  Removing from a device that is not active is not
+ * nothing is reapplied, unless an address of add is missing from the
+ * kernel).  Removing from a device that is not active is not
  * an error: nothing is applied there.  Adding to a family whose method
  * takes no addresses (ipv4 disabled; ipv6 disabled, ignore, link-local)
  * fails with a message saying so. */

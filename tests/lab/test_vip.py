@@ -157,6 +157,11 @@ class Vip(unittest.TestCase):
         print("addresses back %.3f s after nmcli connection up returned" % took)
         self.assertLess(took, 1.0)
         self.assertIs(self.holder(), holder)
+        holder.sh("ip addr del %s/24 dev eth0" % VIP4)
+        took = self.wait("%s back after ip addr del" % VIP4,
+                         lambda: addresses(holder) == {VIP4, VIP6}, 5)
+        print("%s back %.3f s after ip addr del" % (VIP4, took))
+        self.assertLess(took, 1.0)
 
     def test_4_kill_9_leaves_no_address(self):
         old = self.holder()
@@ -188,17 +193,33 @@ class Vip(unittest.TestCase):
 
     def test_5_cleanup_is_bounded_when_networkmanager_hangs(self):
         follower = next(n for n in self.lab.members if n is not self.holder())
+        timed = ("a=$(date +%%s%%N); %s; echo rc=$?; b=$(date +%%s%%N); "
+                 "echo ms=$(( (b - a) / 1000000 ))" % CLEANUP)
+        out = follower.sh(timed).stdout
+        print("sparrow-vip-cleanup: %s" % " ".join(out.split()))
         follower.sh("kill -STOP $(pidof NetworkManager)")
         try:
-            out = follower.sh("a=$(date +%%s%%N); %s; echo rc=$?; b=$(date +%%s%%N); "
-                              "echo ms=$(( (b - a) / 1000000 ))" % CLEANUP).stdout
+            out = follower.sh(timed).stdout
         finally:
             follower.sh("kill -CONT $(pidof NetworkManager)")
         print("sparrow-vip-cleanup with NetworkManager stopped: %s" % " ".join(out.split()))
         self.assertIn("rc=0", out)
         self.assertLess(int(re.search(r"ms=(\d+)", out).group(1)), 1500)
 
-    def test_6_an_address_another_host_answers_is_not_added(self):
+    def test_6_a_cut_off_leader_drops_them_when_its_lease_ends(self):
+        old = self.holder()
+        old.cut()
+        self.addCleanup(old.cut, up=True)
+        cut = time.monotonic()
+        # The lease (530 ms) ends before another node can be elected.
+        took = self.wait("addresses gone from the cut-off leader", lambda: not addresses(old), 2)
+        print("addresses gone from the cut-off %s %.3f s after the cut" % (old.name, took))
+        new = self.holder([n for n in self.lab.members if n is not old])
+        print("held by %s %.3f s after the cut" % (new.name, time.monotonic() - cut))
+        old.cut(up=True)
+        self.assertIs(self.holder(), new)
+
+    def test_7_an_address_another_host_answers_is_not_added(self):
         observer = self.lab.observer
         old = self.holder()
         observer.sh("ip addr add %s/24 dev eth0" % VIP4)
