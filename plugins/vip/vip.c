@@ -44,7 +44,7 @@ typedef struct
   char *error;
   /* add: the probes in flight, and what they found */
   guint probes;
-  GPtrArray *to_add;
+  GPtrArray *to_add; /* then what it added: the announcements' */
   GString *conflicts;
   guint announce_id;
   guint announce_left;
@@ -238,12 +238,12 @@ announce_tick (gpointer user_data)
 {
   Iface *i = user_data;
 
-  for (guint k = 0; k < i->addresses->len; k++)
+  /* What the last add added: NetworkManager may not have published it yet. */
+  for (guint k = 0; k < i->to_add->len; k++)
     {
-      SpVipAddress *a = g_ptr_array_index (i->addresses, k);
       g_autoptr (GError) error = NULL;
 
-      if (sp_nm_address_present (i->device, a) && !sp_announce_once (a, &error))
+      if (!sp_announce_once (g_ptr_array_index (i->to_add, k), &error))
         g_warning ("vip: announcing %s", error->message);
     }
   if (--i->announce_left > 0)
@@ -304,7 +304,10 @@ added (GObject *source, GAsyncResult *result, gpointer user_data)
   if (!i)
     return;
   if (!ok)
-    op_failed (i, error->message);
+    {
+      g_ptr_array_set_size (i->to_add, 0);
+      op_failed (i, error->message);
+    }
   else
     {
       if (i->missing)
@@ -419,6 +422,7 @@ drop (Iface *i)
   gboolean removing = i->op && !i->adding;
 
   g_clear_handle_id (&i->announce_id, g_source_remove);
+  g_ptr_array_set_size (i->to_add, 0);
   sp_rtnl_remove_addresses (i->addresses);
   if (removing || !i->device || !i->nm_may_have)
     {
