@@ -344,8 +344,11 @@ main (int argc, char **argv)
 
   g_bus_unown_name (d.bus_owner);
   sp_node_set_wake_func (d.node, NULL, NULL);
-  g_clear_pointer (&plugins, sp_plugins_free);
+  /* The service's bindings go before the plugins they bind: a plugin that
+   * nothing else holds is finalized with the registry, and its bindings
+   * with it. */
   sp_dbus_service_free (d.service);
+  g_clear_pointer (&plugins, sp_plugins_free);
   g_object_unref (d.node);
   g_main_loop_unref (d.loop);
   g_free (d.status);
