@@ -510,7 +510,9 @@ device_changed (Iface *i)
   else if (wanted (i->self) && i->op && i->adding)
     i->again = TRUE;
   i->complete = complete;
-  sp_plugin_details_changed (SP_PLUGIN (i->self));
+  /* NetworkManager publishes the kernel's addresses after our changes
+   * completed: State follows them. */
+  update_state (i->self);
 }
 
 static void

@@ -214,6 +214,8 @@ class Vip(unittest.TestCase):
         # The lease (530 ms) ends before another node can be elected.
         took = self.wait("addresses gone from the cut-off leader", lambda: not addresses(old), 2)
         print("addresses gone from the cut-off %s %.3f s after the cut" % (old.name, took))
+        self.wait("%s's plugin inactive" % old.name,
+                  lambda: self.plugin(old, "State") == "inactive", 2)
         new = self.holder([n for n in self.lab.members if n is not old])
         print("held by %s %.3f s after the cut" % (new.name, time.monotonic() - cut))
         old.cut(up=True)
@@ -244,6 +246,18 @@ class Vip(unittest.TestCase):
             for n in self.lab.members:
                 self.assertNotIn(VIP4, addresses(n), n.name)
             time.sleep(0.1)
+
+    def test_8_planned_stop_hands_them_over(self):
+        old = self.holder()
+        old.sh("systemctl stop sparrow.service")
+        self.assertEqual(addresses(old), set())
+        new = self.holder([n for n in self.lab.members if n is not old], timeout=5)
+        self.assertIsNot(new, old)
+        # Stopped, not crashed on the way out.
+        self.assertEqual(old.sh("systemctl show --property=Result --value sparrow.service")
+                         .stdout.strip(), "success")
+        old.sh("systemctl start sparrow.service")
+        self.assertIs(self.holder(), new)
 
 
 if __name__ == "__main__":
