@@ -457,6 +457,10 @@ sync_iface (Iface *i)
       i->again = TRUE;
       return;
     }
+  /* Not connected to NetworkManager yet: client_ready() looks again.  (It
+   * could not connect: that is reported already.) */
+  if (!self->client)
+    return;
   if (!i->device)
     {
       g_autofree char *error
