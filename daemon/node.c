@@ -73,6 +73,7 @@ struct _SpNode
   GArray *holds;       /* of Hold: who takes part in a planned handover */
   guint next_hold;     /* the id of the next hold */
   guint releasing;     /* holds the handover still waits for */
+  char *unreleased;    /* why one of them could not let go, NULL when all did */
   guint64 transfer_to; /* its target */
   guint transfer_timeout;
   GTask *stop_task;
@@ -1235,6 +1236,7 @@ sp_node_finalize (GObject *object)
   g_clear_object (&node->transfer_task);
   g_clear_object (&node->stop_task);
   g_array_unref (node->holds);
+  g_free (node->unreleased);
   g_free (node->name);
   g_free (node->failure);
   g_free (node->leader);
@@ -1946,18 +1948,36 @@ find_hold (SpNode *node, guint id, guint *index)
 void
 sp_node_handover_released (SpNode *node, guint id)
 {
+  sp_node_handover_failed (node, id, NULL);
+}
+
+void
+sp_node_handover_failed (SpNode *node, guint id, const char *why)
+{
   guint index;
   Hold *h = find_hold (node, id, &index);
+  g_autofree char *unreleased = NULL;
 
   if (!h || !h->releasing)
     return;
   h->releasing = FALSE;
+  if (why && !node->unreleased)
+    node->unreleased = g_strdup (why);
   if (--node->releasing > 0)
     return;
-  if (!node->failed)
+  unreleased = g_steal_pointer (&node->unreleased);
+  if (node->failed)
+    {
+      if (node->stop_task)
+        finish_stop (node);
+    }
+  else if (unreleased)
+    /* The new leader would hold at once, without a fence, beside what is
+     * still held here: no handover. */
+    settle_transfer (
+        node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY, "not handing over: %s", unreleased));
+  else
     start_transfer (node);
-  else if (node->stop_task)
-    finish_stop (node);
 }
 
 void

@@ -171,5 +171,9 @@ guint sp_node_add_handover_hold (SpNode *node, SpNodeHandoverFunc release,
                                  SpNodeHandoverFunc resume, gpointer user_data);
 void sp_node_remove_handover_hold (SpNode *node, guint id);
 void sp_node_handover_released (SpNode *node, guint id);
+/* A hold that could not let go (why): the transfer is given up (it fails
+ * with SP_NODE_ERROR_BUSY naming why, and every hold resumes), since the
+ * new leader would hold at once. */
+void sp_node_handover_failed (SpNode *node, guint id, const char *why);
 
 G_END_DECLS

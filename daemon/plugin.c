@@ -336,12 +336,11 @@ on_released (GObject *source, GAsyncResult *result, gpointer user_data)
 
   e->releasing = FALSE;
   if (!sp_plugin_release_finish (SP_PLUGIN (source), result, &error))
-    g_message ("%s: handing over without a clean release: %s", sp_plugin_get_name (e->plugin),
-               error->message);
+    g_prefix_error (&error, "%s: ", sp_plugin_get_name (e->plugin));
   if (!e->owner)
     g_free (e);
   else
-    sp_node_handover_released (e->owner->node, e->hold);
+    sp_node_handover_failed (e->owner->node, e->hold, error ? error->message : NULL);
 }
 
 static void

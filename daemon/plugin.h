@@ -16,8 +16,10 @@
  *                       order (network first), so that on a loss the
  *                       addresses go before the leader-only units stop.
  *   release_async       before a planned handover: drop what it holds and
- *                       complete once it is dropped (or dropping failed);
- *                       the handover waits for every plugin.
+ *                       complete once it is dropped; fail when something
+ *                       may still be held (the handover is then given up:
+ *                       the new leader would hold at once).  The handover
+ *                       waits for every plugin.
  *   resume              the handover is over: follow the node again.
  *   stop                final: drop what can be dropped without waiting.
  *

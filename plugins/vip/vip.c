@@ -62,6 +62,7 @@ struct _SpVipPlugin
   GCancellable *cancellable; /* the client's creation; cancelled on dispose */
   gboolean started, stopped, holder, released;
   GTask *release;
+  gboolean unremoved; /* since the release began, the kernel kept an address */
   guint refresh_id;
   gint64 last_transfer;
 };
@@ -216,7 +217,12 @@ check_release (SpVipPlugin *self)
     if (((Iface *)g_ptr_array_index (self->ifaces, k))->op)
       return;
   task = g_steal_pointer (&self->release);
-  if (task)
+  if (!task)
+    return;
+  if (self->unremoved)
+    g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_FAILED,
+                             "an address could not be removed from the kernel");
+  else
     g_task_return_boolean (task, TRUE);
 }
 
@@ -423,7 +429,9 @@ drop (Iface *i)
 
   g_clear_handle_id (&i->announce_id, g_source_remove);
   g_ptr_array_set_size (i->to_add, 0);
-  sp_rtnl_remove_addresses (i->addresses);
+  /* A planned handover may not go on with an address left here. */
+  if (!sp_rtnl_remove_addresses (i->addresses))
+    i->self->unremoved = TRUE;
   if (removing || !i->device || !i->nm_may_have)
     {
       if (!removing)
@@ -731,6 +739,7 @@ sp_vip_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpo
     g_task_return_boolean (g_steal_pointer (&self->release), TRUE);
   self->release = task;
   self->released = TRUE;
+  self->unremoved = FALSE;
   sync_all (self);
   check_release (self);
 }
