@@ -12,6 +12,7 @@ Needs root, debootstrap and systemd-container.  Used by tests/lab/test_*.py
 and bench/; `python3 tests/lab/lab.py up` brings a lab up for a look.
 """
 
+import collections
 import glob
 import hashlib
 import os
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 CACHE = os.environ.get("SPARROW_LAB_CACHE", "/var/cache/sparrow-lab")
@@ -28,10 +30,14 @@ NET = "10.77.0."
 NET6 = "fd77::"
 PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,polkitd,"
             "iproute2,iputils-arping,iputils-ping,"
+            # the comparison in bench/vip-bench.py
+            "keepalived,"
             # sparrow's own run-time dependencies, as its package would pull them in
             "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0")
 # A cached rootfs built from other packages or another prepare() is rebuilt.
 STAMP = "packages=%s prepare=4\n" % PACKAGES
+# Labs made by this process (their tags and directories), for leftovers().
+MADE = []
 
 
 class LabError(Exception):
@@ -146,6 +152,8 @@ class Node:
         self.name = name
         self.ip = NET + str(index)
         self.ip6 = NET6 + str(index)
+        # Fixed per node, so that an observer's samples name the node.
+        self.mac = "02:77:00:00:00:%02x" % index
         self.netns = "%s-%s" % (lab.tag, name)
         self.dir = os.path.join(lab.dir, name)
         self.upper = os.path.join(self.dir, "upper")
@@ -168,10 +176,11 @@ class Node:
               % (self.ip, self.ip6),
               mode=0o600)
         run("ip", "netns", "add", self.netns)
-        host_end = "%s%d" % (self.lab.tag, self.lab.nodes.index(self))
-        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
-            "netns", self.netns)
-        run("ip", "link", "set", host_end, "netns", self.lab.bridge_ns)
+        host_end = "%s%d" % (PREFIX, self.lab.nodes.index(self))
+        # Made right in the lab's namespaces: the machine's own namespace
+        # never holds a lab interface, so labs do not clash in it.
+        run("ip", "link", "add", host_end, "netns", self.lab.bridge_ns, "type", "veth", "peer",
+            "name", "eth0", "address", self.mac, "netns", self.netns)
         self.lab.ns(self.lab.bridge_ns, "ip", "link", "set", host_end, "master", "br0", "up")
         self.host_end = host_end
 
@@ -222,9 +231,24 @@ class Node:
         return "unix:path=/proc/%d/root/run/dbus/system_bus_socket" % self.pid1
 
     def kill(self):
-        """A crash: SIGKILL to PID 1 takes the whole node down."""
+        """A crash: SIGKILL to PID 1 takes the whole node down.  Its link
+        goes down with it: the node's network namespace outlives its
+        processes, and its kernel would go on answering for its addresses
+        (a virtual one included), which a crashed host does not."""
+        self.cut()
         os.kill(self.pid1, signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+    def reboot(self, timeout=120):
+        """Boots a killed node again, its network as a boot finds it: no
+        addresses, the link up."""
+        self.lab.ns(self.netns, "ip", "address", "flush", "dev", "eth0")
+        self.lab.ns(self.netns, "ip", "link", "set", "eth0", "down")
+        self.cut(up=True)
+        self.boot()
+        deadline = time.monotonic() + timeout
+        self.find_pid1(deadline)
+        self.wait_booted(deadline)
 
     def poweroff(self, timeout=30):
         os.kill(self.pid1, signal.SIGRTMIN + 4)
@@ -282,6 +306,57 @@ def children(pid):
     return out
 
 
+Sample = collections.namedtuple("Sample", "t address mac")
+
+
+class Watch:
+    """A running bench/arp-watch in a node's network namespace (see
+    Lab.watch).  samples: every reply so far, in order of arrival; macs()
+    summarises them."""
+
+    def __init__(self, node, addresses, interval_ms=10):
+        binary = os.environ.get("SPARROW_ARP_WATCH")
+        if not binary or not os.access(binary, os.X_OK):
+            raise LabError("SPARROW_ARP_WATCH must name the built bench/arp-watch (got %r)"
+                           % binary)
+        self.samples = []
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(node.pid1), "-n", binary, "--interval-ms", str(interval_ms),
+             "eth0"] + list(addresses), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            usec, address, mac = line.split()
+            self.samples.append(Sample(int(usec) / 1e6, address, mac))
+
+    def macs(self, address=None, since=None, until=None):
+        """The MACs that answered (address, if given) between since and
+        until (monotonic seconds, open ends when None)."""
+        return {s.mac for s in list(self.samples)
+                if (address is None or s.address == address) and (since is None or s.t >= since)
+                and (until is None or s.t <= until)}
+
+    def close(self):
+        """Stops arp-watch; raises LabError if it had failed."""
+        failed = self.proc.poll() is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=10)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        if failed:
+            raise LabError("arp-watch exited %d: %s" % (self.proc.returncode, err.strip()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Lab:
     """n nodes (n1..nN at 10.77.0.11.., fd77::11..) and an observer
     (10.77.0.2, fd77::2)."""
@@ -295,6 +370,7 @@ class Lab:
         self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
         # Names of its own: labs of several test runs may be up at once.
         self.tag = "%s%04x" % (PREFIX, os.getpid() & 0xffff)
+        MADE.append((self.tag, self.dir))
         self.bridge_ns = self.tag + "-bridge"
         self.binds = ["--bind-ro=%s" % b for b in binds]
         self.stage = stage
@@ -340,11 +416,22 @@ class Lab:
         m = re.search(r"\[([0-9a-fA-F:]{17})\]", r.stdout)
         if not m:
             return None
-        mac = m.group(1).lower()
-        for n in self.members:
-            if n.sh("cat /sys/class/net/eth0/address", check=False).stdout.strip() == mac:
-                return n
-        return None
+        return self.by_mac(m.group(1))
+
+    def by_mac(self, mac):
+        """The member whose eth0 has mac, or None."""
+        return next((n for n in self.members if n.mac == mac.lower()), None)
+
+    def watch(self, addresses, interval_ms=10):
+        """Which MAC answers each of addresses, as the observer sees it:
+        `with lab.watch(["10.77.0.100"]) as w:` runs bench/arp-watch (path in
+        $SPARROW_ARP_WATCH; the lab tests get it from meson) in the
+        observer's network namespace, asking for every address each
+        interval_ms (ARP for IPv4, neighbour solicitation for IPv6).
+        w.samples grows while the block runs: one Sample(t, address, mac)
+        per reply, t in seconds of CLOCK_MONOTONIC (time.monotonic() here,
+        journald's monotonic timestamps in the nodes).  See Watch."""
+        return Watch(self.observer, addresses, interval_ms)
 
     def down(self):
         for n in self.nodes:
@@ -364,13 +451,16 @@ class Lab:
 
 
 def leftovers():
-    """Lab namespaces, mounts or processes still on the machine."""
-    found = [ns for ns in os.listdir("/run/netns") if ns.startswith(PREFIX)] \
-        if os.path.isdir("/run/netns") else []
-    with open("/proc/self/mountinfo") as f:
-        found += [line.split()[4] for line in f if "/sparrow-lab-" in line.split()[4]]
-    r = run("pgrep", "-f", "systemd-nspawn.*sparrow-lab-", check=False)
-    found += ["process " + p for p in r.stdout.split()]
+    """Namespaces, mounts or processes of labs this process made that are
+    still on the machine (labs of other processes may run meanwhile)."""
+    found = []
+    for tag, tmp in MADE:
+        if os.path.isdir("/run/netns"):
+            found += [ns for ns in os.listdir("/run/netns") if ns.startswith(tag + "-")]
+        with open("/proc/self/mountinfo") as f:
+            found += [line.split()[4] for line in f if tmp + "/" in line.split()[4]]
+        r = run("pgrep", "-f", "systemd-nspawn.*" + tmp + "/", check=False)
+        found += ["process " + p for p in r.stdout.split()]
     return found
 
 

@@ -51,6 +51,14 @@ class LabTest(unittest.TestCase):
         n2.cut(up=True)
         self.assertEqual(n1.sh("ping -c1 -W2 " + n2.ip, check=False).returncode, 0)
 
+    def test_2b_observer_sees_who_answers(self):
+        n1 = self.lab.members[0]
+        with self.lab.watch([n1.ip, "10.77.0.99"]) as w:
+            time.sleep(0.5)
+        self.assertEqual(w.macs(), {n1.mac})
+        self.assertEqual({s.address for s in w.samples}, {n1.ip})
+        self.assertGreater(len(w.samples), 25)  # asked every 10 ms
+
     def test_3_pause_and_crash(self):
         n3 = self.lab.members[2]
         n3.pause()
