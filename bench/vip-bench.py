@@ -57,7 +57,8 @@ holder until repaired: such an overlap runs to the end of the window (2 s).
 --idle: one lab, the daemons under their shipped units one after the
 other (keepalived advert_int 1; keepalived advert_int 0.25 VRRPv3, a
 failover like sparrow's defaults; sparrow defaults with TLS and the unit's
-watchdog): per node, CPU of one core over --idle-seconds (default 60) from
+watchdog; without [vip] while the tree has no plugins/vip): per node,
+CPU of one core over --idle-seconds (default 60) from
 /proc/PID/stat utime+stime of the daemon's processes (10 ms ticks) and
 from their threads' /proc/PID/task/*/schedstat (nanoseconds), PSS and RSS from
 /proc/PID/smaps_rollup (PSS shares library pages among their users; RSS
@@ -125,14 +126,15 @@ def write_keepalived(node, the_lab, advert_int, v3):
               % (node.name, "  vrrp_version 3\n" if v3 else "", prio, advert_int, VIP))
 
 
-def write_sparrow(node, ctx, fast):
+def write_sparrow(node, ctx, fast, vip=True):
     members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in ctx.lab.members)
     timing = "heartbeat-ms = 50\nelection-ms = 150\nfence = false\n" if fast else ""
     lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
               "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n%s"
               "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
-              "key = /etc/sparrow/tls/node.key\n[vip]\naddresses = %s/24@eth0\n"
-              % (node.name, node.ip, members, timing, VIP))
+              "key = /etc/sparrow/tls/node.key\n%s"
+              % (node.name, node.ip, members, timing,
+                 "[vip]\naddresses = %s/24@eth0\n" % VIP if vip else ""))
     tls = os.path.join(node.root, "etc/sparrow/tls")
     os.makedirs(tls, exist_ok=True)
     for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
@@ -413,10 +415,10 @@ def idle_window(the_lab, comm, seconds):
     return rows
 
 
-def run_idle(ctx, seconds):
-    have_sparrow = ctx.stage is not None
-    ctx.lab = lab.Lab(3, stage=ctx.stage,
-                      setup=lambda n: write_sparrow(n, ctx, False) if have_sparrow else None)
+def run_idle(ctx, seconds, vip):
+    """One lab: keepalived at advert_int 1, then at 0.25 (VRRPv3), then
+    sparrow (with [vip] when the tree has the plugin), each alone."""
+    ctx.lab = lab.Lab(3, stage=ctx.stage, setup=lambda n: write_sparrow(n, ctx, False, vip))
     ctx.lab.up()
     rows = []
     try:
@@ -426,34 +428,43 @@ def run_idle(ctx, seconds):
                 for n in ctx.lab.members:
                     write_keepalived(n, ctx.lab, advert, v3)
                     n.sh("systemctl restart keepalived.service")
-                settled(ctx, Stack("keepalived"), watch)
-                rows.append((label, idle_window(ctx.lab, "keepalived", seconds),
-                             holder_index(ctx, watch)))
+                holder = ctx.lab.by_mac(settled(ctx, Stack("keepalived"), watch))
+                rows.append((label, idle_window(ctx.lab, "keepalived", seconds), holder))
             for n in ctx.lab.members:
                 n.sh("systemctl stop keepalived.service")
-            if have_sparrow:
-                Stack("sparrow").start(ctx)
-                settled(ctx, Stack("sparrow"), watch)
-                rows.append(("sparrow defaults, TLS, unit", idle_window(
-                    ctx.lab, "sparrowd", seconds), holder_index(ctx, watch)))
+            Stack("sparrow").start(ctx)
+            if vip:
+                holder = ctx.lab.by_mac(settled(ctx, Stack("sparrow"), watch))
+            else:
+                holder = sparrow_leader(ctx)
+            rows.append(("sparrow defaults, TLS, unit%s" % ("" if vip else ", no [vip]"),
+                         idle_window(ctx.lab, "sparrowd", seconds), holder))
     finally:
         ctx.lab.down()
-    print("\nidle, %d s per window, per node (* holds the address): CPU %% of one core from "
-          "/proc/PID/stat (10 ms ticks) and from schedstat (ns); PSS and RSS in MiB" % seconds)
-    print("%-30s %-5s %9s %9s %7s %7s" % ("daemon", "node", "cpu stat", "cpu ns", "PSS", "RSS"))
+    print("\nidle, %d s per window, per node (* holds the address, or leads): CPU %% of one "
+          "core from /proc/PID/stat (10 ms ticks) and from schedstat (ns); PSS and RSS in MiB"
+          % seconds)
+    print("%-36s %-5s %9s %9s %7s %7s" % ("daemon", "node", "cpu stat", "cpu ns", "PSS", "RSS"))
     for label, per_node, holder in rows:
-        for i, (cpu, cpu_cg, pss, rss) in enumerate(per_node):
-            print("%-30s %-5s %8.3f%% %8.3f%% %7.1f %7.1f"
-                  % (label, "n%d%s" % (i + 1, "*" if i == holder else ""), cpu, cpu_cg, pss, rss))
-    if not have_sparrow:
-        print("sparrow: not measured (no plugins/vip in this tree)")
+        for node, (cpu, cpu_ns, pss, rss) in zip(ctx.lab.members, per_node):
+            print("%-36s %-5s %8.3f%% %8.3f%% %7.1f %7.1f"
+                  % (label, node.name + ("*" if node is holder else ""), cpu, cpu_ns, pss, rss))
 
 
-def holder_index(ctx, watch):
-    now = time.monotonic()
-    macs = watch.macs(since=now - 0.5)
-    node = ctx.lab.by_mac(next(iter(macs))) if len(macs) == 1 else None
-    return ctx.lab.members.index(node) if node else None
+def sparrow_leader(ctx, timeout=60):
+    """The leader once every sparrowd is up and one leads (without [vip]
+    nothing answers for the address to tell)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = ctx.lab.members[0].sh("sparrowctl leader", check=False)
+        active = all(n.sh("systemctl is-active sparrow.service", check=False).stdout.strip()
+                     == "active" for n in ctx.lab.members)
+        if r.returncode == 0 and active:
+            name = r.stdout.split()[0]
+            time.sleep(2)
+            return next(n for n in ctx.lab.members if n.name == name)
+        time.sleep(0.2)
+    raise lab.LabError("sparrow: no leader within %d s" % timeout)
 
 
 def main():
@@ -490,10 +501,10 @@ def main():
     ctx = Context()
     work = tempfile.mkdtemp(prefix="sparrow-vip-bench-")
     try:
-        if has_vip and (args.idle or not all(s.keepalived for s in stacks)):
+        if args.idle or (has_vip and not all(s.keepalived for s in stacks)):
             stage_sparrow(ctx, work)
         if args.idle:
-            run_idle(ctx, args.idle_seconds)
+            run_idle(ctx, args.idle_seconds, has_vip)
             return
         table = []
         for stack in stacks:
