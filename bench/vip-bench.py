@@ -444,10 +444,10 @@ def run_idle(ctx, seconds, vip):
     print("\nidle, %d s per window, per node (* holds the address, or leads): CPU %% of one "
           "core from /proc/PID/stat (10 ms ticks) and from schedstat (ns); PSS and RSS in MiB"
           % seconds)
-    print("%-36s %-5s %9s %9s %7s %7s" % ("daemon", "node", "cpu stat", "cpu ns", "PSS", "RSS"))
+    print("%-40s %-5s %9s %9s %7s %7s" % ("daemon", "node", "cpu stat", "cpu ns", "PSS", "RSS"))
     for label, per_node, holder in rows:
         for node, (cpu, cpu_ns, pss, rss) in zip(ctx.lab.members, per_node):
-            print("%-36s %-5s %8.3f%% %8.3f%% %7.1f %7.1f"
+            print("%-40s %-5s %8.3f%% %8.3f%% %7.1f %7.1f"
                   % (label, node.name + ("*" if node is holder else ""), cpu, cpu_ns, pss, rss))
 
 
