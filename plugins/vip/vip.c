@@ -51,6 +51,7 @@ typedef struct
   guint retry_id;
   gint64 inactive_since; /* holding, but the device was not activated since */
   gboolean complete;     /* every address was there, last we looked */
+  gboolean announced;    /* the add in flight announced already */
 } Iface;
 
 struct _SpVipPlugin
@@ -316,7 +317,7 @@ added (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   else
     {
-      if (i->missing)
+      if (i->missing && !i->announced)
         announce (i);
       if (i->conflicts->len)
         op_failed (i, i->conflicts->str);
@@ -334,6 +335,28 @@ apply (Iface *i)
 {
   g_autoptr (GPtrArray) none = g_ptr_array_new ();
 
+  /* In the kernel and announced now; NetworkManager records them next. */
+  i->announced = FALSE;
+  if (i->missing && i->to_add->len && !i->conflicts->len)
+    {
+      gboolean all = TRUE;
+
+      for (guint k = 0; k < i->to_add->len; k++)
+        {
+          g_autoptr (GError) error = NULL;
+
+          if (!sp_rtnl_add_address (g_ptr_array_index (i->to_add, k), &error))
+            {
+              g_message ("vip: %s; NetworkManager adds it", error->message);
+              all = FALSE;
+            }
+        }
+      if (all)
+        {
+          announce (i);
+          i->announced = TRUE;
+        }
+    }
   i->nm_may_have = TRUE;
   sp_nm_address_change_async (i->device, i->to_add, none, i->op, added, call_new (i, NULL));
 }

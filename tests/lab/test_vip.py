@@ -230,8 +230,10 @@ class Vip(unittest.TestCase):
                     % (VIP4, VIP6))
         self.addCleanup(observer.sh, "ip addr del %s/24 dev eth0; ip addr del %s/64 dev eth0"
                         % (VIP4, VIP6), check=False)
-        # A planned handover: the next leader probes before adding.
-        old.sh("sparrowctl transfer")
+        # A planned handover: the next leader probes before adding.  Busy
+        # (a transfer still under way from an earlier test) means retry.
+        self.wait("a transfer accepted",
+                  lambda: old.sh("sparrowctl transfer", check=False).returncode == 0, 15)
         mac = mac_of(observer)
         found = []
 
