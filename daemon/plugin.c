@@ -233,6 +233,7 @@ typedef struct
   SpPlugins *owner; /* NULL once the registry is gone */
   SpPlugin *plugin;
   guint hold;
+  gboolean asked;     /* the node asked for a release not started yet */
   gboolean releasing; /* a release is in flight: it frees an orphan */
 } Entry;
 
@@ -328,6 +329,30 @@ on_holder (SpNode *node, GParamSpec *pspec, gpointer user_data)
     }
 }
 
+static void on_released (GObject *source, GAsyncResult *result, gpointer user_data);
+
+/* A planned handover lets go in the reverse order, one plugin at a time:
+ * the leader-only units stop while the addresses still lead clients to
+ * them, and the addresses go last, just before the transfer. */
+static void
+release_next (SpPlugins *plugins)
+{
+  for (guint i = plugins->entries->len; i-- > 0;)
+    {
+      Entry *e = plugins->entries->pdata[i];
+
+      if (e->releasing)
+        return;
+      if (e->asked)
+        {
+          e->asked = FALSE;
+          e->releasing = TRUE;
+          SP_PLUGIN_GET_CLASS (e->plugin)->release_async (e->plugin, on_released, e);
+          return;
+        }
+    }
+}
+
 static void
 on_released (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -338,18 +363,23 @@ on_released (GObject *source, GAsyncResult *result, gpointer user_data)
   if (!sp_plugin_release_finish (SP_PLUGIN (source), result, &error))
     g_prefix_error (&error, "%s: ", sp_plugin_get_name (e->plugin));
   if (!e->owner)
-    g_free (e);
-  else
-    sp_node_handover_failed (e->owner->node, e->hold, error ? error->message : NULL);
+    {
+      g_free (e);
+      return;
+    }
+  release_next (e->owner);
+  sp_node_handover_failed (e->owner->node, e->hold, error ? error->message : NULL);
 }
 
+/* The node asks the holds in the order they were added: the last plugin
+ * first (see sp_plugins_start). */
 static void
 on_release (SpNode *node, gpointer user_data)
 {
   Entry *e = user_data;
 
-  e->releasing = TRUE;
-  SP_PLUGIN_GET_CLASS (e->plugin)->release_async (e->plugin, on_released, e);
+  e->asked = TRUE;
+  release_next (e->owner);
 }
 
 static void
@@ -357,6 +387,7 @@ on_resume (SpNode *node, gpointer user_data)
 {
   Entry *e = user_data;
 
+  e->asked = FALSE;
   SP_PLUGIN_GET_CLASS (e->plugin)->resume (e->plugin);
 }
 
@@ -374,9 +405,14 @@ sp_plugins_start (SpPlugins *plugins, SpNode *node, GDBusConnection *bus)
       priv->bus = g_object_ref (bus);
       e->owner = plugins;
       e->plugin = plugin;
-      e->hold = sp_node_add_handover_hold (node, on_release, on_resume, e);
       g_ptr_array_add (plugins->entries, e);
       SP_PLUGIN_GET_CLASS (plugin)->start (plugin);
+    }
+  for (guint i = plugins->entries->len; i-- > 0;)
+    {
+      Entry *e = plugins->entries->pdata[i];
+
+      e->hold = sp_node_add_handover_hold (node, on_release, on_resume, e);
     }
   plugins->holder_handler
       = g_signal_connect (node, "notify::holder", G_CALLBACK (on_holder), plugins);

@@ -19,7 +19,8 @@
  *                       complete once it is dropped; fail when something
  *                       may still be held (the handover is then given up:
  *                       the new leader would hold at once).  The handover
- *                       waits for every plugin.
+ *                       waits for every plugin, asked one at a time in
+ *                       the reverse order: units stop before addresses go.
  *   resume              the handover is over: follow the node again.
  *   stop                final: drop what can be dropped without waiting.
  *
