@@ -17,7 +17,7 @@
  *                                    time (sp_fence_ms) before it holds anything; false:
  *                                    faster, but a stalled old leader may overlap
  *   leader-watchdog-ms = heartbeat + 200   the service watchdog while leading
- *   cleanup-ms = 100                 worst case of the unit's ExecStopPost clean-up
+ *   cleanup-ms = 200                 worst case of the unit's ExecStopPost clean-up
  *   units-stop-ms = 500              what leader-only units may take to stop
  *   [tls]
  *   ca = /etc/sparrow/tls/ca.pem
@@ -37,7 +37,7 @@ G_BEGIN_DECLS
 
 #define SP_CONFIG_DEFAULT_PATH       "/etc/sparrow/sparrow.conf"
 #define SP_CONFIG_DEFAULT_DATA_DIR   "/var/lib/sparrow"
-#define SP_CONFIG_DEFAULT_CLEANUP_MS 100
+#define SP_CONFIG_DEFAULT_CLEANUP_MS 200
 /* A leader feeds the watchdog every heartbeat: this much late is tolerated. */
 #define SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS 200
 #define SP_CONFIG_DEFAULT_UNITS_STOP_MS     500
