@@ -1,0 +1,131 @@
+"""A 3-node lab with sparrow installed like a package, TLS on, default
+timings, and the example leader-only unit enabled on every node, taking
+0.3 s to stop as real workloads do: the setup the lab tests of sparrow
+share (test_sparrow.py, test_fence.py) and bench/ reuses."""
+
+import os
+import tempfile
+import time
+import unittest
+
+import lab
+
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+EXAMPLE = "sparrow-leader-example.service"
+TARGET = "sparrow-leader.target"
+MARKER = "/run/sparrow/leader"
+
+
+def with_units(units):
+    """Has setUp install units ({file name: text}) on every member before
+    it boots, enabled like the example."""
+    def mark(test):
+        test.units = units
+        return test
+    return mark
+
+
+class SparrowLabCase(unittest.TestCase):
+    """Stages sparrow once per class; each test gets a fresh lab."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
+        cls.stage = lab.stage_sparrow(SOURCE, cls.work)
+        cls.certs = os.path.join(cls.work, "certs")
+        certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
+        lab.run(certs_tool, "ca", cls.certs)
+        for i in range(3):
+            lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+
+    @classmethod
+    def tearDownClass(cls):
+        lab.run("rm", "-rf", cls.work)
+
+    def setUp(self):
+        self.units = getattr(getattr(self, self._testMethodName), "units", {})
+        self.lab = lab.Lab(3, stage=self.stage, setup=self.configure)
+        self.lab.up()
+        self.addCleanup(self.lab.down)
+        for n in self.lab.members:
+            n.sh("systemctl enable %s && systemctl enable --now sparrow.target"
+                 % " ".join([EXAMPLE, *self.units]))
+
+    def configure(self, node):
+        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in self.lab.members)
+        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
+                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
+                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
+                  "key = /etc/sparrow/tls/node.key\n" % (node.name, node.ip, members))
+        tls = os.path.join(node.root, "etc/sparrow/tls")
+        os.makedirs(tls, exist_ok=True)
+        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
+                         (node.name + ".key", "node.key")):
+            lab.run("cp", os.path.join(self.certs, src), os.path.join(tls, dst))
+        # alice may change the cluster through polkit; bob may not.
+        lab.write(os.path.join(node.root, "etc/polkit-1/rules.d/50-sparrow-test.rules"),
+                  'polkit.addRule(function (action, subject) {\n'
+                  '  if (action.id.indexOf("org.sparrow.cluster1.") == 0 && subject.user == "alice")\n'
+                  '    return polkit.Result.YES;\n'
+                  '});\n')
+        # A workload that takes a while to stop, as real ones do: a new
+        # leader that did not wait for it would start its copy meanwhile.
+        lab.write(os.path.join(node.root, "etc/systemd/system", EXAMPLE + ".d", "slow-stop.conf"),
+                  "[Service]\nExecStop=/bin/sleep 0.3\n")
+        with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
+            lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
+        for name, text in self.units.items():
+            lab.write(os.path.join(node.root, "etc/systemd/system", name), text)
+
+    # -- helpers ----------------------------------------------------------
+
+    def active(self, node, unit):
+        return node.sh("systemctl is-active " + unit, check=False).stdout.strip() == "active"
+
+    def holders(self, nodes=None):
+        """Members whose leader target and leader-only unit are active."""
+        return [n for n in (nodes or self.lab.members)
+                if self.active(n, TARGET) and self.active(n, EXAMPLE)]
+
+    def wait_one_holder(self, nodes=None, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = self.holders(nodes)
+            if len(h) == 1:
+                return h[0]
+            time.sleep(0.05)
+        self.fail("no single holder of %s among %s" % (TARGET, [n.name for n in nodes or
+                                                                 self.lab.members]))
+
+    def wait_inactive(self, node, timeout=5):
+        """Until node runs neither the target nor the leader-only unit."""
+        deadline = time.monotonic() + timeout
+        while self.active(node, EXAMPLE) or self.active(node, TARGET):
+            if time.monotonic() > deadline:
+                self.fail("%s still runs the leader-only units" % node.name)
+            time.sleep(0.05)
+
+    def role(self, node):
+        """The role node's daemon publishes on its bus."""
+        out = node.sh("busctl get-property org.sparrow.cluster1 /org/sparrow/cluster1 "
+                      "org.sparrow.cluster1.Manager Role", check=False).stdout.split()
+        return out[-1].strip('"') if out else ""
+
+    def leader_state(self, node):
+        """What node has of leadership, in one look: the jobs systemd has
+        queued ("unit/type"), the states of the target and of the
+        leader-only unit, and whether the marker is there."""
+        out = node.sh("echo jobs $(systemctl list-jobs --no-legend | awk '{print $2 \"/\" $3}');"
+                      "echo target $(systemctl is-active %s);"
+                      "echo unit $(systemctl is-active %s);"
+                      "echo marker $(test -e %s && echo yes || echo no)"
+                      % (TARGET, EXAMPLE, MARKER), check=False).stdout
+        state = dict((line.split(" ", 1) + [""])[:2] for line in out.splitlines())
+        state["jobs"] = state.get("jobs", "").split()
+        return state
+
+    def holds(self, state):
+        """Whether a node in state runs, starts or may start the leader-only units."""
+        return (TARGET + "/start" in state["jobs"] or EXAMPLE + "/start" in state["jobs"]
+                or state["target"] != "inactive" or state["unit"] in ("active", "activating")
+                or state["marker"] != "no")
