@@ -1,9 +1,10 @@
 """The fence in the lab: never two holders.  For each fault of the leader
 (its node crashes, sparrowd is killed with -9, sparrowd alone is stopped
 with SIGSTOP, the leader is cut off from the other members while the
-observer still reaches it), at a random phase after the cluster settled,
-the old holder's leader-only unit is inactive before the new holder starts
-its copy, with default timings.  Opt-in: SPARROW_LAB=1.
+observer still reaches it, and cut off then stopped before its lease
+ends), at a random phase after the cluster settled, the old holder's
+leader-only unit is inactive before the new holder starts its copy, with
+default timings.  Opt-in: SPARROW_LAB=1.
 
 Times are on CLOCK_MONOTONIC, which every node shares: systemd-nspawn
 gives the nodes no time namespace, and journald stamps
@@ -245,15 +246,32 @@ class Fence(SparrowLabCase):
 
         self.trials("sparrowd-kill9", kill9)
 
+    def cut_off(self, old, verb="add"):
+        """Partitions old from the other members ("del": heals): blackhole
+        routes both ways, which leave the observer's path alone."""
+        for n in self.lab.members:
+            if n is not old:
+                lab.run("ip", "netns", "exec", old.netns, "ip", "route", verb, "blackhole",
+                        n.ip + "/32")
+                lab.run("ip", "netns", "exec", n.netns, "ip", "route", verb, "blackhole",
+                        old.ip + "/32")
+        if verb == "add":
+            self.assertEqual(self.lab.observer.sh("ping -c 1 -W 2 " + old.ip,
+                                                  check=False).returncode, 0)
+
+    @staticmethod
+    def cont(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # the watchdog killed it
+
     def test_3_daemon_sigstop(self):
         def sigstop(old, t0):
             daemon = host_pid(old, "sparrowd")
             os.kill(daemon, signal.SIGSTOP)
             new = self.wait_new_holder(old)
-            try:
-                os.kill(daemon, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+            self.cont(daemon)
             self.assertTrue([e for e in journal(old, t0, "-u sparrow.service")
                              if "Watchdog timeout" in e.get("MESSAGE", "")],
                             "%s: sparrowd was not killed by the watchdog" % old.name)
@@ -263,24 +281,29 @@ class Fence(SparrowLabCase):
 
     def test_4_partition(self):
         def partition(old, t0):
-            rest = [n for n in self.lab.members if n is not old]
-
-            def routes(verb):
-                for n in rest:
-                    lab.run("ip", "netns", "exec", old.netns, "ip", "route", verb, "blackhole",
-                            n.ip + "/32")
-                    lab.run("ip", "netns", "exec", n.netns, "ip", "route", verb, "blackhole",
-                            old.ip + "/32")
-
-            routes("add")
-            self.assertEqual(self.lab.observer.sh("ping -c 1 -W 2 " + old.ip,
-                                                  check=False).returncode, 0)
+            self.cut_off(old)
             new = self.wait_new_holder(old)
-            routes("del")
+            self.cut_off(old, "del")
             return None, new
 
         self.trials("partition", partition)
 
+    def test_5_partition_then_sigstop(self):
+        """The worst case the fence is computed for: cut off, the leader
+        goes on feeding the watchdog until its lease is nearly over, then
+        stalls (at a random time within the lease)."""
+        def partition_then_sigstop(old, t0):
+            daemon = host_pid(old, "sparrowd")
+            self.cut_off(old)
+            time.sleep(max(0, t0 / 1e6 + self.rng.uniform(0, 0.55) - time.monotonic()))
+            os.kill(daemon, signal.SIGSTOP)
+            print("  sparrowd stopped %.0f ms after the cut" % ((now_us() - t0) / 1000))
+            new = self.wait_new_holder(old)
+            self.cut_off(old, "del")
+            self.cont(daemon)
+            return None, new
+
+        self.trials("partition+stop", partition_then_sigstop)
 
 if __name__ == "__main__":
     lab.test_main()
