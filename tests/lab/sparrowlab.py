@@ -28,6 +28,9 @@ def with_units(units):
 class SparrowLabCase(unittest.TestCase):
     """Stages sparrow once per class; each test gets a fresh lab."""
 
+    # More of sparrow.conf (groups of plugins), for every member.
+    extra_config = ""
+
     @classmethod
     def setUpClass(cls):
         cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
@@ -56,7 +59,8 @@ class SparrowLabCase(unittest.TestCase):
         lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
                   "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
                   "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
-                  "key = /etc/sparrow/tls/node.key\n" % (node.name, node.ip, members))
+                  "key = /etc/sparrow/tls/node.key\n%s"
+                  % (node.name, node.ip, members, self.extra_config))
         tls = os.path.join(node.root, "etc/sparrow/tls")
         os.makedirs(tls, exist_ok=True)
         for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),

@@ -16,6 +16,11 @@ node crash: when its process was seen dead); the new copy begins at the
 new holder's first "Reached target sparrow-leader.target" or entry of the
 unit, whichever comes first.
 
+With the vip plugin built, the members hold the service address
+10.77.0.100 too, and the old holder's copy of it must be gone before the
+new holder adds its own: both read from the kernel's address events
+(rtnetlink) in each node's network namespace, stamped as they arrive.
+
 SPARROW_FENCE_TRIALS=N runs N trials per fault (default 3),
 SPARROW_FENCE_SEED=S replays the phases of a run (printed at its start)."""
 
@@ -24,7 +29,9 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -37,6 +44,33 @@ SEED = int(os.environ.get("SPARROW_FENCE_SEED", str(random.randrange(1 << 32))))
 UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
 UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"
+# The service address, when the vip plugin is built.
+VIP = "10.77.0.100"
+VIP_CLEANUP = "/usr/libexec/sparrow-vip-cleanup"
+# Run in a node's network namespace: a line per address the kernel adds
+# or removes, "usec add|del ADDRESS", stamped on CLOCK_MONOTONIC as soon
+# as it arrives.
+ADDRESS_MONITOR = r"""
+import socket, struct, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.bind((0, 0x10 | 0x100))  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+print("ready", flush=True)
+while True:
+    data = s.recv(1 << 16)
+    t = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    off = 0
+    while off + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        if kind in (20, 21):  # RTM_NEWADDR, RTM_DELADDR
+            family, a = data[off + 16], off + 24  # after struct ifaddrmsg
+            while a + 4 <= off + length:
+                alen, atype = struct.unpack_from("=HH", data, a)
+                if atype == 1:  # IFA_ADDRESS
+                    print(t, "add" if kind == 20 else "del",
+                          socket.inet_ntop(family, data[a + 4:a + alen]), flush=True)
+                a += (alen + 3) & ~3
+        off += (length + 3) & ~3
+"""
 
 
 def now_us():
@@ -66,6 +100,37 @@ def dead(pid):
         return True
 
 
+class AddressWatch:
+    """The addresses the kernel adds and removes in node's network
+    namespace, as they come (the namespace outlives the node's boots)."""
+
+    def __init__(self, node):
+        self.events = []
+        self.proc = subprocess.Popen(["ip", "netns", "exec", node.netns, sys.executable, "-u",
+                                      "-c", ADDRESS_MONITOR], stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise lab.LabError("%s: the address monitor did not start" % node.name)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            usec, kind, address = line.split()
+            self.events.append((int(usec), kind, address))
+
+    def first(self, kind, address, since):
+        """When address was first added ("add") or removed ("del") at or
+        after since (µs), or None."""
+        return next((t for t, k, a in list(self.events) if k == kind and a == address
+                     and t >= since), None)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=10)
+        self.proc.stdout.close()
+
+
 def journal(node, since, *matches):
     """node's journal entries that match (journalctl's syntax), stamped at
     or after since (µs), oldest first."""
@@ -80,26 +145,39 @@ def pid1_entries(node, since):
 
 
 class Fence(SparrowLabCase):
-    results = {}
+    # fault: [margins in ms], of the unit and of the address
+    results = {"unit": {}, "address": {}}
 
     @classmethod
     def setUpClass(cls):
         print("fence: %d trial(s) per fault, SPARROW_FENCE_SEED=%d" % (TRIALS, SEED), flush=True)
         cls.rng = random.Random(SEED)
         super().setUpClass()
+        cls.vip = os.path.exists(cls.stage + VIP_CLEANUP)
+        if cls.vip:
+            cls.extra_config = "[vip]\naddresses = %s/24@eth0\n" % VIP
+        else:
+            print("fence: the vip plugin is not built: the leader-only unit only, no address")
 
     @classmethod
     def tearDownClass(cls):
         super().tearDownClass()
-        print("\nmargin (new copy starts - old copy ended), ms:")
-        for fault, margins in cls.results.items():
-            print("  %-16s n=%-2d min %6.0f  median %6.0f  max %6.0f" % (
-                fault, len(margins), min(margins), statistics.median(margins), max(margins)))
+        for what, faults in cls.results.items():
+            if faults:
+                print("\nmargin of the %s (new copy starts - old copy ended), ms:" % what)
+            for fault, margins in faults.items():
+                print("  %-16s n=%-2d min %6.0f  median %6.0f  max %6.0f" % (
+                    fault, len(margins), min(margins), statistics.median(margins),
+                    max(margins)))
 
     def setUp(self):
         super().setUp()
         for n in self.lab.members:
             self.check_shared_clock(n)
+        self.watches = {}
+        for n in self.lab.members if self.vip else ():
+            self.watches[n] = AddressWatch(n)
+            self.addCleanup(self.watches[n].close)
 
     def check_shared_clock(self, node):
         """The premise of every figure here: node's journal stamps on this
@@ -126,20 +204,21 @@ class Fence(SparrowLabCase):
     # -- the cluster's state ----------------------------------------------
 
     def state(self, node):
-        out = node.sh("systemctl is-active sparrow.service %s %s; sparrowctl --json status"
-                      % (TARGET, EXAMPLE), check=False).stdout
-        lines = out.split("\n", 3)
+        out = node.sh("systemctl is-active sparrow.service %s %s; ip -o addr show dev eth0 | "
+                      "grep -c ' %s/'; sparrowctl --json status" % (TARGET, EXAMPLE, VIP),
+                      check=False).stdout
+        lines = out.split("\n", 4) + [""] * 4
         try:
-            status = json.loads(lines[3])
-        except (IndexError, ValueError):
+            status = json.loads(lines[4])
+        except ValueError:
             status = {}
-        return {"daemon": lines[0], "target": lines[1] if len(lines) > 1 else "",
-                "unit": lines[2] if len(lines) > 2 else "", "role": status.get("role"),
+        return {"daemon": lines[0], "target": lines[1], "unit": lines[2],
+                "vip": lines[3] != "0", "role": status.get("role"),
                 "leader": status.get("leader"), "holder": status.get("holder")}
 
     def settle(self, timeout=30):
         """Until every member runs sparrowd and follows one leader, which
-        alone runs the leader-only unit; returns it."""
+        alone runs the leader-only unit (and has the address); returns it."""
         deadline = time.monotonic() + timeout
         while True:
             states = {n: self.state(n) for n in self.lab.members}
@@ -149,6 +228,7 @@ class Fence(SparrowLabCase):
                 if all(s["daemon"] == "active" and s["leader"] == leader.name
                        and (s["unit"] == "active") == (n is leader)
                        and (s["target"] == "active") == (n is leader)
+                       and s["vip"] == (self.vip and n is leader)
                        for n, s in states.items()) and states[leader]["holder"]:
                     return leader
             if time.monotonic() > deadline:
@@ -190,33 +270,49 @@ class Fence(SparrowLabCase):
                  if e.get("MESSAGE_ID") in (UNIT_STARTING, UNIT_STARTED)]
         self.assertEqual(again, [], "%s started leader-only units again" % old.name)
 
+    def address_margin(self, old, new, t0, end):
+        """new adding the address less old removing it (ms); end: when old
+        crashed, else None."""
+        gone = end or self.watches[old].first("del", VIP, t0)
+        added = self.watches[new].first("add", VIP, t0)
+        self.assertIsNotNone(gone, "%s: %s not removed after the fault" % (old.name, VIP))
+        self.assertIsNotNone(added, "%s: %s not added after the fault" % (new.name, VIP))
+        self.assertIsNone(self.watches[old].first("add", VIP, t0),
+                          "%s added %s again" % (old.name, VIP))
+        print("  address: old %s removed it at +%5.0f ms, new %s added it at +%5.0f ms: "
+              "margin %+6.0f ms" % (old.name, (gone - t0) / 1000, new.name, (added - t0) / 1000,
+                                    (added - gone) / 1000), flush=True)
+        return (added - gone) / 1000
+
     def trials(self, fault, inflict):
         """Runs the trials of fault: inflict(old, t0) faults the holder old,
         waits for the new holder, undoes what needs undoing, and returns
-        when old's copy ended (µs), or None for the journal's word."""
-        margins, overlaps = [], []
+        when old's copy ended (µs; None: the journal says) and the new
+        holder."""
+        overlaps = []
         for i in range(TRIALS):
             old = self.settle()
             phase = self.rng.uniform(0, 1)
             time.sleep(phase)
             t0 = now_us()
-            end, new = inflict(old, t0)
-            if end is None:
-                end = self.old_end(old, t0)
+            crashed, new = inflict(old, t0)
+            end = crashed or self.old_end(old, t0)
             begin = self.new_begin(new, t0)
             self.assertIs(self.settle(), new)
             self.no_restart_on(old, t0)
-            margin = (begin - end) / 1000
+            margins = {"unit": (begin - end) / 1000}
             print("%s %d/%d: phase %4.0f ms; old %s stopped at +%5.0f ms, new %s started at "
                   "+%5.0f ms: margin %+6.0f ms" % (fault, i + 1, TRIALS, phase * 1000, old.name,
                                                   (end - t0) / 1000, new.name,
-                                                  (begin - t0) / 1000, margin), flush=True)
-            margins.append(margin)
-            if margin <= 0:
-                overlaps.append(i + 1)
-        type(self).results[fault] = margins
-        self.assertEqual(overlaps, [], "%s: the old and the new copy overlapped in trial(s) %s"
-                         % (fault, overlaps))
+                                                  (begin - t0) / 1000, margins["unit"]),
+                  flush=True)
+            if self.vip:
+                margins["address"] = self.address_margin(old, new, t0, crashed)
+            for what, margin in margins.items():
+                self.results[what].setdefault(fault, []).append(margin)
+                if margin <= 0:
+                    overlaps.append("%s in trial %d" % (what, i + 1))
+        self.assertEqual(overlaps, [], "%s: the old and the new copy overlapped" % fault)
 
     # -- the faults ---------------------------------------------------------
 
@@ -224,13 +320,20 @@ class Fence(SparrowLabCase):
         def crash(old, t0):
             copy = host_pid(old, "sleep", ["/bin/sleep", "infinity"])
             self.assertIsNotNone(copy, "%s: the unit's process is not found" % old.name)
+            # A crashed host's kernel answers for no address: its network
+            # namespace here outlives it, so its link goes first.
+            old.cut()
             os.kill(old.pid1, signal.SIGKILL)
             while not dead(copy):
                 time.sleep(0.001)
             end = now_us()
             old.proc.wait(timeout=30)
             new = self.wait_new_holder(old)
-            # The same node boots again: a new boot, the same disk.
+            # The same node boots again: a new boot, the same disk, the
+            # network as a boot finds it.
+            self.lab.ns(old.netns, "ip", "address", "flush", "dev", "eth0")
+            self.lab.ns(old.netns, "ip", "link", "set", "eth0", "down")
+            old.cut(up=True)
             old.boot()
             deadline = time.monotonic() + 60
             old.find_pid1(deadline)
