@@ -324,7 +324,9 @@ class Fence(SparrowLabCase):
             # namespace here outlives it, so its link goes first.
             old.cut()
             os.kill(old.pid1, signal.SIGKILL)
+            deadline = time.monotonic() + 10
             while not dead(copy):
+                self.assertLess(time.monotonic(), deadline, "the crash left the unit running")
                 time.sleep(0.001)
             end = now_us()
             old.proc.wait(timeout=30)
