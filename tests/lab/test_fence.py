@@ -44,6 +44,7 @@ SEED = int(os.environ.get("SPARROW_FENCE_SEED", str(random.randrange(1 << 32))))
 UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
 UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"
+MAIN_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
 # The service address, when the vip plugin is built.
 VIP = "10.77.0.100"
 VIP_CLEANUP = "/usr/libexec/sparrow-vip-cleanup"
@@ -147,6 +148,7 @@ def pid1_entries(node, since):
 class Fence(SparrowLabCase):
     # fault: [margins in ms], of the unit and of the address
     results = {"unit": {}, "address": {}}
+    cleanups = []  # ms from sparrowd's end to its address gone
 
     @classmethod
     def setUpClass(cls):
@@ -169,6 +171,10 @@ class Fence(SparrowLabCase):
                 print("  %-16s n=%-2d min %6.0f  median %6.0f  max %6.0f" % (
                     fault, len(margins), min(margins), statistics.median(margins),
                     max(margins)))
+        if cls.cleanups:
+            print("\nclean-up (sparrowd ended to its address gone), ms: n=%d min %.0f  median "
+                  "%.0f  max %.0f" % (len(cls.cleanups), min(cls.cleanups),
+                                      statistics.median(cls.cleanups), max(cls.cleanups)))
 
     def setUp(self):
         super().setUp()
@@ -282,6 +288,15 @@ class Fence(SparrowLabCase):
         print("  address: old %s removed it at +%5.0f ms, new %s added it at +%5.0f ms: "
               "margin %+6.0f ms" % (old.name, (gone - t0) / 1000, new.name, (added - t0) / 1000,
                                     (added - gone) / 1000), flush=True)
+        # What the fence assumes of the clean-up ([cluster] cleanup-ms,
+        # 300 ms): from sparrowd's end to its address gone.
+        exited = [int(e["__MONOTONIC_TIMESTAMP"]) for e in journal(old, t0, "_PID=1",
+                                                                  "UNIT=sparrow.service")
+                  if e.get("MESSAGE_ID") == MAIN_EXITED]
+        if exited and not end:
+            print("  clean-up: the address left %.0f ms after sparrowd ended" %
+                  ((gone - exited[0]) / 1000))
+            self.cleanups.append((gone - exited[0]) / 1000)
         return (added - gone) / 1000
 
     def trials(self, fault, inflict):
