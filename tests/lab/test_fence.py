@@ -243,6 +243,7 @@ class Fence(SparrowLabCase):
             time.sleep(0.1)
 
     def wait_new_holder(self, old, timeout=15):
+        """Until another member runs the unit; returns it."""
         rest = [n for n in self.lab.members if n is not old]
         deadline = time.monotonic() + timeout
         while True:
@@ -252,6 +253,13 @@ class Fence(SparrowLabCase):
             if time.monotonic() > deadline:
                 self.fail("no new holder of %s after %s's fault" % (EXAMPLE, old.name))
             time.sleep(0.05)
+
+    def handover(self, old):
+        """Until another member runs the unit and old's copy ended (which,
+        were the fence broken, could be later); returns the new holder."""
+        new = self.wait_new_holder(old)
+        self.wait_inactive(old, timeout=10)
+        return new
 
     # -- the measure --------------------------------------------------------
 
@@ -362,7 +370,7 @@ class Fence(SparrowLabCase):
     def test_2_daemon_kill9(self):
         def kill9(old, t0):
             os.kill(host_pid(old, "sparrowd"), signal.SIGKILL)
-            return None, self.wait_new_holder(old)
+            return None, self.handover(old)
 
         self.trials("sparrowd-kill9", kill9)
 
@@ -390,7 +398,7 @@ class Fence(SparrowLabCase):
         def sigstop(old, t0):
             daemon = host_pid(old, "sparrowd")
             os.kill(daemon, signal.SIGSTOP)
-            new = self.wait_new_holder(old)
+            new = self.handover(old)
             self.cont(daemon)
             self.assertTrue([e for e in journal(old, t0, "-u sparrow.service")
                              if "Watchdog timeout" in e.get("MESSAGE", "")],
@@ -402,7 +410,7 @@ class Fence(SparrowLabCase):
     def test_4_partition(self):
         def partition(old, t0):
             self.cut_off(old)
-            new = self.wait_new_holder(old)
+            new = self.handover(old)
             self.cut_off(old, "del")
             return None, new
 
@@ -418,7 +426,7 @@ class Fence(SparrowLabCase):
             time.sleep(max(0, t0 / 1e6 + self.rng.uniform(0, 0.55) - time.monotonic()))
             os.kill(daemon, signal.SIGSTOP)
             print("  sparrowd stopped %.0f ms after the cut" % ((now_us() - t0) / 1000))
-            new = self.wait_new_holder(old)
+            new = self.handover(old)
             self.cut_off(old, "del")
             self.cont(daemon)
             return None, new
