@@ -12,7 +12,7 @@ __MONOTONIC_TIMESTAMP from CLOCK_MONOTONIC, so one node's journal and
 another's, and this process's time.monotonic(), are one clock (setUp checks
 it: a message logged in each node is stamped between two readings taken
 here).  The old copy ends at systemd's "Stopped" entry for the unit (a
-node crash: when its process was seen dead); the new copy begins at the
+node crash: when its process was seen stopped); the new copy begins at the
 new holder's first "Reached target sparrow-leader.target" or entry of the
 unit, whichever comes first.
 
@@ -297,8 +297,8 @@ class Fence(SparrowLabCase):
         print("  address: old %s removed it at +%5.0f ms, new %s added it at +%5.0f ms: "
               "margin %+6.0f ms" % (old.name, (gone - t0) / 1000, new.name, (added - t0) / 1000,
                                     (added - gone) / 1000), flush=True)
-        # What the fence assumes of the clean-up ([cluster] cleanup-ms,
-        # 300 ms): from sparrowd's end to its address gone.
+        # What the fence assumes of the clean-up ([cluster] cleanup-ms):
+        # from sparrowd's end to its address gone.
         exited = [int(e["__MONOTONIC_TIMESTAMP"]) for e in journal(old, t0, "_PID=1",
                                                                   "UNIT=sparrow.service")
                   if e.get("MESSAGE_ID") == MAIN_EXITED]
