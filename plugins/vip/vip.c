@@ -52,6 +52,7 @@ typedef struct
   gint64 inactive_since; /* holding, but the device was not activated since */
   gboolean complete;     /* every address was there, last we looked */
   gboolean announced;    /* the add in flight announced already */
+  gboolean late_add;     /* a cancelled add may still land before the removal in flight */
 } Iface;
 
 struct _SpVipPlugin
@@ -214,9 +215,17 @@ check_release (SpVipPlugin *self)
 {
   g_autoptr (GTask) task = NULL;
 
+  /* Gone from the kernel is gone: a removal from NetworkManager's applied
+   * connection goes on after the handover (were it to put an address back
+   * meanwhile, the device's change drops it again).  Not while an add
+   * cancelled may still land. */
   for (guint k = 0; k < self->ifaces->len; k++)
-    if (((Iface *)g_ptr_array_index (self->ifaces, k))->op)
-      return;
+    {
+      Iface *i = g_ptr_array_index (self->ifaces, k);
+
+      if (i->op && (i->adding || i->late_add))
+        return;
+    }
   task = g_steal_pointer (&self->release);
   if (!task)
     return;
@@ -432,6 +441,7 @@ removed (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (!i)
     return;
+  i->late_add = FALSE;
   if (ok)
     {
       i->nm_may_have = FALSE;
@@ -464,6 +474,8 @@ drop (Iface *i)
         }
       return;
     }
+  /* NetworkManager runs a cancelled call anyway, before the removal. */
+  i->late_add = i->late_add || (i->op && i->adding);
   cancel_op (i);
   i->op = g_cancellable_new ();
   i->adding = FALSE;
@@ -544,6 +556,9 @@ device_changed (Iface *i)
     }
   else if (wanted (i->self) && i->op && i->adding)
     i->again = TRUE;
+  else if (!wanted (i->self) && i->self->started && any_present (i))
+    /* Put back by a late reapply (or by hand): this node holds nothing. */
+    sp_rtnl_remove_addresses (i->addresses);
   i->complete = complete;
   /* NetworkManager publishes the kernel's addresses after our changes
    * completed: State follows them. */
