@@ -107,7 +107,7 @@ sp_vip_config_read (SpConfig *config, GPtrArray *warnings, GError **error)
   vip->addresses = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_vip_address_free);
   vip->announce_count = 3;
   vip->announce_interval_ms = 100;
-  vip->probe_ms = 50;
+  vip->probe_ms = 20;
   vip->transfer_on_failure = TRUE;
   if (!sp_config_get_strv (config, GROUP, "addresses", &addresses, error)
       || !sp_config_get_uint (config, GROUP, "announce-count", 0, 100, &vip->announce_count, error)
