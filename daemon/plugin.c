@@ -14,6 +14,8 @@ typedef struct
   char *last_error;
   SpNode *node;
   GDBusConnection *bus;
+  GTask *release;    /* the release asked for, until it is over */
+  gboolean released; /* from a release until the resume */
 } SpPluginPrivate;
 
 G_DEFINE_TYPE_WITH_PRIVATE (SpPlugin, sp_plugin, G_TYPE_OBJECT)
@@ -200,17 +202,52 @@ sp_plugin_details_changed (SpPlugin *plugin)
 }
 
 void
-sp_plugin_release_done (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
+sp_plugin_released (SpPlugin *plugin, const char *error)
 {
-  g_autoptr (GTask) task = g_task_new (plugin, NULL, callback, user_data);
+  SpPluginPrivate *priv = sp_plugin_get_instance_private (plugin);
+  g_autoptr (GTask) task = g_steal_pointer (&priv->release);
 
-  g_task_return_boolean (task, TRUE);
+  if (!task)
+    return;
+  if (error)
+    g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
+gboolean
+sp_plugin_get_released (SpPlugin *plugin)
+{
+  SpPluginPrivate *priv = sp_plugin_get_instance_private (plugin);
+
+  return priv->released;
+}
+
+void
+sp_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
+{
+  SpPluginPrivate *priv = sp_plugin_get_instance_private (plugin);
+
+  sp_plugin_released (plugin, NULL);
+  priv->release = g_task_new (plugin, NULL, callback, user_data);
+  priv->released = TRUE;
+  SP_PLUGIN_GET_CLASS (plugin)->release (plugin);
 }
 
 gboolean
 sp_plugin_release_finish (SpPlugin *plugin, GAsyncResult *result, GError **error)
 {
   return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sp_plugin_resume (SpPlugin *plugin)
+{
+  SpPluginPrivate *priv = sp_plugin_get_instance_private (plugin);
+
+  priv->released = FALSE;
+  sp_plugin_released (plugin, NULL);
+  SP_PLUGIN_GET_CLASS (plugin)->resume (plugin);
 }
 
 /* ---- the registry ------------------------------------------------------- */
@@ -347,7 +384,7 @@ release_next (SpPlugins *plugins)
         {
           e->asked = FALSE;
           e->releasing = TRUE;
-          SP_PLUGIN_GET_CLASS (e->plugin)->release_async (e->plugin, on_released, e);
+          sp_plugin_release_async (e->plugin, on_released, e);
           return;
         }
     }
@@ -388,7 +425,7 @@ on_resume (SpNode *node, gpointer user_data)
   Entry *e = user_data;
 
   e->asked = FALSE;
-  SP_PLUGIN_GET_CLASS (e->plugin)->resume (e->plugin);
+  sp_plugin_resume (e->plugin);
 }
 
 void

@@ -15,9 +15,9 @@
  *                       registry calls hold() at every change, in plugin
  *                       order (network first), so that on a loss the
  *                       addresses go before the leader-only units stop.
- *   release_async       before a planned handover: drop what it holds and
- *                       complete once it is dropped; fail when something
- *                       may still be held (the handover is then given up:
+ *   release             before a planned handover: drop what it holds and
+ *                       call sp_plugin_released() once it is dropped, with
+ *                       an error when something may still be held (the handover is then given up:
  *                       the new leader would hold at once).  The handover
  *                       waits for every plugin, asked one at a time in
  *                       the reverse order: units stop before addresses go.
@@ -56,7 +56,8 @@ struct _SpPluginClass
   gboolean (*probe) (SpPlugin *plugin, SpConfig *config, GPtrArray *warnings, GError **error);
   void (*start) (SpPlugin *plugin);
   void (*hold) (SpPlugin *plugin, gboolean holder);
-  void (*release_async) (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data);
+  /* Let go, then sp_plugin_released(); resume after. */
+  void (*release) (SpPlugin *plugin);
   void (*resume) (SpPlugin *plugin);
   void (*stop) (SpPlugin *plugin);
   /* Plugin-specific details for D-Bus (a{sv}, floating or full). */
@@ -79,9 +80,17 @@ GDBusConnection *sp_plugin_get_bus (SpPlugin *plugin);
  * state or text changes), other states clear it. */
 void sp_plugin_report (SpPlugin *plugin, SpPluginState state, const char *error);
 void sp_plugin_details_changed (SpPlugin *plugin);
-/* For release_async implementations that have nothing to wait for. */
-void sp_plugin_release_done (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data);
+/* The release asked for is over (a no-op when none is): error NULL when
+ * everything was let go, else what may still be held. */
+void sp_plugin_released (SpPlugin *plugin, const char *error);
+/* From a release until the resume that ends the handover. */
+gboolean sp_plugin_get_released (SpPlugin *plugin);
+
+/* For the registry: ask for a release (one asked before and not over yet
+ * is over then), and end the handover. */
+void sp_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data);
 gboolean sp_plugin_release_finish (SpPlugin *plugin, GAsyncResult *result, GError **error);
+void sp_plugin_resume (SpPlugin *plugin);
 
 /* ---- the registry ------------------------------------------------------ */
 

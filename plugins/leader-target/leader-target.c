@@ -26,9 +26,7 @@ struct _SpLeaderTargetPlugin
   guint units_stop_ms; /* what leader-only units may take to stop */
   gboolean holder;     /* the node holds, and that long has passed */
   guint grace;         /* the timeout until then */
-  GTask *release;      /* the planned handover waits for the target to stop */
 
-  gboolean released;  /* a planned handover: the target stays stopped */
   gboolean active;    /* the last step that ended left the target started */
   guint pending;      /* pieces of the step in flight, each a marker op and/or a job */
   gboolean starting;  /* what the step in flight does */
@@ -76,7 +74,7 @@ leading (SpLeaderTarget *t)
 static gboolean
 wanted (SpLeaderTarget *t)
 {
-  return !t->released && leading (t);
+  return !sp_plugin_get_released (SP_PLUGIN (t)) && leading (t);
 }
 
 /* A planned handover goes on once no job runs: the target is stopped, or
@@ -84,12 +82,10 @@ wanted (SpLeaderTarget *t)
 static void
 check_released (SpLeaderTarget *t)
 {
-  g_autoptr (GTask) task = NULL;
-
-  if (!t->release || t->pending || (t->active && t->subscribed && !t->last_error))
+  if (!sp_plugin_get_released (SP_PLUGIN (t)) || t->pending
+      || (t->active && t->subscribed && !t->last_error))
     return;
-  task = g_steal_pointer (&t->release);
-  g_task_return_boolean (task, TRUE);
+  sp_plugin_released (SP_PLUGIN (t), NULL);
 }
 
 static void
@@ -332,15 +328,10 @@ hold (SpPlugin *plugin, gboolean holder)
 }
 
 static void
-release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
+release (SpPlugin *plugin)
 {
   SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
-  g_autoptr (GTask) task = g_task_new (plugin, NULL, callback, user_data);
 
-  if (t->release)
-    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
-  t->release = g_steal_pointer (&task);
-  t->released = TRUE;
   g_clear_pointer (&t->last_error, g_free);
   reconcile (t);
   check_released (t);
@@ -349,12 +340,7 @@ release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_dat
 static void
 resume (SpPlugin *plugin)
 {
-  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
-
-  t->released = FALSE;
-  if (t->release)
-    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
-  reconcile (t);
+  reconcile (SP_LEADER_TARGET_PLUGIN (plugin));
 }
 
 static void
@@ -427,8 +413,7 @@ stop (SpPlugin *plugin)
 
   g_cancellable_cancel (t->cancellable);
   g_clear_handle_id (&t->grace, g_source_remove);
-  if (t->release)
-    g_task_return_boolean (g_steal_pointer (&t->release), TRUE);
+  sp_plugin_released (plugin, NULL);
   if (t->job_removed)
     g_dbus_connection_signal_unsubscribe (t->bus, t->job_removed);
   t->job_removed = 0;
@@ -471,7 +456,7 @@ sp_leader_target_plugin_class_init (SpLeaderTargetPluginClass *klass)
   plugin_class->probe = probe;
   plugin_class->start = start;
   plugin_class->hold = hold;
-  plugin_class->release_async = release_async;
+  plugin_class->release = release;
   plugin_class->resume = resume;
   plugin_class->stop = stop;
   plugin_class->details = details;

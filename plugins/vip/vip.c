@@ -62,8 +62,7 @@ struct _SpVipPlugin
   GPtrArray *ifaces; /* Iface*, one per configured interface */
   NMClient *client;
   GCancellable *cancellable; /* the client's creation; cancelled on dispose */
-  gboolean started, stopped, holder, released;
-  GTask *release;
+  gboolean started, stopped, holder;
   gboolean unremoved; /* since the release began, the kernel kept an address */
   guint refresh_id;
   gint64 last_transfer;
@@ -76,7 +75,8 @@ static void sync_iface (Iface *i);
 static gboolean
 wanted (SpVipPlugin *self)
 {
-  return self->started && !self->stopped && self->holder && !self->released;
+  return self->started && !self->stopped && self->holder
+         && !sp_plugin_get_released (SP_PLUGIN (self));
 }
 
 /* ---- state on D-Bus ---------------------------------------------------- */
@@ -213,8 +213,6 @@ op_failed (Iface *i, const char *error)
 static void
 check_release (SpVipPlugin *self)
 {
-  g_autoptr (GTask) task = NULL;
-
   /* Gone from the kernel is gone: a removal from NetworkManager's applied
    * connection goes on after the handover (were it to put an address back
    * meanwhile, the device's change drops it again).  Not while an add
@@ -226,14 +224,8 @@ check_release (SpVipPlugin *self)
       if (i->op && (i->adding || i->late_add))
         return;
     }
-  task = g_steal_pointer (&self->release);
-  if (!task)
-    return;
-  if (self->unremoved)
-    g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_FAILED,
-                             "an address could not be removed from the kernel");
-  else
-    g_task_return_boolean (task, TRUE);
+  sp_plugin_released (SP_PLUGIN (self),
+                      self->unremoved ? "an address could not be removed from the kernel" : NULL);
 }
 
 /* An operation is over (op was not cancelled meanwhile). */
@@ -768,15 +760,10 @@ sp_vip_plugin_hold (SpPlugin *plugin, gboolean holder)
 }
 
 static void
-sp_vip_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
+sp_vip_plugin_release (SpPlugin *plugin)
 {
   SpVipPlugin *self = SP_VIP_PLUGIN (plugin);
-  GTask *task = g_task_new (self, NULL, callback, user_data);
 
-  if (self->release)
-    g_task_return_boolean (g_steal_pointer (&self->release), TRUE);
-  self->release = task;
-  self->released = TRUE;
   self->unremoved = FALSE;
   sync_all (self);
   check_release (self);
@@ -785,10 +772,7 @@ sp_vip_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpo
 static void
 sp_vip_plugin_resume (SpPlugin *plugin)
 {
-  SpVipPlugin *self = SP_VIP_PLUGIN (plugin);
-
-  self->released = FALSE;
-  sync_all (self);
+  sync_all (SP_VIP_PLUGIN (plugin));
 }
 
 static void
@@ -843,7 +827,7 @@ sp_vip_plugin_class_init (SpVipPluginClass *klass)
   plugin_class->probe = sp_vip_plugin_probe;
   plugin_class->start = sp_vip_plugin_start;
   plugin_class->hold = sp_vip_plugin_hold;
-  plugin_class->release_async = sp_vip_plugin_release_async;
+  plugin_class->release = sp_vip_plugin_release;
   plugin_class->resume = sp_vip_plugin_resume;
   plugin_class->stop = sp_vip_plugin_stop;
   plugin_class->details = sp_vip_plugin_details;
