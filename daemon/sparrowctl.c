@@ -53,8 +53,8 @@ fail (GError *error)
           || g_str_equal (remote, "org.freedesktop.DBus.Error.NameHasNoOwner")))
     {
       g_free (error->message);
-      error->message = g_strdup ("sparrowd is not running here (nobody owns org.sparrow.cluster1 "
-                                 "on the system bus)");
+      error->message
+          = g_strdup ("sparrowd is not running (nobody owns " BUS_NAME " on the system bus)");
     }
   else if (remote && g_str_equal (remote, "org.freedesktop.DBus.Error.AccessDenied"))
     {
@@ -92,8 +92,9 @@ call (const char *iface, const char *method, GVariant *args, const char *reply_t
 {
   return g_dbus_connection_call_sync (bus, BUS_NAME, OBJECT_PATH, iface, method, args,
                                       reply_type ? G_VARIANT_TYPE (reply_type) : NULL,
-                                      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, 30000,
-                                      NULL, error);
+                                      G_DBUS_CALL_FLAGS_NO_AUTO_START
+                                          | G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
+                                      30000, NULL, error);
 }
 
 /* pretty: indented; else one line (watch: one change per line). */
@@ -130,8 +131,8 @@ get_plugins (GVariant *manager_props)
       g_autoptr (GError) error = NULL;
       g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
           bus, BUS_NAME, paths[i], "org.freedesktop.DBus.Properties", "GetAll",
-          g_variant_new ("(s)", PLUGIN_IFACE), G_VARIANT_TYPE ("(a{sv})"), G_DBUS_CALL_FLAGS_NONE,
-          30000, NULL, &error);
+          g_variant_new ("(s)", PLUGIN_IFACE), G_VARIANT_TYPE ("(a{sv})"),
+          G_DBUS_CALL_FLAGS_NO_AUTO_START, 30000, NULL, &error);
 
       if (!reply)
         g_printerr ("sparrowctl: %s: %s\n", paths[i], error->message);
@@ -483,16 +484,46 @@ on_interrupt (gpointer loop)
   return G_SOURCE_REMOVE;
 }
 
+/* Says on stderr when sparrowd goes and comes: stdout is the changes. */
+static void
+on_name_appeared (GDBusConnection *connection, const char *name, const char *owner,
+                  gpointer user_data)
+{
+  gboolean *waited = user_data;
+
+  if (*waited)
+    g_printerr ("sparrowctl: sparrowd is there, following it\n");
+  *waited = FALSE;
+}
+
+static void
+on_name_vanished (GDBusConnection *connection, const char *name, gpointer user_data)
+{
+  gboolean *waited = user_data;
+
+  if (!*waited)
+    g_printerr ("sparrowctl: sparrowd is not running; waiting for it…\n");
+  *waited = TRUE;
+}
+
+/* The subscription names the well-known name: the bus routes the signals
+ * of whoever owns it, so a restarted sparrowd is followed without
+ * resubscribing, and the watcher never starts one. */
 static int
 cmd_watch (const char *prefix)
 {
   g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  gboolean waited = FALSE;
+  guint watcher;
 
   g_dbus_connection_signal_subscribe (bus, BUS_NAME, STORE_IFACE, "Changed", OBJECT_PATH, NULL,
                                       G_DBUS_SIGNAL_FLAGS_NONE, on_changed, (gpointer)prefix, NULL);
+  watcher = g_bus_watch_name_on_connection (bus, BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE,
+                                            on_name_appeared, on_name_vanished, &waited, NULL);
   g_unix_signal_add (SIGINT, on_interrupt, loop);
   g_unix_signal_add (SIGTERM, on_interrupt, loop);
   g_main_loop_run (loop);
+  g_bus_unwatch_name (watcher);
   return EXIT_OK;
 }
 
@@ -514,29 +545,217 @@ cmd_admin (const char *method, GVariant *args, const char *done)
   return EXIT_OK;
 }
 
-static int
-usage (GOptionContext *context)
-{
-  g_autofree char *help = g_option_context_get_help (context, TRUE, NULL);
+/* ---- command line ------------------------------------------------------- */
 
-  g_printerr ("%s", help);
+typedef struct
+{
+  const char *words;  /* one or two words */
+  const char *params; /* in brackets when optional */
+  int (*run) (char **args);
+} Command;
+
+static int
+run_status (char **args)
+{
+  return cmd_status (FALSE);
+}
+
+static int
+run_leader (char **args)
+{
+  return cmd_status (TRUE);
+}
+
+static int
+run_get (char **args)
+{
+  return cmd_get (args[0]);
+}
+
+static int
+run_set (char **args)
+{
+  return cmd_write ("Set", g_variant_new ("(ss)", args[0], args[1]), "set", args[0]);
+}
+
+static int
+run_del (char **args)
+{
+  return cmd_write ("Delete", g_variant_new ("(s)", args[0]), "deleted", args[0]);
+}
+
+static int
+run_cas (char **args)
+{
+  /* checked before connecting */
+  guint64 revision = g_ascii_strtoull (args[1], NULL, 10);
+
+  return cmd_write ("CompareAndSwap", g_variant_new ("(sts)", args[0], revision, args[2]), "set",
+                    args[0]);
+}
+
+static int
+run_ls (char **args)
+{
+  return cmd_ls (args[0] ? args[0] : "");
+}
+
+static int
+run_watch (char **args)
+{
+  return cmd_watch (args[0] ? args[0] : "");
+}
+
+static int
+run_transfer (char **args)
+{
+  return cmd_admin ("TransferLeadership", g_variant_new ("(s)", args[0] ? args[0] : ""),
+                    "leadership handed over");
+}
+
+static int
+run_add (char **args)
+{
+  return cmd_admin ("AddMember", g_variant_new ("(ssb)", args[0], args[1], !opt_learner),
+                    opt_learner ? "learner added" : "member added");
+}
+
+static int
+run_remove (char **args)
+{
+  return cmd_admin ("RemoveMember", g_variant_new ("(s)", args[0]), "member removed");
+}
+
+static int
+run_promote (char **args)
+{
+  return cmd_admin ("PromoteMember", g_variant_new ("(s)", args[0]), "member promoted");
+}
+
+static int
+run_set_address (char **args)
+{
+  return cmd_admin ("SetMemberAddress", g_variant_new ("(ss)", args[0], args[1]), "address set");
+}
+
+static const Command commands[] = {
+  { "status", "", run_status },
+  { "leader", "", run_leader },
+  { "get", "KEY", run_get },
+  { "set", "KEY VALUE", run_set },
+  { "del", "KEY", run_del },
+  { "cas", "KEY REVISION VALUE", run_cas },
+  { "ls", "[PREFIX]", run_ls },
+  { "watch", "[PREFIX]", run_watch },
+  { "transfer", "[NODE]", run_transfer },
+  { "members add", "NAME HOST:PORT", run_add },
+  { "members remove", "NAME", run_remove },
+  { "members promote", "NAME", run_promote },
+  { "members set-address", "NAME HOST:PORT", run_set_address },
+};
+
+static int usage_error (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
+/* One line saying what is wrong, one saying where the rest is. */
+static int
+usage_error (const char *format, ...)
+{
+  g_autofree char *what = NULL;
+  va_list args;
+
+  va_start (args, format);
+  what = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_printerr ("sparrowctl: %s\nsee sparrowctl --help\n", what);
   return EXIT_USAGE;
 }
 
+/* The command argv (after the options) names, with its arguments checked,
+ * or NULL after a usage error; *args points at the arguments. */
+static const Command *
+parse_command (int argc, char **argv, char ***args, int *status)
+{
+  const Command *command = NULL;
+  g_auto (GStrv) params = NULL;
+  guint n_words = 0, required = 0, n;
+
+  *status = EXIT_USAGE;
+  if (argc < 1)
+    {
+      usage_error ("missing COMMAND");
+      return NULL;
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (commands) && !command; i++)
+    {
+      g_auto (GStrv) words = g_strsplit (commands[i].words, " ", 2);
+
+      if (g_str_equal (words[0], argv[0])
+          && (!words[1] || (argc > 1 && g_str_equal (words[1], argv[1]))))
+        {
+          command = &commands[i];
+          n_words = g_strv_length (words);
+        }
+    }
+  if (!command && g_str_equal (argv[0], "members"))
+    {
+      if (argc < 2)
+        usage_error ("members: missing add, remove, promote or set-address");
+      else
+        usage_error ("members: unknown \"%s\": expected add, remove, promote or set-address",
+                     argv[1]);
+      return NULL;
+    }
+  if (!command)
+    {
+      usage_error ("unknown command \"%s\"", argv[0]);
+      return NULL;
+    }
+
+  /* "" splits into no parameters */
+  params = g_strsplit (command->params, " ", -1);
+  n = argc - n_words;
+  for (guint i = 0; params[i]; i++)
+    if (params[i][0] != '[')
+      required++;
+  if (n < required)
+    {
+      usage_error ("%s: missing %s", command->words, params[n]);
+      return NULL;
+    }
+  if (n > g_strv_length (params))
+    {
+      usage_error ("%s: unexpected argument \"%s\" (usage: sparrowctl %s%s%s)", command->words,
+                   argv[n_words + g_strv_length (params)], command->words,
+                   *command->params ? " " : "", command->params);
+      return NULL;
+    }
+  if (command->run == run_cas
+      && !g_ascii_string_to_unsigned (argv[n_words + 1], 10, 0, G_MAXUINT64, NULL, NULL))
+    {
+      usage_error ("cas: REVISION: expected a number, got \"%s\"", argv[n_words + 1]);
+      return NULL;
+    }
+  *args = argv + n_words;
+  *status = EXIT_OK;
+  return command;
+}
 int
 main (int argc, char **argv)
 {
+  gboolean version = FALSE;
   GOptionEntry entries[]
       = { { "json", 'j', 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
           { "stale", 0, 0, G_OPTION_ARG_NONE, &opt_stale,
             "Reads: answer from this node's copy, even if not the leader", NULL },
           { "learner", 0, 0, G_OPTION_ARG_NONE, &opt_learner,
             "members add: add as a non-voting learner", NULL },
+          { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
           { NULL } };
   g_autoptr (GOptionContext) context = g_option_context_new ("COMMAND [ARGS…]");
   g_autoptr (GError) error = NULL;
-  const char *cmd;
-  int n;
+  const Command *command;
+  char **args = NULL;
+  int status;
 
   setlocale (LC_ALL, "");
   g_option_context_add_main_entries (context, entries, NULL);
@@ -550,22 +769,30 @@ main (int argc, char **argv)
                "  members set-address NAME HOST:PORT\n"
                "                              where the others reach a (stopped) member\n"
                "  transfer [NODE]             hand leadership over (run on the leader)\n"
-               "  get KEY | set KEY VALUE | del KEY | cas KEY REVISION VALUE\n"
+               "  get KEY                     a key's value (--stale: this node's copy)\n"
+               "  set KEY VALUE               write a key\n"
+               "  del KEY                     delete a key\n"
+               "  cas KEY REVISION VALUE      write if the key is still at REVISION\n"
                "  ls [PREFIX]                 list keys\n"
-               "  watch [PREFIX]              print changes until interrupted");
-  g_option_context_set_description (context,
-                                    "Exit status: 0 done, 1 failed, 2 usage, 3 not the leader or "
-                                    "no quorum (retry on the leader), 4 not found, 5 conflict, 6 "
-                                    "sparrowd not running.");
+               "  watch [PREFIX]              print changes until interrupted; waits for\n"
+               "                              sparrowd and follows it across restarts");
+  g_option_context_set_description (
+      context, "sparrowctl talks to the sparrowd of this host on the system bus\n"
+               "($DBUS_SYSTEM_BUS_ADDRESS), and never starts it: a stopped node stays stopped.\n"
+               "\n"
+               "Exit status: 0 done, 1 failed, 2 usage, 3 not the leader or no quorum (retry on\n"
+               "the leader), 4 not found, 5 conflict, 6 sparrowd not running.");
   if (!g_option_context_parse (context, &argc, &argv, &error))
+    return usage_error ("%s", error->message);
+  if (version)
     {
-      g_printerr ("sparrowctl: %s\n", error->message);
-      return EXIT_USAGE;
+      g_print ("sparrowctl %s\n", SPARROW_VERSION);
+      return EXIT_OK;
     }
-  if (argc < 2)
-    return usage (context);
-  cmd = argv[1];
-  n = argc - 2;
+  /* Every mistake on the command line is told before the bus is tried. */
+  command = parse_command (argc - 1, argv + 1, &args, &status);
+  if (!command)
+    return status;
 
   bus = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, &error);
   if (!bus)
@@ -573,51 +800,5 @@ main (int argc, char **argv)
       g_printerr ("sparrowctl: cannot reach the system bus: %s\n", error->message);
       return EXIT_UNREACHABLE;
     }
-
-  if (g_str_equal (cmd, "status") && n == 0)
-    return cmd_status (FALSE);
-  if (g_str_equal (cmd, "leader") && n == 0)
-    return cmd_status (TRUE);
-  if (g_str_equal (cmd, "get") && n == 1)
-    return cmd_get (argv[2]);
-  if (g_str_equal (cmd, "set") && n == 2)
-    return cmd_write ("Set", g_variant_new ("(ss)", argv[2], argv[3]), "set", argv[2]);
-  if (g_str_equal (cmd, "del") && n == 1)
-    return cmd_write ("Delete", g_variant_new ("(s)", argv[2]), "deleted", argv[2]);
-  if (g_str_equal (cmd, "cas") && n == 3)
-    {
-      guint64 revision;
-
-      if (!g_ascii_string_to_unsigned (argv[3], 10, 0, G_MAXUINT64, &revision, &error))
-        {
-          g_printerr ("sparrowctl: cas: REVISION: %s\n", error->message);
-          return EXIT_USAGE;
-        }
-      return cmd_write ("CompareAndSwap", g_variant_new ("(sts)", argv[2], revision, argv[4]),
-                        "set", argv[2]);
-    }
-  if (g_str_equal (cmd, "ls") && n <= 1)
-    return cmd_ls (n == 1 ? argv[2] : "");
-  if (g_str_equal (cmd, "watch") && n <= 1)
-    return cmd_watch (n == 1 ? argv[2] : "");
-  if (g_str_equal (cmd, "transfer") && n <= 1)
-    return cmd_admin ("TransferLeadership", g_variant_new ("(s)", n == 1 ? argv[2] : ""),
-                      "leadership handed over");
-  if (g_str_equal (cmd, "members") && n >= 2)
-    {
-      const char *sub = argv[2];
-
-      if (g_str_equal (sub, "add") && n == 3)
-        return cmd_admin ("AddMember", g_variant_new ("(ssb)", argv[3], argv[4], !opt_learner),
-                          opt_learner ? "learner added" : "member added");
-      if (g_str_equal (sub, "remove") && n == 2)
-        return cmd_admin ("RemoveMember", g_variant_new ("(s)", argv[3]), "member removed");
-      if (g_str_equal (sub, "promote") && n == 2)
-        return cmd_admin ("PromoteMember", g_variant_new ("(s)", argv[3]), "member promoted");
-      if (g_str_equal (sub, "set-address") && n == 3)
-        return cmd_admin ("SetMemberAddress", g_variant_new ("(ss)", argv[3], argv[4]),
-                          "address set");
-    }
-  g_printerr ("sparrowctl: unknown command or wrong arguments: %s\n\n", cmd);
-  return usage (context);
+  return command->run (args);
 }
