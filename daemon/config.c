@@ -26,7 +26,7 @@ typedef struct
 } SchemaGroup;
 
 static const SchemaGroup schema[] = {
-  { "node", { "name", "listen", "data-dir", NULL } },
+  { "node", { "name", "listen", "data-dir", "strict", NULL } },
   { "cluster",
     { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", "fence",
       "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
@@ -185,6 +185,53 @@ schema_has_key (const SchemaGroup *g, const char *key)
   return FALSE;
 }
 
+/* Edit distance, for "did you mean": keys are short. */
+static guint
+distance (const char *a, const char *b)
+{
+  gsize la = strlen (a), lb = strlen (b);
+  g_autofree guint *row = g_new (guint, lb + 1);
+
+  for (gsize j = 0; j <= lb; j++)
+    row[j] = j;
+  for (gsize i = 1; i <= la; i++)
+    {
+      guint diagonal = row[0];
+
+      row[0] = i;
+      for (gsize j = 1; j <= lb; j++)
+        {
+          guint up = row[j];
+
+          row[j] = MIN (MIN (row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] != b[j - 1]));
+          diagonal = up;
+        }
+    }
+  return row[lb];
+}
+
+static char *
+unknown_key (const char *path, const char *group, const char *key, const char *const *known)
+{
+  const char *best = NULL;
+  guint best_distance = 4; /* more than this is no typo */
+
+  for (guint i = 0; known[i]; i++)
+    {
+      guint d = distance (key, known[i]);
+
+      if (d < best_distance)
+        {
+          best = known[i];
+          best_distance = d;
+        }
+    }
+  if (best)
+    return g_strdup_printf ("%s: [%s] %s: unknown key, ignored (did you mean %s?)", path, group,
+                            key, best);
+  return g_strdup_printf ("%s: [%s] %s: unknown key, ignored", path, group, key);
+}
+
 /* Unknown keys of the core's groups; the other groups are plugins' until
  * sp_config_warn_unclaimed(). */
 static void
@@ -199,8 +246,7 @@ warn_unknown (GKeyFile *kf, const char *path, GPtrArray *warnings)
 
       for (guint j = 0; g && keys[j]; j++)
         if (!schema_has_key (g, keys[j]))
-          g_ptr_array_add (warnings, g_strdup_printf ("%s: [%s] %s: unknown key, ignored", path,
-                                                      groups[i], keys[j]));
+          g_ptr_array_add (warnings, unknown_key (path, groups[i], keys[j], g->keys));
     }
 }
 
@@ -445,7 +491,8 @@ load_node (Loader *l, SpConfig *c, GError **error)
     return key_error (l, error, SP_CONFIG_ERROR_INVALID, "node", "listen",
                       "expected " ADDRESS_EXPECTS ", got \"%s\"", listen);
 
-  return get_path (l, "node", "data-dir", &c->data_dir, error);
+  return get_path (l, "node", "data-dir", &c->data_dir, error)
+         && get_bool (l, "node", "strict", &c->strict, error);
 }
 
 static gboolean
@@ -581,6 +628,44 @@ load_tls (Loader *l, SpConfig *c, GError **error)
   return TRUE;
 }
 
+guint
+sp_config_failures_tolerated (guint voters)
+{
+  return voters == 0 ? 0 : (voters - 1) / 2;
+}
+
+/* What the configured number of voters survives, when it is less than it
+ * looks: one or two voters tolerate no failure, an even number no more
+ * than one voter fewer. */
+static void
+warn_voters (Loader *l, const SpConfig *c, GPtrArray *warnings)
+{
+  guint n = MAX (c->initial_members->len, 1);
+  guint tolerated = sp_config_failures_tolerated (n);
+  const char *where = origin (l, "cluster", "initial-members");
+
+  /* A joining node learns the voters from the cluster. */
+  if (c->join)
+    return;
+  if (n == 1)
+    g_ptr_array_add (warnings,
+                     g_strdup_printf ("%s: [cluster] initial-members: one voter (this node "
+                                      "alone) tolerates no failure and has nothing to fail over "
+                                      "to; 3 voters tolerate 1",
+                                      where));
+  else if (n == 2)
+    g_ptr_array_add (warnings,
+                     g_strdup_printf ("%s: [cluster] initial-members: 2 voters tolerate no "
+                                      "failure: a quorum is both, so either one down stops the "
+                                      "cluster; 3 voters tolerate 1",
+                                      where));
+  else if (n % 2 == 0)
+    g_ptr_array_add (warnings,
+                     g_strdup_printf ("%s: [cluster] initial-members: %u voters tolerate %u "
+                                      "failure%s, no more than %u do",
+                                      where, n, tolerated, tolerated == 1 ? "" : "s", n - 1));
+}
+
 SpConfig *
 sp_config_load (const char *path, GPtrArray *warnings, GError **error)
 {
@@ -611,6 +696,8 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->units_stop_ms = SP_CONFIG_DEFAULT_UNITS_STOP_MS;
   if (!load_node (l, c, error) || !load_cluster (l, c, error) || !load_tls (l, c, error))
     return NULL;
+  if (warnings)
+    warn_voters (l, c, warnings);
   c->loader = g_steal_pointer (&loader);
   return g_steal_pointer (&c);
 }
@@ -633,8 +720,7 @@ sp_config_claim (SpConfig *config, const char *group, const char *const *keys, G
   for (guint i = 0; present && present[i]; i++)
     if (!g_strv_contains (keys, present[i]) && warnings)
       g_ptr_array_add (warnings,
-                       g_strdup_printf ("%s: [%s] %s: unknown key, ignored",
-                                        origin (l, group, present[i]), group, present[i]));
+                       unknown_key (origin (l, group, present[i]), group, present[i], keys));
 }
 
 void

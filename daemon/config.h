@@ -6,6 +6,7 @@
  *   name = alpha                     this member's name (required)
  *   listen = 192.0.2.1:7400          host:port, IPv6 as [2001:db8::1]:7400 (required)
  *   data-dir = /var/lib/sparrow
+ *   strict = false                   true: every warning is an error (as --strict)
  *   [cluster]
  *   initial-members = alpha=192.0.2.1:7400;beta=192.0.2.2:7400;gamma=192.0.2.3:7400
  *   heartbeat-ms = 250
@@ -28,7 +29,8 @@
  * Plugins read their own groups through the accessors at the end.
  *
  * Every error names the file, the group/key and what was expected; unknown
- * groups/keys are warnings, not errors. */
+ * groups/keys, and voter counts that tolerate less than they seem to, are
+ * warnings, not errors (unless strict). */
 #pragma once
 
 #include <glib.h>
@@ -66,6 +68,7 @@ typedef struct
   char *listen_host;
   guint16 listen_port;
   char *data_dir;
+  gboolean strict;
   GPtrArray *initial_members; /* of SpConfigMember*, may be empty */
   guint heartbeat_ms;
   guint election_ms;
@@ -89,6 +92,9 @@ typedef struct
 #define SP_CONFIG_NAME_RULE                                                                        \
   "1 to " G_STRINGIFY (SP_CONFIG_NAME_MAX) " letters, digits, '_', '.' or '-'"
 gboolean sp_config_valid_name (const char *name);
+
+/* How many voters of n may fail with the rest still a quorum. */
+guint sp_config_failures_tolerated (guint voters);
 
 /* warnings (may be NULL) receives one string per warning. */
 SpConfig *sp_config_load (const char *path, GPtrArray *warnings, GError **error);

@@ -228,9 +228,19 @@ print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
   guint fence = sp_node_fence_ms (config), wait = sp_node_fence_wait_ms (config);
   guint units = config->fence ? config->units_stop_ms : 0;
 
-  g_print ("%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms\n",
+  guint voters = MAX (config->initial_members->len, 1);
+  guint tolerated = sp_config_failures_tolerated (voters);
+
+  g_print ("%s: configuration is valid (%u warning%s); heartbeat %u ms, election timeout %u ms "
+           "(a follower campaigns %u to %u ms after the last heartbeat), leader lease %u ms, "
+           "leader watchdog %u ms\n",
            config->path, n_warnings, n_warnings == 1 ? "" : "s", config->heartbeat_ms,
-           config->election_ms);
+           config->election_ms, config->election_ms, 2 * config->election_ms,
+           sp_node_lease_ms (config), config->leader_watchdog_ms);
+  if (config->join)
+    g_print ("voters: joins an existing cluster (its members decide)\n");
+  else
+    g_print ("voters: %u, tolerating %u failure%s\n", voters, tolerated, tolerated == 1 ? "" : "s");
   g_print ("plugins:");
   for (guint i = 0; i < list->len; i++)
     g_print (" %s", sp_plugin_get_name (list->pdata[i]));
@@ -259,12 +269,15 @@ main (int argc, char **argv)
 {
   g_autofree char *config_path = NULL;
   gboolean check_config = FALSE;
+  gboolean strict = FALSE;
   gboolean version = FALSE;
   GOptionEntry entries[]
       = { { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
             "Configuration file (default " SP_CONFIG_DEFAULT_PATH ")", "PATH" },
           { "check-config", 0, 0, G_OPTION_ARG_NONE, &check_config,
-            "Validate the configuration and exit", NULL },
+            "Validate the configuration, print the timings it gives, and exit", NULL },
+          { "strict", 0, 0, G_OPTION_ARG_NONE, &strict,
+            "Every configuration warning is an error (as [node] strict = true)", NULL },
           { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
           { NULL } };
   g_autoptr (GOptionContext) context = g_option_context_new ("- sparrow cluster node");
@@ -290,11 +303,19 @@ main (int argc, char **argv)
   config = sp_config_load (config_path ? config_path : SP_CONFIG_DEFAULT_PATH, warnings, &error);
   if (config)
     plugins = sp_plugins_probe (config, warnings, &error);
+  strict = strict || (config && config->strict);
   for (guint i = 0; i < warnings->len; i++)
-    g_printerr ("sparrowd: warning: %s\n", (char *)warnings->pdata[i]);
+    g_printerr ("sparrowd: %s: %s\n", strict ? "error (strict)" : "warning",
+                (char *)warnings->pdata[i]);
   if (!plugins)
     {
       g_printerr ("sparrowd: %s\n", error->message);
+      return 1;
+    }
+  if (strict && warnings->len > 0)
+    {
+      g_printerr ("sparrowd: %u warning%s, and strict: not valid\n", warnings->len,
+                  warnings->len == 1 ? "" : "s");
       return 1;
     }
   if (check_config)

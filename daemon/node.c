@@ -1072,10 +1072,18 @@ tick_ms (const SpConfig *config)
 }
 
 guint
+sp_node_lease_ms (const SpConfig *config)
+{
+  guint t = tick_ms (config);
+
+  return sp_raft_default_lease_ticks (config->election_ms / t) * t;
+}
+
+guint
 sp_node_fence_ms (const SpConfig *config)
 {
   guint t = tick_ms (config);
-  guint lease = sp_raft_default_lease_ticks (config->election_ms / t) * t;
+  guint lease = sp_node_lease_ms (config);
 
   if (!config->fence)
     return 0;

@@ -100,6 +100,8 @@ gboolean sp_node_get_holder (SpNode *node);
  * leader, how long from now until that fence plus extra_ms has passed (0
  * when elected by a transfer). */
 guint sp_node_fence_ms (const SpConfig *config);
+/* The leader's lease, counted from the last heartbeat a quorum answered. */
+guint sp_node_lease_ms (const SpConfig *config);
 guint sp_node_fence_wait_ms (const SpConfig *config);
 guint sp_node_fence_left_ms (SpNode *node, guint extra_ms);
 /* systemd arms the service watchdog with its default timer accuracy: it

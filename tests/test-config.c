@@ -119,7 +119,11 @@ START_TEST (test_defaults)
   ck_assert_uint_eq (c->initial_members->len, 0);
   ck_assert_ptr_null (sp_config_find_member (c, "alpha"));
   ck_assert_ptr_null (c->tls_ca);
-  ck_assert_uint_eq (warnings->len, 0);
+  ck_assert (!c->strict);
+  /* alone: a cluster of one */
+  ck_assert_uint_eq (warnings->len, 1);
+  assert_has (warnings->pdata[0], "[cluster] initial-members: one voter (this node alone) "
+                                  "tolerates no failure");
 }
 END_TEST
 
@@ -300,19 +304,20 @@ START_TEST (test_unknown_keys_warn)
   g_autoptr (SpConfig) c = load_ok (NODE "nmae = beta\n[tsl]\nca = /ca.pem\n" INSECURE, warnings);
   const char *w0, *w1, *w2;
 
-  /* Groups that are not the core's wait for the plugins. */
-  ck_assert_uint_eq (warnings->len, 2);
+  /* Groups that are not the core's wait for the plugins (the third
+   * warning: one voter). */
+  ck_assert_uint_eq (warnings->len, 3);
   sp_config_warn_unclaimed (c, warnings);
   ck_assert_str_eq (c->node_name, "alpha");
   ck_assert_uint_eq (c->election_ms, 600);
-  ck_assert_uint_eq (warnings->len, 3);
+  ck_assert_uint_eq (warnings->len, 4);
   w0 = warnings->pdata[0];
   w1 = warnings->pdata[1];
-  w2 = warnings->pdata[2];
+  w2 = warnings->pdata[3];
   ck_assert (g_str_has_prefix (w0, conf_path));
-  assert_has (w0, "[node] nmae");
+  assert_has (w0, "[node] nmae: unknown key, ignored (did you mean name?)");
   ck_assert (g_str_has_prefix (w1, drop_in));
-  assert_has (w1, "[cluster] election_ms");
+  assert_has (w1, "[cluster] election_ms: unknown key, ignored (did you mean election-ms?)");
   ck_assert (g_str_has_prefix (w2, conf_path));
   assert_has (w2, "[tsl]");
   assert_has (w2, "ca");
@@ -332,11 +337,11 @@ START_TEST (test_plugin_groups)
 
   ck_assert (sp_config_has_group (c, "vip"));
   ck_assert (!sp_config_has_group (c, "vpi"));
-  ck_assert_uint_eq (warnings->len, 0);
+  g_ptr_array_set_size (warnings, 0); /* one voter */
   sp_config_claim (c, "vip", keys, warnings);
   ck_assert_uint_eq (warnings->len, 1);
   ck_assert (g_str_has_prefix (warnings->pdata[0], drop_in));
-  assert_has (warnings->pdata[0], "[vip] cuont: unknown key");
+  assert_has (warnings->pdata[0], "[vip] cuont: unknown key, ignored (did you mean count?)");
   sp_config_warn_unclaimed (c, warnings);
   ck_assert_uint_eq (warnings->len, 2);
   assert_has (warnings->pdata[1], "[other]: unknown group");

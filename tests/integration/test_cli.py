@@ -124,5 +124,81 @@ class Watch(unittest.TestCase):
         self.assertIsNone(watch.poll())
 
 
+def check_config(text, *options, name="sparrow.conf"):
+    """sparrowd --check-config on text written to a fresh file: (path, result)."""
+    d = tempfile.mkdtemp(prefix="sparrow-check-")
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    r = subprocess.run([SPARROWD, "--check-config", "--config", path] + list(options),
+                       capture_output=True, text=True)
+    return path, r
+
+
+def members(n):
+    return ";".join("m%d=127.0.0.1:%d" % (i, 7400 + i) for i in range(1, n + 1))
+
+
+class Check(unittest.TestCase):
+    BASE = "[node]\nname = m1\nlisten = 127.0.0.1:7401\n[tls]\ninsecure = true\n"
+
+    def test_voters_say_what_they_tolerate(self):
+        for n, warning, tolerated in [
+                (1, "one voter (this node alone) tolerates no failure", 0),
+                (2, "2 voters tolerate no failure: a quorum is both", 0),
+                (3, None, 1),
+                (4, "4 voters tolerate 1 failure, no more than 3 do", 1),
+                (5, None, 2)]:
+            text = self.BASE + "[cluster]\ninitial-members = %s\n" % members(n)
+            path, r = check_config(text)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("voters: %d, tolerating %d failure" % (n, tolerated), r.stdout)
+            if warning:
+                self.assertTrue(r.stderr.startswith(
+                    "sparrowd: warning: %s: [cluster] initial-members: %s" % (path, warning)),
+                    r.stderr)
+                self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+            else:
+                self.assertEqual(r.stderr, "")
+        # No initial-members: this node alone.
+        path, r = check_config(self.BASE)
+        self.assertIn("one voter (this node alone)", r.stderr)
+        # A joining node's voters are the cluster's.
+        path, r = check_config(self.BASE + "[cluster]\njoin = true\n")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertIn("voters: joins an existing cluster", r.stdout)
+
+    def test_strict_turns_warnings_into_errors(self):
+        text = self.BASE + "[cluster]\ninitial-members = %s\nheartbeat-msec = 100\n" % members(3)
+        path, r = check_config(text)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        typo = ("%s: [cluster] heartbeat-msec: unknown key, ignored (did you mean heartbeat-ms?)"
+                % path)
+        self.assertEqual(r.stderr, "sparrowd: warning: %s\n" % typo)
+        self.assertIn("heartbeat 250 ms", r.stdout)  # the default is used
+        for strict in [["--strict"], []]:
+            t = text if strict else text.replace("[tls]", "strict = true\n[tls]", 1)
+            path, r = check_config(t, *strict)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stdout, "")
+            self.assertIn("sparrowd: error (strict): %s: [cluster] heartbeat-msec: unknown key"
+                          % path, r.stderr)
+            self.assertIn("1 warning, and strict: not valid", r.stderr)
+        # Strict and nothing to warn about: valid.
+        path, r = check_config(self.BASE.replace("[tls]", "strict = true\n[tls]")
+                               + "[cluster]\ninitial-members = %s\n" % members(3))
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+
+    def test_effective_timings(self):
+        path, r = check_config(self.BASE + "[cluster]\ninitial-members = %s\n" % members(3))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("heartbeat 250 ms, election timeout 600 ms (a follower campaigns 600 to "
+                      "1200 ms after the last heartbeat), leader lease 530 ms, leader watchdog "
+                      "450 ms", r.stdout)
+        self.assertIn("fence: a new leader holds addresses 1511 ms", r.stdout)
+        self.assertIn("expected failover after a crash: 1511 to 1511 ms (addresses), 2011 to "
+                      "2011 ms (leader target)", r.stdout)
+
+
 if __name__ == "__main__":
     main()
