@@ -8,6 +8,7 @@
 #include "node.h"
 #include "notify.h"
 #include "plugin.h"
+#include "tls-files.h"
 
 /* A stop that outlives this is cut short: systemd's stop timeout is longer. */
 #define STOP_BOUND_MS 5000
@@ -320,7 +321,20 @@ main (int argc, char **argv)
     }
   if (check_config)
     {
+      g_autoptr (GTlsCertificate) certificate = NULL;
+      g_autoptr (GTlsDatabase) ca = NULL;
+      g_autofree char *tls = NULL;
+
+      /* The files as start-up will load them. */
+      if (!config->insecure && !sp_tls_files_load (config, &certificate, &ca, &error))
+        {
+          g_printerr ("sparrowd: %s\n", error->message);
+          return 1;
+        }
+      tls = certificate ? sp_tls_files_describe (certificate)
+                        : g_strdup ("off (insecure = true): plaintext, peers not authenticated");
       print_check (config, plugins, warnings->len);
+      g_print ("tls: %s\n", tls);
       return 0;
     }
   if (config->insecure)

@@ -6,6 +6,7 @@
 #include "storage.h"
 #include "store.h"
 #include "text.h"
+#include "tls-files.h"
 #include "transport.h"
 
 typedef enum
@@ -1187,9 +1188,7 @@ sp_node_new (SpConfig *config, GError **error)
       return NULL;
     }
 
-  if (!config->insecure
-      && !sp_transport_load_tls (config->tls_cert, config->tls_key, config->tls_ca, &cert, &ca,
-                                 error))
+  if (!config->insecure && !sp_tls_files_load (config, &cert, &ca, error))
     return NULL;
   topts.id = node->id;
   topts.name = node->name;

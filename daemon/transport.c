@@ -263,10 +263,8 @@ subject_has_cn (const char *subject, const char *name)
   return FALSE;
 }
 
-/* The member name must equal the CN or a DNS subjectAltName: no wildcards,
- * no case folding. */
-static gboolean
-cert_has_name (GTlsCertificate *cert, const char *name)
+gboolean
+sp_transport_cert_has_name (GTlsCertificate *cert, const char *name)
 {
   g_autoptr (GPtrArray) dns_names = NULL;
   g_autofree char *subject = NULL;
@@ -587,7 +585,7 @@ on_handshake (GObject *source, GAsyncResult *result, gpointer data)
     }
 
   cert = g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream));
-  if (!cert_has_name (cert, conn->peer->name))
+  if (!sp_transport_cert_has_name (cert, conn->peer->name))
     {
       conn_fail (conn, G_LOG_LEVEL_WARNING, "certificate refused: not issued to %s",
                  conn->peer->name);
@@ -758,8 +756,8 @@ conn_hello (SpConn *conn, GBytes *bytes)
       return;
     }
   if (t->certificate
-      && !cert_has_name (g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream)),
-                         name))
+      && !sp_transport_cert_has_name (
+          g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream)), name))
     {
       conn_fail (conn, G_LOG_LEVEL_WARNING,
                  "certificate refused: claims to be %s but the certificate is not issued to it; "
@@ -1777,61 +1775,4 @@ sp_transport_peer_connected (SpTransport *t, guint64 id)
   SpPeer *peer = g_hash_table_lookup (t->peers, &id);
 
   return peer && peer->connected;
-}
-
-/* GLib's own messages name the file in some cases (I/O), not in others
- * (parsing). */
-static void
-prefix_file (GError **error, const char *file)
-{
-  if (error && *error && !strstr ((*error)->message, file))
-    g_prefix_error (error, "%s: ", file);
-}
-
-gboolean
-sp_transport_load_tls (const char *cert_file, const char *key_file, const char *ca_file,
-                       GTlsCertificate **certificate, GTlsDatabase **ca, GError **error)
-{
-  g_autoptr (GTlsCertificate) alone = NULL;
-  g_autoptr (GTlsCertificate) cert = NULL;
-  g_autoptr (GTlsDatabase) db = NULL;
-  /* GTlsFileDatabase wants an absolute path */
-  g_autofree char *ca_path = g_canonicalize_filename (ca_file, NULL);
-  GTlsCertificateFlags errors = 0;
-
-  /* The certificate on its own first, so an error names the right file. */
-  alone = g_tls_certificate_new_from_file (cert_file, error);
-  if (!alone)
-    {
-      prefix_file (error, cert_file);
-      return FALSE;
-    }
-  cert = g_tls_certificate_new_from_files (cert_file, key_file, error);
-  if (!cert)
-    {
-      prefix_file (error, key_file);
-      return FALSE;
-    }
-  db = g_tls_file_database_new (ca_path, error);
-  if (!db)
-    {
-      prefix_file (error, ca_file);
-      return FALSE;
-    }
-  /* Fail at start-up rather than at every handshake. */
-  errors |= g_tls_database_verify_chain (db, cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_CLIENT, NULL,
-                                         NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
-  errors |= g_tls_database_verify_chain (db, cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER, NULL,
-                                         NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
-  if (errors != 0)
-    {
-      g_autofree char *why = describe_cert_errors (errors);
-
-      g_set_error (error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s (CA %s)", cert_file,
-                   why, ca_file);
-      return FALSE;
-    }
-  *certificate = g_steal_pointer (&cert);
-  *ca = g_steal_pointer (&db);
-  return TRUE;
 }

@@ -91,9 +91,9 @@ void sp_transport_receive_pending (SpTransport *transport);
 /* Whether the outgoing connection to id is established (for status). */
 gboolean sp_transport_peer_connected (SpTransport *transport, guint64 id);
 
-/* Loads certificate+key and CA files into options-ready objects. */
-gboolean sp_transport_load_tls (const char *cert_file, const char *key_file, const char *ca_file,
-                                GTlsCertificate **certificate, GTlsDatabase **ca, GError **error);
+/* Whether cert is issued to the member name: its CN or a DNS
+ * subjectAltName equals it (no wildcards, no case folding). */
+gboolean sp_transport_cert_has_name (GTlsCertificate *cert, const char *name);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpTransport, sp_transport_free)
 

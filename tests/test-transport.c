@@ -448,18 +448,12 @@ tls_node (guint64 id, const char *name, const char *cert_sub, const char *cert_n
   g_autofree char *key = cert_path (cert_sub, key_name);
   g_autofree char *ca_file = cert_path (ca_sub, "ca.pem");
   g_autoptr (GTlsCertificate) cert = NULL;
-  g_autoptr (GTlsDatabase) ca = NULL;
   g_autoptr (GTlsDatabase) trusted = NULL;
   g_autoptr (GError) error = NULL;
   Node *n;
 
-  /* load_tls insists that the certificate comes from the CA it is given */
-  {
-    g_autofree char *own_ca = cert_path (cert_sub, "ca.pem");
-
-    ck_assert_msg (sp_transport_load_tls (pem, key, own_ca, &cert, &ca, &error), "%s",
-                   error ? error->message : "");
-  }
+  cert = g_tls_certificate_new_from_files (pem, key, &error);
+  ck_assert_msg (cert, "%s", error ? error->message : "");
   trusted = g_tls_file_database_new (ca_file, &error);
   ck_assert_msg (trusted, "%s", error ? error->message : "");
   n = node_new (id, name, cert, trusted, 0);
@@ -1137,66 +1131,6 @@ START_TEST (test_queue_bound)
 }
 END_TEST
 
-START_TEST (test_load_tls_errors)
-{
-  g_autofree char *pem = NULL;
-  g_autofree char *key = NULL;
-  g_autofree char *ca = NULL;
-  g_autofree char *foreign = NULL;
-  g_autofree char *missing = NULL;
-  g_autoptr (GTlsCertificate) cert = NULL;
-  g_autoptr (GTlsDatabase) db = NULL;
-  g_autoptr (GError) error = NULL;
-
-  if (!have_certs ())
-    return;
-  pem = cert_path (NULL, "alpha.pem");
-  key = cert_path (NULL, "alpha.key");
-  ca = cert_path (NULL, "ca.pem");
-  foreign = cert_path ("other", "beta.pem");
-  missing = cert_path (NULL, "missing.pem");
-
-  ck_assert (!sp_transport_load_tls (missing, key, ca, &cert, &db, &error));
-  ck_assert_ptr_nonnull (strstr (error->message, missing));
-  g_clear_error (&error);
-  ck_assert (!sp_transport_load_tls (pem, missing, ca, &cert, &db, &error));
-  ck_assert_ptr_nonnull (strstr (error->message, missing));
-  g_clear_error (&error);
-  ck_assert (!sp_transport_load_tls (pem, key, missing, &cert, &db, &error));
-  ck_assert_ptr_nonnull (strstr (error->message, missing));
-  g_clear_error (&error);
-  ck_assert (!sp_transport_load_tls (pem, ca, ca, &cert, &db, &error)); /* not a key */
-  ck_assert_ptr_nonnull (strstr (error->message, ca));
-  g_clear_error (&error);
-  {
-    g_autofree char *foreign_key = cert_path ("other", "beta.key");
-
-    ck_assert (!sp_transport_load_tls (foreign, foreign_key, ca, &cert, &db, &error));
-    ck_assert_ptr_nonnull (strstr (error->message, foreign));
-    ck_assert_ptr_nonnull (strstr (error->message, "not issued by the cluster CA"));
-    g_clear_error (&error);
-  }
-  ck_assert_ptr_null (cert);
-  ck_assert_ptr_null (db);
-  ck_assert (sp_transport_load_tls (pem, key, ca, &cert, &db, &error));
-  ck_assert_ptr_nonnull (cert);
-  ck_assert_ptr_nonnull (db);
-  g_clear_object (&cert);
-  g_clear_object (&db);
-
-  /* relative paths, as a configuration file may have them */
-  {
-    g_autofree char *cwd = g_get_current_dir ();
-
-    ck_assert_int_eq (g_chdir (certs_dir), 0);
-    ck_assert_msg (sp_transport_load_tls ("alpha.pem", "alpha.key", "ca.pem", &cert, &db, &error),
-                   "%s", error ? error->message : "");
-    ck_assert_int_eq (g_chdir (cwd), 0);
-  }
-  ck_assert_uint_eq (warned ("", ""), 0);
-}
-END_TEST
-
 /* Teardown with operations in flight at every stage, and from inside the
  * receive callback; the sanitizers and valgrind do the checking. */
 START_TEST (test_free_in_flight)
@@ -1387,7 +1321,6 @@ main (void)
   tcase_add_test (tls, test_tls_exchange);
   tcase_add_test (tls, test_tls_foreign_ca);
   tcase_add_test (tls, test_tls_impersonation);
-  tcase_add_test (tls, test_load_tls_errors);
   tcase_add_test (tls, test_free_in_flight);
   tcase_add_test (tls, test_tls_silent_flood);
   tcase_add_test (tls, test_tls_handshake_cap);

@@ -2,6 +2,7 @@
 and its logs: real processes, each test quick."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,8 +10,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import (BUS_CONFIG, OPEN_POLICY, SPARROWCTL, SPARROWD, Cluster,  # noqa: E402
-                     main)
+from cluster import (BUS_CONFIG, OPEN_POLICY, SPARROW_CERTS, SPARROWCTL, SPARROWD,  # noqa: E402
+                     Cluster, main)
 
 NO_BUS = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/sparrow-test-bus"}
 
@@ -198,6 +199,126 @@ class Check(unittest.TestCase):
         self.assertIn("fence: a new leader holds addresses 1511 ms", r.stdout)
         self.assertIn("expected failover after a crash: 1511 to 1511 ms (addresses), 2011 to "
                       "2011 ms (leader target)", r.stdout)
+
+
+OLD_CA_CONFIG = """[ca]
+default_ca = old
+[old]
+database = index.txt
+unique_subject = no
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+[any]
+commonName = supplied
+"""
+
+
+class TlsFiles(unittest.TestCase):
+    """[tls] checked by --check-config and at start, each error naming the
+    file, [tls] and the key."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="sparrow-tls-")
+        cls.certs = os.path.join(cls.dir, "certs")
+        cls.other = os.path.join(cls.dir, "other")
+        for d, names in [(cls.certs, ["alpha", "beta"]), (cls.other, ["alpha"])]:
+            subprocess.run([SPARROW_CERTS, "ca", d], check=True, capture_output=True)
+            for name in names:
+                subprocess.run([SPARROW_CERTS, "node", d, name], check=True, capture_output=True)
+        # Certificates out of their validity period, from the cluster CA.
+        cls.old = os.path.join(cls.dir, "old")
+        os.makedirs(cls.old)
+        with open(os.path.join(cls.old, "ca.cnf"), "w") as f:
+            f.write(OLD_CA_CONFIG)
+        open(os.path.join(cls.old, "index.txt"), "w").close()
+        with open(os.path.join(cls.old, "serial"), "w") as f:
+            f.write("01\n")
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "alpha.key", "-out",
+                        "alpha.csr", "-subj", "/CN=alpha"],
+                       cwd=cls.old, check=True, capture_output=True)
+        for out, start, end in [("expired.pem", "20200101000000Z", "20210101000000Z"),
+                                ("future.pem", "20990101000000Z", "20991231000000Z")]:
+            subprocess.run(["openssl", "ca", "-batch", "-config", "ca.cnf", "-cert",
+                            cls.cert("ca.pem"), "-keyfile", cls.cert("ca.key"), "-in",
+                            "alpha.csr", "-out", out, "-startdate", start, "-enddate", end],
+                           cwd=cls.old, check=True, capture_output=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def cert(cls, name, d=None):
+        return os.path.join(d or cls.certs, name)
+
+    def config(self, ca=None, cert=None, key=None, name="alpha"):
+        return ("[node]\nname = %s\nlisten = 127.0.0.1:7401\ndata-dir = %s\n"
+                "[cluster]\ninitial-members = alpha=127.0.0.1:7401;beta=127.0.0.1:7402;"
+                "gamma=127.0.0.1:7403\n[tls]\nca = %s\ncert = %s\nkey = %s\n" % (
+                    name, os.path.join(self.dir, "data"), ca or self.cert("ca.pem"),
+                    cert or self.cert("alpha.pem"), key or self.cert("alpha.key")))
+
+    def assert_refused(self, text, message):
+        path, r = check_config(text)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertEqual(r.stderr, "sparrowd: %s: %s\n" % (path, message))
+        # Start-up refuses it the same way, before it listens.
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        r = subprocess.run([SPARROWD, "--config", path], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, **NO_BUS))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("sparrowd: %s: %s\n" % (path, message), r.stderr)
+
+    def test_valid(self):
+        path, r = check_config(self.config())
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertRegex(r.stdout, r"\ntls: certificate for alpha, signed by CN=sparrow cluster "
+                         r"CA, valid until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n")
+
+    def test_missing_file(self):
+        missing = self.cert("gone.pem")
+        self.assert_refused(self.config(cert=missing),
+                            "[tls] cert: Failed to open file “%s”: No such file or directory"
+                            % missing)
+
+    def test_another_members_certificate(self):
+        self.assert_refused(self.config(cert=self.cert("beta.pem"), key=self.cert("beta.key")),
+                            '[tls] cert: %s names member "beta", not this node "alpha" '
+                            '([node] name)' % self.cert("beta.pem"))
+
+    def test_key_of_another_certificate(self):
+        self.assert_refused(self.config(key=self.cert("beta.key")),
+                            "[tls] key: %s: not the private key of %s ([tls] cert)"
+                            % (self.cert("beta.key"), self.cert("alpha.pem")))
+
+    def test_not_a_key(self):
+        path, r = check_config(self.config(key=self.cert("ca.pem")))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("[tls] key: %s: " % self.cert("ca.pem"), r.stderr)
+
+    def test_another_ca(self):
+        other = self.cert("alpha.pem", self.other)
+        self.assert_refused(self.config(cert=other, key=self.cert("alpha.key", self.other)),
+                            "[tls] cert: %s: not signed by the CA in %s ([tls] ca)"
+                            % (other, self.cert("ca.pem")))
+
+    def test_own_certificate_as_ca(self):
+        self.assert_refused(self.config(ca=self.cert("alpha.pem")),
+                            "[tls] ca: %s holds this member's own certificate (%s), not the CA's"
+                            % (self.cert("alpha.pem"), self.cert("alpha.pem")))
+
+    def test_validity_period(self):
+        key = self.cert("alpha.key", self.old)
+        self.assert_refused(self.config(cert=self.cert("expired.pem", self.old), key=key),
+                            "[tls] cert: %s: expired on 2021-01-01 00:00:00 UTC"
+                            % self.cert("expired.pem", self.old))
+        self.assert_refused(self.config(cert=self.cert("future.pem", self.old), key=key),
+                            "[tls] cert: %s: not valid before 2099-01-01 00:00:00 UTC (is this "
+                            "host's clock right?)" % self.cert("future.pem", self.old))
 
 
 if __name__ == "__main__":
