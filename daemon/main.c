@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "dbus-service.h"
+#include "logging.h"
 #include "node.h"
 #include "notify.h"
 #include "plugin.h"
@@ -289,6 +290,7 @@ main (int argc, char **argv)
   Daemon d = { 0 };
 
   setlocale (LC_ALL, "");
+  sp_logging_init ();
   g_option_context_add_main_entries (context, entries, NULL);
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
@@ -305,9 +307,13 @@ main (int argc, char **argv)
   if (config)
     plugins = sp_plugins_probe (config, warnings, &error);
   strict = strict || (config && config->strict);
+  /* A check answers on the terminal; a daemon that goes on logs them. */
   for (guint i = 0; i < warnings->len; i++)
-    g_printerr ("sparrowd: %s: %s\n", strict ? "error (strict)" : "warning",
-                (char *)warnings->pdata[i]);
+    if (strict || check_config)
+      g_printerr ("sparrowd: %s: %s\n", strict ? "error (strict)" : "warning",
+                  (char *)warnings->pdata[i]);
+    else
+      g_warning ("configuration: %s", (char *)warnings->pdata[i]);
   if (!plugins)
     {
       g_printerr ("sparrowd: %s\n", error->message);

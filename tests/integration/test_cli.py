@@ -2,6 +2,7 @@
 and its logs: real processes, each test quick."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -319,6 +320,40 @@ class TlsFiles(unittest.TestCase):
         self.assert_refused(self.config(cert=self.cert("future.pem", self.old), key=key),
                             "[tls] cert: %s: not valid before 2099-01-01 00:00:00 UTC (is this "
                             "host's clock right?)" % self.cert("future.pem", self.old))
+
+
+class Logs(unittest.TestCase):
+    LINE = r"^\d\d:\d\d:\d\d\.\d{3} (ERROR|CRITICAL|WARNING|NOTICE|INFO|DEBUG) \S"
+
+    def test_one_readable_line_per_message_outside_systemd(self):
+        c = Cluster(1)
+        self.addCleanup(c.teardown)
+        n = c.nodes[0]
+        n.start()
+        c.wait_leader()
+        self.assertEqual(n.stop(), 0)
+        lines = n.read_log().splitlines()
+        for line in lines:
+            self.assertRegex(line, self.LINE)
+        self.assertTrue(any(" NOTICE %s: leader in term" % n.name in line for line in lines),
+                        lines)
+        self.assertTrue(any(" WARNING configuration: " in line and "one voter" in line
+                            for line in lines), lines)
+
+    def test_demo_says_plaintext_and_keeps_the_logs(self):
+        demo = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "sparrow-demo")
+        r = subprocess.run([sys.executable, demo], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("In plaintext: [tls] insecure = true, so peers are not authenticated",
+                      r.stdout)
+        logs = re.search(r"The logs stay in (\S+) ", r.stdout).group(1)
+        self.addCleanup(shutil.rmtree, logs, ignore_errors=True)
+        self.assertEqual(sorted(os.listdir(logs)), ["n1.log", "n2.log", "n3.log"])
+        for name in os.listdir(logs):
+            with open(os.path.join(logs, name)) as f:
+                text = f.read()
+            self.assertIn("TLS is off (insecure = true)", text)
+            self.assertIn(" NOTICE ", text)
 
 
 if __name__ == "__main__":
