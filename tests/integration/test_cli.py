@@ -1,6 +1,7 @@
 """sparrowctl's command line and its bus manners, sparrowd's --check-config
 and its logs: real processes, each test quick."""
 
+import json
 import os
 import re
 import shutil
@@ -339,6 +340,33 @@ class Logs(unittest.TestCase):
                         lines)
         self.assertTrue(any(" WARNING configuration: " in line and "one voter" in line
                             for line in lines), lines)
+
+    def test_journal_natively_with_fields_under_systemd(self):
+        # stderr connected to a journal as systemd connects a service's; the
+        # journal's sockets in a private mount namespace (root only).
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare for a private journal")
+        c = Cluster(1)
+        self.addCleanup(c.teardown)
+        n = c.nodes[0]
+        os.makedirs(n.data_dir)
+        capture = os.path.join(os.path.dirname(__file__), "journal-capture.py")
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, capture,
+                            "30", "SPARROW_ROLE=leader", SPARROWD, "--config", n.config],
+                           env=dict(n.env, **NO_BUS), capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        entries = [json.loads(line) for line in r.stdout.splitlines()]
+        end = entries.pop()
+        self.assertEqual(end, {"stderr": "", "status": 0})  # all of it went to the journal
+        leader = [e for e in entries if e.get("SPARROW_ROLE") == "leader"]
+        self.assertEqual(len(leader), 1, entries)
+        self.assertEqual((leader[0]["SPARROW_LEADER"], leader[0]["SPARROW_TERM"],
+                          leader[0]["PRIORITY"]), (n.name, "2", "5"))
+        self.assertEqual(leader[0]["MESSAGE"], "%s: leader in term 2, leader %s"
+                         % (n.name, n.name))
+        self.assertIn({"MESSAGE": "TLS is off (insecure = true): peers are not authenticated "
+                       "and traffic is plaintext", "PRIORITY": "4"},
+                      [{k: e[k] for k in ("MESSAGE", "PRIORITY")} for e in entries])
 
     def test_demo_says_plaintext_and_keeps_the_logs(self):
         demo = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "sparrow-demo")
