@@ -292,6 +292,23 @@ main (int argc, char **argv)
   setlocale (LC_ALL, "");
   sp_logging_init ();
   g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_set_summary (
+      context, "Elects a leader among the members of /etc/sparrow/sparrow.conf (Raft over TCP,\n"
+               "mutual TLS), publishes it on the system bus as org.sparrow.cluster1 and, on the\n"
+               "leader, starts sparrow-leader.target. Drop-ins: sparrow.conf.d/*.conf beside the\n"
+               "file. Runs as sparrow.service (Type=notify, with its watchdog).");
+  g_option_context_set_description (
+      context, "SIGTERM or SIGINT: a leader hands leadership over first, then it stops.\n"
+               "Logs go to the journal under systemd, else one line each on stderr\n"
+               "(G_MESSAGES_DEBUG=all adds debug messages).\n"
+               "\n"
+               "Environment: DBUS_SYSTEM_BUS_ADDRESS (the bus), SPARROW_PLUGIN_DIR (plugin\n"
+               "modules, default " SP_PLUGIN_DIR "), NOTIFY_SOCKET\n"
+               "and WATCHDOG_USEC (set by systemd).\n"
+               "\n"
+               "Exit status: 0 stopped, or the configuration is valid; 1 invalid configuration\n"
+               "(or a warning with --strict), cannot start, or failed while running (systemd\n"
+               "restarts it); 2 usage.");
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
       g_printerr ("sparrowd: %s\n", error->message);

@@ -55,6 +55,13 @@ class Ctl(unittest.TestCase):
                         "set KEY VALUE", "del KEY", "cas KEY REVISION VALUE", "ls [PREFIX]",
                         "watch [PREFIX]", "--json", "--stale", "--learner", "Exit status"]:
             self.assertIn(command, r.stdout)
+        r = subprocess.run([SPARROWD, "--help"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0)
+        for option in ["--config=PATH", "--check-config", "--strict", "--version",
+                       "SPARROW_PLUGIN_DIR", "Exit status"]:
+            self.assertIn(option, r.stdout)
+        r = subprocess.run([SPARROWD, "--bogus"], capture_output=True, text=True)
+        self.assertEqual((r.returncode, r.stderr), (2, "sparrowd: Unknown option --bogus\n"))
         for program in [SPARROWCTL, SPARROWD]:
             r = subprocess.run([program, "--version"], capture_output=True, text=True)
             self.assertEqual(r.returncode, 0)
