@@ -214,7 +214,8 @@ static char *
 unknown_key (const char *path, const char *group, const char *key, const char *const *known)
 {
   const char *best = NULL;
-  guint best_distance = 4; /* more than this is no typo */
+  /* A typo changes a few characters, and never most of the key. */
+  guint best_distance = MIN (MAX (2, strlen (key) / 3), strlen (key) - 1) + 1;
 
   for (guint i = 0; known[i]; i++)
     {
