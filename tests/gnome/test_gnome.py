@@ -200,9 +200,11 @@ class Shell:
 
 
 def skip_unless_runnable(test):
-    if not shutil.which("gnome-shell"):
-        test.skipTest("gnome-shell is not installed "
-                      "(apt-get install --no-install-recommends gnome-shell)")
+    for tool, package in (("gnome-shell", "gnome-shell"), ("gsettings", "libglib2.0-bin"),
+                          ("busctl", "systemd")):
+        if not shutil.which(tool):
+            test.skipTest("%s is not installed (apt-get install --no-install-recommends %s)"
+                          % (tool, package))
     if not EXTENSION_FILES:
         test.skipTest("SPARROW_GNOME_FILES is not set: run it with meson test")
 
