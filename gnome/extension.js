@@ -210,6 +210,15 @@ class SparrowToggle extends QuickSettings.QuickMenuToggle {
         this._error = null;
         this.menu.setHeader(gicon, 'Sparrow cluster');
         this.connect('clicked', () => this.menu.open());
+        // GNOME 43 leaves a toggle's menu in Quick Settings when it goes
+        this.connect('destroy', () => this.menu.destroy());
+        // a refusal is news until the menu that showed it closes
+        this.menu.connect('open-state-changed', (menu, open) => {
+            if (!open && this._error) {
+                this._error = null;
+                this.sync();
+            }
+        });
 
         this._summary = new PopupMenu.PopupMenuSection();
         this.menu.addMenuItem(this._summary);

@@ -212,7 +212,8 @@ def skip_unless_runnable(test):
 class NoActivation(unittest.TestCase):
     def test_reading_never_starts_sparrowd(self):
         """A system bus that could start sparrowd on demand: the extension's
-        reads and its menu must not."""
+        reads and its menu must not, nor disabling and enabling it, which
+        must leave nothing behind."""
         skip_unless_runnable(self)
         d = tempfile.mkdtemp(prefix="sparrow-gnome-bus-")
         self.addCleanup(shutil.rmtree, d, ignore_errors=True)
@@ -243,6 +244,19 @@ class NoActivation(unittest.TestCase):
         s = shell.snapshot()
         self.assertEqual((s["label"], s["subtitle"], s["action"]),
                          ("not running", "sparrowd is not running", None))
+        self.assertFalse(os.path.exists(marker), "the extension started sparrowd")
+
+        # disabled (as on the lock screen), it leaves nothing behind; enabled
+        # again, it works as before
+        parts = ("(() => { const q = Main.panel.statusArea.quickSettings; return "
+                 "[q._indicators.get_n_children(), q.menu._grid.get_n_children(), "
+                 "q.menu._overlay.get_n_children()]; })()")
+        enabled = shell.eval(parts)
+        shell.eval("Main.extensionManager.disableExtension('%s')" % UUID)
+        self.assertEqual(shell.eval(parts), [n - 1 for n in enabled])
+        shell.eval("Main.extensionManager.enableExtension('%s')" % UUID)
+        self.assertEqual(shell.eval(parts), enabled)
+        self.assertEqual(shell.snapshot()["label"], "not running")
         self.assertFalse(os.path.exists(marker), "the extension started sparrowd")
         self.assertEqual(shell.extension_errors(), [])
 
