@@ -12,6 +12,7 @@ killed."""
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from cluster import BUS_CONFIG, OPEN_POLICY, Cluster, main  # noqa: E402
 
 UUID = "sparrow@sparrow-ha.github.io"
+BUS_POLICY = os.path.join(os.path.dirname(__file__), "..", "..", "dbus", "org.sparrow.cluster1.conf")
 EXTENSION_DIR = os.environ.get("SPARROW_GNOME_EXTENSION", "")
 EXTENSION_FILES = [f for f in os.environ.get("SPARROW_GNOME_FILES", "").split(":") if f]
 ARTIFACTS = os.environ.get("SPARROW_GNOME_ARTIFACTS", tempfile.gettempdir())
@@ -85,7 +87,9 @@ class Shell:
     """A headless gnome-shell with the extension enabled, on the system bus
     at system_bus (a D-Bus address)."""
 
-    def __init__(self, system_bus):
+    def __init__(self, system_bus, user=None):
+        """user: a user name to run it as (else this process's user)."""
+        self.user = user
         self.dir = tempfile.mkdtemp(prefix="sparrow-gnome-")
         self.runtime = os.path.join(self.dir, "run")
         os.mkdir(self.runtime, 0o700)
@@ -107,17 +111,31 @@ class Shell:
         self.bus = None
         self.proc = None
         self.log_path = os.path.join(self.dir, "gnome-shell.log")
+        if user:
+            account = pwd.getpwnam(user)
+            for parent, dirs, files in os.walk(self.dir):
+                for name in [parent] + [os.path.join(parent, n) for n in dirs + files]:
+                    os.chown(name, account.pw_uid, account.pw_gid)
 
     def start(self):
         self.bus = private_bus(self.runtime)
         for key, value in (("enabled-extensions", "['%s']" % UUID),
                            ("welcome-dialog-last-shown-version", "'999'")):
             subprocess.run(["gsettings", "set", "org.gnome.shell", key, value], env=self.env,
-                           check=True)
+                           check=True, user=self.user, group=self.group, extra_groups=self.groups)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 ["gnome-shell", "--headless", "--virtual-monitor", "1280x800", "--wayland",
-                 "--no-x11", "--unsafe-mode"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                 "--no-x11", "--unsafe-mode"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                user=self.user, group=self.group, extra_groups=self.groups)
+
+    @property
+    def group(self):
+        return pwd.getpwnam(self.user).pw_gid if self.user else None
+
+    @property
+    def groups(self):
+        return [] if self.user else None
 
     def wait_ready(self, timeout=60.0):
         deadline = time.monotonic() + timeout
@@ -258,6 +276,44 @@ class NoActivation(unittest.TestCase):
         self.assertEqual(shell.eval(parts), enabled)
         self.assertEqual(shell.snapshot()["label"], "not running")
         self.assertFalse(os.path.exists(marker), "the extension started sparrowd")
+        self.assertEqual(shell.extension_errors(), [])
+
+
+class Unprivileged(unittest.TestCase):
+    def test_a_user_reads_everything_and_is_refused_a_transfer(self):
+        """A desktop user (nobody) under the system bus's policy and
+        sparrow's: reading is open; a transfer needs polkit, which this bus
+        does not have, so sparrowd refuses it and the menu says so."""
+        skip_unless_runnable(self)
+        if os.geteuid() != 0:
+            self.skipTest("runs gnome-shell as nobody: needs root")
+        c = Cluster(3, bus_policy=BUS_POLICY)
+        self.addCleanup(c.teardown)
+        c.start()
+        leader = c.node(c.wait_leader())
+        for d in (c.dir, leader.dir):  # the way to the leader's bus socket
+            os.chmod(d, 0o755)
+        shell = Shell(leader.env["DBUS_SYSTEM_BUS_ADDRESS"], user="nobody")
+        self.addCleanup(shell.teardown)
+        shell.start()
+        shell.wait_ready()
+        self.assertEqual(shell.eval("imports.gi.GLib.get_user_name()"), "nobody")
+        s = shell.snapshot()
+        deadline = time.monotonic() + 10
+        while s["label"] != "leader" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            s = shell.snapshot()
+        self.assertEqual((s["label"], s["action"]), ("leader", "Move leadership away"))
+        self.assertEqual(len([line for line in s["lines"] if line.endswith(": reachable")]), 3)
+
+        shell.eval("Main.extensionManager.lookup('%s').stateObj._indicator"
+                   "._toggle._action.activate(null)" % UUID)
+        while not s["error"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            s = shell.snapshot()
+        self.assertIn("not authorized for org.sparrow.cluster1.transfer-leadership", s["error"])
+        print("refusal shown:", s["error"])
+        self.assertEqual(c.leader(), leader.name)
         self.assertEqual(shell.extension_errors(), [])
 
 
