@@ -113,7 +113,8 @@ var Cluster = class {
                 continue;
             this._plugins.set(path, null);
             newProxy(path, PLUGIN_IFACE, this._cancellable, proxy => {
-                if (!this._plugins.has(path))
+                // gone meanwhile, or listed again and followed already
+                if (this._plugins.get(path) !== null)
                     return;
                 this._plugins.set(path, new Followed(proxy, () => this.emit('changed')));
                 this.emit('changed');

@@ -13,6 +13,7 @@ killed."""
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,15 @@ def stop_bus(bus):
     bus.terminate()
     bus.wait(timeout=10)
     bus.stdout.close()
+
+
+def lease_published(monitor_output):
+    """When (time.time()) dbus-monitor saw the first PropertiesChanged
+    that set LeaseValid true."""
+    for message in ("\n" + monitor_output).split("\nsignal ")[1:]:
+        if re.search(r'string "LeaseValid"\s+variant\s+boolean true', message):
+            return float(re.match(r"time=([0-9.]+)", message).group(1))
+    raise AssertionError("no lease published:\n" + monitor_output)
 
 
 class Shell:
@@ -393,8 +403,9 @@ class Indicator(unittest.TestCase):
 
         # kill -9 the leader: the survivors' indicators show the new roles,
         # the dead node's shows "not running"
-        self.c.node(leader).kill()
         rest = [n for n in names if n != leader]
+        monitors = {n: self.c.node(n).monitor_properties() for n in rest}
+        self.c.node(leader).kill()
         labels = {}
 
         def followed(snapshots):
@@ -404,12 +415,17 @@ class Indicator(unittest.TestCase):
 
         took = self.wait(names, followed, timeout=10, what="the indicators after the kill",
                          whole=True)
+        shown = time.time()
         new = self.c.wait_leader([self.c.node(n) for n in rest])
-        print("kill -9 of the leader %s: the indicators show %s leading %.2f s after the kill"
-              % (leader, new, took))
+        for m in monitors.values():
+            m.terminate()
+        lease = lease_published(monitors[new].communicate(timeout=10)[0])
+        print("kill -9 of the leader %s: the indicators show %s leading %.2f s after the kill, "
+              "%.0f ms after it published its lease" % (leader, new, took, (shown - lease) * 1000))
         self.assertEqual(labels[new], "leader")
         self.assertEqual(self.roles(), {n: labels[n] for n in rest})
         self.assertLessEqual(took, FOLLOW_S)
+        self.assertLess(shown - lease, 1.0)
 
         # the dead daemon restarts: its shell re-reads everything
         self.c.node(leader).start()
