@@ -176,29 +176,30 @@ function detailText(value) {
     return `${value}`;
 }
 
-/* One line per fact about a plugin: the vip plugin's addresses each held
- * here or not; any other Details as they come. */
-function pluginLines(plugin) {
-    const lines = [`${plugin.name}: ${plugin.state}`];
+/* The lines about a plugin after its state: the vip plugin's addresses each
+ * held here or not; any other Details as they come. */
+function pluginDetails(plugin) {
+    const lines = [];
     const details = {...plugin.details};
     const {addresses, held} = details;
     if (plugin.name === 'vip' && Array.isArray(addresses) && Array.isArray(held)) {
         for (const a of addresses)
-            lines.push(`    ${a}: ${held.includes(a) ? 'held here' : 'not held here'}`);
+            lines.push(`${a}: ${held.includes(a) ? 'held here' : 'not held here'}`);
         delete details.addresses;
         delete details.held;
     }
     for (const [key, value] of Object.entries(details).sort())
-        lines.push(`    ${key}: ${detailText(value)}`);
+        lines.push(`${key}: ${detailText(value)}`);
     if (plugin.lastError)
-        lines.push(`    error: ${plugin.lastError}`);
+        lines.push(`error: ${plugin.lastError}`);
     return lines;
 }
 
-/* A line of the menu, wrapped rather than cut: errors are long. */
-function infoItem(text) {
+/* A line of the menu, wrapped rather than cut: errors are long. A detail
+ * is indented under the line it belongs to. */
+function infoItem(text, detail = false) {
     const item = new PopupMenu.PopupMenuItem(text, {reactive: false, can_focus: false});
-    item.label.add_style_class_name('sparrow-info');
+    item.label.add_style_class_name(detail ? 'sparrow-detail' : 'sparrow-info');
     item.label.clutter_text.set({line_wrap: true, ellipsize: Pango.EllipsizeMode.NONE});
     return item;
 }
@@ -262,8 +263,11 @@ class SparrowToggle extends QuickSettings.QuickMenuToggle {
                 this._summary.addMenuItem(infoItem(
                     `${name}${roles} ${address}: ${reachable ? 'reachable' : 'unreachable'}`));
             }
-            for (const p of c.plugins)
-                pluginLines(p).forEach(line => this._summary.addMenuItem(infoItem(line)));
+            for (const p of c.plugins) {
+                this._summary.addMenuItem(infoItem(`${p.name}: ${p.state}`));
+                for (const line of pluginDetails(p))
+                    this._summary.addMenuItem(infoItem(line, true));
+            }
         }
 
         this._action.visible = c.running && ['leader', 'follower'].includes(text);

@@ -267,7 +267,7 @@ class NoActivation(unittest.TestCase):
         shell.start()
         shell.wait_ready()
         self.assertEqual(shell.snapshot()["label"], "not running")
-        shell.screenshot("gnome-not-running.png")
+        print("screenshot:", shell.screenshot("gnome-not-running.png"))
         time.sleep(1)
         s = shell.snapshot()
         self.assertEqual((s["label"], s["subtitle"], s["action"]),
@@ -396,7 +396,7 @@ class Indicator(unittest.TestCase):
         if os.environ.get("SPARROW_PLUGIN_DIR"):
             self.wait([leader], lambda name, s: "vip: failed" in s["lines"], what="vip failed")
             self.wait([follower], lambda name, s: "vip: inactive" in s["lines"]
-                      and "    %s: not held here" % VIP in s["lines"], what="vip inactive")
+                      and "%s: not held here" % VIP in s["lines"], what="vip inactive")
         shot = self.shells[leader].screenshot("gnome-%s-leader.png" % leader)
         self.assertTrue(shot and os.path.getsize(shot) > 0)
         print("screenshot:", shot)
