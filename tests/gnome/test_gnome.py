@@ -1,9 +1,11 @@
-"""The GNOME Shell indicator (gnome/) in real headless gnome-shells, one per
-node of a real 3-node cluster: each shell's system bus is its node's
-private bus, so each indicator shows its own node, as on three desktops.
-What is checked is what a user sees: the top bar's text and the Quick
-Settings menu, read with org.gnome.Shell.Eval (--unsafe-mode), and a
-screenshot is kept.
+"""The GNOME Shell indicator (gnome/) in real headless gnome-shells.
+Indicator: one shell per node of a real 3-node cluster, each shell's
+system bus its node's private bus, so each indicator shows its own node,
+as on three desktops.  NoActivation: a bus that could start sparrowd.
+Unprivileged: a shell run as nobody under the system bus policy.  What is
+checked is what a user sees: the top bar's text and the Quick Settings
+menu, read with org.gnome.Shell.Eval (--unsafe-mode); screenshots are
+kept.
 
 The shells get a private session bus that activates nothing and a keyfile
 GSettings backend (no dconf-service, no at-spi), in an XDG_RUNTIME_DIR of
@@ -181,6 +183,11 @@ class Shell:
     def snapshot(self):
         return self.eval(SNAPSHOT)
 
+    def click_action(self):
+        """Activates the menu's "Move leadership ..." item."""
+        self.eval("Main.extensionManager.lookup('%s').stateObj._indicator._toggle._action"
+                  ".activate(null)" % UUID)
+
     def screenshot(self, name):
         """The screen with Quick Settings and the sparrow menu open."""
         self.eval("Main.messageTray.getSources().forEach(s => s.destroy())")  # root's warning
@@ -316,8 +323,7 @@ class Unprivileged(unittest.TestCase):
         self.assertEqual((s["label"], s["action"]), ("leader", "Move leadership away"))
         self.assertEqual(len([line for line in s["lines"] if line.endswith(": reachable")]), 3)
 
-        shell.eval("Main.extensionManager.lookup('%s').stateObj._indicator"
-                   "._toggle._action.activate(null)" % UUID)
+        shell.click_action()
         while not s["error"] and time.monotonic() < deadline:
             time.sleep(0.05)
             s = shell.snapshot()
@@ -441,16 +447,14 @@ class Indicator(unittest.TestCase):
         self.wait([other], lambda name, s: s["label"] == "follower", what="back after a start")
 
         # "Move leadership away" from the leader's menu
-        self.shells[new].eval("Main.extensionManager.lookup('%s').stateObj._indicator"
-                              "._toggle._action.activate(null)" % UUID)
+        self.shells[new].click_action()
         third = self.c.wait(lambda: (self.c.leader() or new) != new and self.c.leader(),
                             what="leadership moved away")
         self.wait(names, lambda name, s: s["label"] == ("leader" if name == third else "follower"),
                   what="the indicators after the transfer")
         # "Move leadership here" on a follower is refused by its daemon (only
         # the leader transfers): the menu says why
-        self.shells[new].eval("Main.extensionManager.lookup('%s').stateObj._indicator"
-                              "._toggle._action.activate(null)" % UUID)
+        self.shells[new].click_action()
         self.wait([new], lambda name, s: s["error"] and third in s["error"],
                   what="the refusal in the menu")
         print("refusal shown:", self.shells[new].snapshot()["error"])
