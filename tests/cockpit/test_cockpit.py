@@ -394,6 +394,10 @@ class CockpitPage(unittest.TestCase):
             page.wait(lambda: "failed" in plugin(), what="the vip plugin failed on the leader")
             self.assertIn("spvip-none0: NetworkManager has no device spvip-none0", plugin())
         page.wait_text("store-count", "3 of 3 keys")
+        # the leader's view of replication: every member caught up
+        commit = str(w.status()["commit_index"])
+        page.wait(lambda: [r[4] for r in page.members()] == ["%s / %s" % (commit, commit)] * 3,
+                  what="every member at the commit index")
         self.assert_readable()
         page.screenshot("cockpit-sparrow-dark.png")
 
@@ -401,6 +405,52 @@ class CockpitPage(unittest.TestCase):
         """Every text on the page against its background: WCAG AA (4.5:1)."""
         low = self.driver.execute_script(CONTRAST_JS)
         self.assertEqual(low, [], "text below 4.5:1 contrast")
+
+    def test_members_from_the_page(self):
+        """Promote a learner and remove it, with the keyboard alone."""
+        from selenium.webdriver.common.keys import Keys
+        c, w, page = self.cluster, self.watched, self.page
+        self.make_leader("n1")
+        n4 = c.add_node("n4")
+        n4.write_config(c.nodes, join=True)
+        w.ctl("members", "add", "--learner", "n4", n4.address)
+        n4.start()
+        ws = self.cockpit()
+        self.driver.get(ws.url)
+        row = lambda: next((r for r in page.members() if r[0].split()[0] == "n4"), None)  # noqa: E731
+        page.wait(lambda: row() and row()[2] == "learner", what="n4 a learner")
+
+        def press(label):
+            # Tab from the transfer target until the button has the focus.
+            self.driver.execute_script("document.getElementById('transfer-target').focus()")
+            for _ in range(30):
+                focused = self.driver.switch_to.active_element
+                if focused.get_attribute("aria-label") == label:
+                    focused.send_keys(Keys.ENTER)
+                    return
+                focused.send_keys(Keys.TAB)
+            raise AssertionError("no button %r within 30 tabs" % label)
+
+        c.wait(lambda: (next(m for m in w.status()["members"] if m["name"] == "n4")["match_index"]
+                        == w.status()["commit_index"]), what="n4 caught up")
+        page.wait(lambda: self.driver.execute_script(
+            "return !!document.querySelector('button[aria-label=\"Promote n4\"]:enabled')"),
+            what="the Promote button")
+        press("Promote n4")
+        page.wait(lambda: row() and row()[2] == "voter", what="n4 a voter")
+        page.wait_text("action-done", "Promote n4: done.")
+
+        press("Remove n4")
+        page.wait(lambda: self.driver.execute_script("return document.getElementById('confirm').open"),
+                  what="the confirmation")
+        self.assertEqual(page.text("confirm-title"), "Remove member n4?")
+        # Cancel has the focus: Tab to Confirm.
+        self.driver.switch_to.active_element.send_keys(Keys.TAB)
+        self.assertEqual(self.driver.switch_to.active_element.text, "Remove")
+        self.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.wait(lambda: row() is None, what="n4 gone")
+        page.wait_text("action-done", "Remove n4: done.")
+        self.assertNotIn("n4", [m["name"] for m in w.status()["members"]])
 
     def test_denied_without_privileges(self):
         if os.geteuid() != 0:
