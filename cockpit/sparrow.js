@@ -401,7 +401,9 @@ class Session {
 let session = null;
 
 function setConnection(message) {
-    $("connection").textContent = message;
+    /* A live region: only a change is news to a screen reader. */
+    if ($("connection").textContent !== message)
+        $("connection").textContent = message;
 }
 
 function showAbsent(detail) {
