@@ -429,9 +429,10 @@ function resetPage() {
     $("action-done").textContent = "";
 }
 
-/* owner: the unique name now holding org.sparrow.cluster1, "" for none. */
-function follow(owner) {
-    if (session && session.owner === owner)
+/* owner: the unique name now holding org.sparrow.cluster1, "" for none;
+ * reopen: a new channel even to the same owner. */
+function follow(owner, reopen) {
+    if (session && session.owner === owner && !reopen)
         return;
     if (session)
         session.close();
@@ -441,6 +442,21 @@ function follow(owner) {
         session = new Session(owner);
     else
         showAbsent();
+}
+
+/* A channel keeps the privileges it was opened with: when the user
+ * switches Cockpit's administrative access, sparrowd gets a new one. */
+function followAdminAccess() {
+    const superuser = cockpit.dbus(null, { bus: "internal" }).proxy("cockpit.Superuser", "/superuser");
+    let current = null;
+    superuser.addEventListener("changed", () => {
+        const now = superuser.Current;
+        if (now === "init")
+            return;
+        if (current !== null && now !== current && session)
+            follow(session.owner, true);
+        current = now;
+    });
 }
 
 function confirm(title, text, label, action) {
@@ -471,6 +487,7 @@ function start() {
                     "TransferLeadership", [target]);
     });
     $("store-search").addEventListener("input", () => session && session.renderStore());
+    followAdminAccess();
 
     /* The bus driver itself: always there, never activated. */
     const bus = cockpit.dbus(DBUS, { bus: "system" });
