@@ -87,13 +87,15 @@ START_TEST (test_schedules)
   for (guint64 k = 0; k < count; k++)
     run_schedule (replay ? replay : k * G_N_ELEMENTS (sizes) + (guint64)_i + 1, n_nodes, FALSE,
                   replay != 0, &total);
-  printf (
-      "%u nodes: %" G_GUINT64_FORMAT " schedules, %" G_GUINT64_FORMAT " events, %" G_GUINT64_FORMAT
-      " elections, %" G_GUINT64_FORMAT " proposals committed, %" G_GUINT64_FORMAT
-      " snapshots installed, %" G_GUINT64_FORMAT " membership changes, %" G_GUINT64_FORMAT
-      " transfers, %" G_GUINT64_FORMAT " crashes in %.1f s\n",
-      n_nodes, count, total.events, total.elections, total.committed, total.snapshots,
-      total.conf_changes, total.transfers, total.crashes, (g_get_monotonic_time () - start) / 1e6);
+  printf ("%u nodes: %" G_GUINT64_FORMAT " schedules, %" G_GUINT64_FORMAT
+          " events, %" G_GUINT64_FORMAT " elections, %" G_GUINT64_FORMAT
+          " proposals committed, %" G_GUINT64_FORMAT " snapshots installed, %" G_GUINT64_FORMAT
+          " membership changes, %" G_GUINT64_FORMAT " transfers (%" G_GUINT64_FORMAT
+          " asked by %" G_GUINT64_FORMAT " follower requests), %" G_GUINT64_FORMAT
+          " crashes in %.1f s\n",
+          n_nodes, count, total.events, total.elections, total.committed, total.snapshots,
+          total.conf_changes, total.transfers, total.forwarded, total.requests, total.crashes,
+          (g_get_monotonic_time () - start) / 1e6);
   fflush (stdout);
 }
 END_TEST

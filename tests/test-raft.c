@@ -14,6 +14,8 @@ typedef struct
   gboolean cut[NET_MAX + 1][NET_MAX + 1];
   guint64 applied[NET_MAX + 1]; /* last applied index per node */
   guint sent[NET_MAX + 1][SP_RAFT_MSG_N_TYPES];
+  guint n_asked[NET_MAX + 1];               /* transfer requests surfaced per node */
+  SpRaftTransferRequest asked[NET_MAX + 1]; /* the last one */
 } Net;
 
 static SpRaftOptions
@@ -71,6 +73,11 @@ net_settle (Net *net)
             net->applied[i] = g_array_index (rd->committed, SpRaftEntry, k).index;
           if (rd->snapshot)
             net->applied[i] = MAX (net->applied[i], rd->snapshot->index);
+          for (guint k = 0; k < rd->transfer_requests->len; k++)
+            {
+              net->asked[i] = g_array_index (rd->transfer_requests, SpRaftTransferRequest, k);
+              net->n_asked[i]++;
+            }
           sp_raft_advance (net->n[i], rd);
           for (guint k = 0; k < rd->messages->len; k++)
             {
@@ -389,6 +396,67 @@ START_TEST (test_transfer)
   ck_assert_uint_eq (net_leader (&net), 3);
   ck_assert_uint_ge (net.applied[3], index);
   ck_assert (!sp_raft_lease_valid (net.n[1]));
+  net_clear (&net);
+}
+END_TEST
+
+/* A member's request reaches the leader's application, which decides: the
+ * core starts nothing.  Only members' requests of the leader's term count. */
+START_TEST (test_transfer_request)
+{
+  Net net;
+  g_autoptr (GError) error = NULL;
+  guint64 term;
+  SpRaftMsg m = { .type = SP_RAFT_MSG_TRANSFER_REQUEST, .to = 1, .context = 2 };
+
+  net_init (&net, 3, 1);
+  ck_assert (!sp_raft_request_transfer (net.n[2], 2, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER));
+  g_clear_error (&error);
+  elect_first (&net);
+  term = sp_raft_term (net.n[1]);
+  ck_assert (!sp_raft_request_transfer (net.n[1], 2, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID));
+
+  ck_assert (sp_raft_request_transfer (net.n[2], 2, NULL));
+  net_settle (&net);
+  ck_assert_uint_eq (net.sent[2][SP_RAFT_MSG_TRANSFER_REQUEST], 1);
+  ck_assert_uint_eq (net.n_asked[1], 1);
+  ck_assert_uint_eq (net.asked[1].from, 2);
+  ck_assert_uint_eq (net.asked[1].to, 2);
+  ck_assert_uint_eq (sp_raft_transfer_target (net.n[1]), SP_RAFT_NONE);
+  ck_assert_uint_eq (net_leader (&net), 1);
+
+  /* A learner may ask too, leaving the choice to the leader. */
+  ck_assert (sp_raft_request_transfer (net.n[4], SP_RAFT_NONE, NULL));
+  net_settle (&net);
+  ck_assert_uint_eq (net.n_asked[1], 2);
+  ck_assert_uint_eq (net.asked[1].from, 4);
+  ck_assert_uint_eq (net.asked[1].to, SP_RAFT_NONE);
+
+  /* Ignored: a stranger, an older or a newer term (which moves nothing),
+   * and any follower asked. */
+  m.from = 7;
+  m.term = term;
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  m.from = 2;
+  m.term = term - 1;
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  m.term = term + 1;
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  m.to = 3;
+  m.term = term;
+  ck_assert (sp_raft_step (net.n[3], &m, NULL));
+  net_settle (&net);
+  ck_assert_uint_eq (net.n_asked[1], 2);
+  ck_assert_uint_eq (net.n_asked[3], 0);
+  ck_assert_uint_eq (sp_raft_term (net.n[1]), term);
+  ck_assert_uint_eq (net_leader (&net), 1);
+
+  /* The application hands over as asked. */
+  ck_assert (sp_raft_transfer_leadership (net.n[1], net.asked[1].to, NULL));
+  net_settle (&net);
+  ck_assert_uint_ne (net_leader (&net), 1);
   net_clear (&net);
 }
 END_TEST
@@ -927,6 +995,7 @@ raft_suite (void)
   tcase_add_test (tc, test_appends_in_one_batch_get_one_answer);
   tcase_add_test (tc, test_stickiness_refuses_votes_while_leader_alive);
   tcase_add_test (tc, test_transfer);
+  tcase_add_test (tc, test_transfer_request);
   tcase_add_test (tc, test_learner_promotion);
   tcase_add_test (tc, test_snapshot_catch_up);
   tcase_add_test (tc, test_fast_backoff);

@@ -414,7 +414,8 @@ START_TEST (test_bad_header)
       G_VARIANT_TYPE_UINT64, short_h, G_N_ELEMENTS (short_h), sizeof (guint64)));
   g_autoptr (SpRaftMsg) m = decode_ok (good);
   const char *flags_what[] = { "flags", "4", NULL };
-  const char *type_what[] = { "type", "10", NULL };
+  g_autofree char *n_types = g_strdup_printf ("type: %u", SP_RAFT_MSG_N_TYPES);
+  const char *type_what[] = { n_types, NULL };
   const char *len_what[] = { "header", "10 values", NULL };
   const char *odd_what[] = { "header", "91 bytes", NULL };
   g_autoptr (GByteArray) odd = g_byte_array_new ();
@@ -635,7 +636,8 @@ START_TEST (test_inconsistent_fields)
   SpRaftEntry *e;
   const char *conf_what[] = { "entries[5].conf", "missing", NULL };
   const char *snapshot_what[] = { "raft message", NULL };
-  const char *type_what[] = { "type", "10", NULL };
+  g_autofree char *n_types = g_strdup_printf ("type: %u", SP_RAFT_MSG_N_TYPES);
+  const char *type_what[] = { n_types, NULL };
   const char *kind_what[] = { "entries[0].kind", "4", NULL };
   const char *noop_what[] = { "entries[0].data", "no-op", NULL };
   const char *conf_data_what[] = { "entries[1].data", "CONF", NULL };

@@ -61,6 +61,7 @@ struct _SpRaft
 
   /* output */
   GPtrArray *msgs;
+  GArray *transfer_requests; /* of SpRaftTransferRequest, for the next ready */
   gboolean ready_outstanding;
   SpRaftHardState prev_hs;
   SpRaftRole prev_role;
@@ -88,11 +89,17 @@ sp_raft_role_to_string (SpRaftRole role)
 }
 
 static const char *const msg_names[] = {
-  [SP_RAFT_MSG_PREVOTE] = "PreVote",     [SP_RAFT_MSG_PREVOTE_RESP] = "PreVoteResp",
-  [SP_RAFT_MSG_VOTE] = "Vote",           [SP_RAFT_MSG_VOTE_RESP] = "VoteResp",
-  [SP_RAFT_MSG_APPEND] = "Append",       [SP_RAFT_MSG_APPEND_RESP] = "AppendResp",
-  [SP_RAFT_MSG_HEARTBEAT] = "Heartbeat", [SP_RAFT_MSG_HEARTBEAT_RESP] = "HeartbeatResp",
-  [SP_RAFT_MSG_SNAPSHOT] = "Snapshot",   [SP_RAFT_MSG_TIMEOUT_NOW] = "TimeoutNow",
+  [SP_RAFT_MSG_PREVOTE] = "PreVote",
+  [SP_RAFT_MSG_PREVOTE_RESP] = "PreVoteResp",
+  [SP_RAFT_MSG_VOTE] = "Vote",
+  [SP_RAFT_MSG_VOTE_RESP] = "VoteResp",
+  [SP_RAFT_MSG_APPEND] = "Append",
+  [SP_RAFT_MSG_APPEND_RESP] = "AppendResp",
+  [SP_RAFT_MSG_HEARTBEAT] = "Heartbeat",
+  [SP_RAFT_MSG_HEARTBEAT_RESP] = "HeartbeatResp",
+  [SP_RAFT_MSG_SNAPSHOT] = "Snapshot",
+  [SP_RAFT_MSG_TIMEOUT_NOW] = "TimeoutNow",
+  [SP_RAFT_MSG_TRANSFER_REQUEST] = "TransferRequest",
 };
 
 const char *
@@ -444,6 +451,8 @@ reset (SpRaft *r, guint64 term)
   r->heartbeat_elapsed = 0;
   reset_randomized_timeout (r);
   r->transferee = SP_RAFT_NONE;
+  /* Asked of the leader this node no longer is. */
+  g_array_set_size (r->transfer_requests, 0);
   r->n_votes = 0;
   r->need_bcast = FALSE;
   clear_progress (r);
@@ -957,6 +966,14 @@ step_leader (SpRaft *r, const SpRaftMsg *m)
 {
   SpProgress *pr;
 
+  if (m->type == SP_RAFT_MSG_TRANSFER_REQUEST)
+    {
+      SpRaftTransferRequest req = { m->from, m->context };
+
+      if (sp_raft_conf_is_voter (&r->conf, m->from) || sp_raft_conf_is_learner (&r->conf, m->from))
+        g_array_append_val (r->transfer_requests, req);
+      return;
+    }
   if (m->type != SP_RAFT_MSG_APPEND_RESP && m->type != SP_RAFT_MSG_HEARTBEAT_RESP)
     return;
   pr = progress (r, m->from);
@@ -1034,6 +1051,10 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
       gboolean vote_req = m->type == SP_RAFT_MSG_VOTE || m->type == SP_RAFT_MSG_PREVOTE;
 
       if (vote_req && !m->force && in_lease (r))
+        return TRUE;
+      /* Asked of a leader of an older term: not this node's to answer, and
+       * no sign of a newer leader either. */
+      if (m->type == SP_RAFT_MSG_TRANSFER_REQUEST)
         return TRUE;
       if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_PREVOTE_RESP)
         {
@@ -1372,6 +1393,28 @@ sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error)
 }
 
 gboolean
+sp_raft_request_transfer (SpRaft *r, guint64 to, GError **error)
+{
+  SpRaftMsg *m;
+
+  if (r->state == STATE_LEADER)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
+                   "the leader transfers leadership itself");
+      return FALSE;
+    }
+  if (r->lead == SP_RAFT_NONE)
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_LEADER, "no leader is known");
+      return FALSE;
+    }
+  m = new_msg (r, SP_RAFT_MSG_TRANSFER_REQUEST, r->lead);
+  m->context = to;
+  send (r, m);
+  return TRUE;
+}
+
+gboolean
 sp_raft_compact (SpRaft *r, guint64 index, GBytes *data, GError **error)
 {
   SpRaftConf conf;
@@ -1483,6 +1526,7 @@ sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *rs, GError **error)
   r->rng = opts->seed ^ (opts->id * 0x2545f4914f6cdd1dULL);
   r->now = 1;
   r->msgs = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  r->transfer_requests = g_array_new (FALSE, FALSE, sizeof (SpRaftTransferRequest));
   sp_log_init (&r->log);
 
   if (!restore (r, rs ? rs : &empty, &local))
@@ -1506,6 +1550,7 @@ sp_raft_free (SpRaft *r)
   clear_progress (r);
   sp_log_clear (&r->log);
   g_ptr_array_unref (r->msgs);
+  g_array_unref (r->transfer_requests);
   g_free (r);
 }
 
@@ -1535,7 +1580,7 @@ sp_raft_has_ready (SpRaft *r)
   if (r->ready_outstanding)
     return FALSE;
   flush (r);
-  return r->msgs->len > 0 || r->log.snapshot_unstable
+  return r->msgs->len > 0 || r->transfer_requests->len > 0 || r->log.snapshot_unstable
          || r->log.unstable_from <= sp_log_last_index (&r->log) || r->log.committed > r->log.applied
          || hs.term != r->prev_hs.term || hs.vote != r->prev_hs.vote
          || hs.commit != r->prev_hs.commit || sp_raft_role (r) != r->prev_role
@@ -1569,6 +1614,8 @@ sp_raft_ready (SpRaft *r)
                       : sp_raft_entries_new (0);
   rd->messages = g_steal_pointer (&r->msgs);
   r->msgs = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  rd->transfer_requests = g_steal_pointer (&r->transfer_requests);
+  r->transfer_requests = g_array_new (FALSE, FALSE, sizeof (SpRaftTransferRequest));
   /* A leader's appends and heartbeats depend on nothing in this batch:
    * its term and vote were persisted before it could win. */
   rd->send_before_persist = r->state == STATE_LEADER && !rd->snapshot
@@ -1617,6 +1664,7 @@ sp_raft_ready_free (SpRaftReady *rd)
   g_clear_pointer (&rd->entries, g_array_unref);
   g_clear_pointer (&rd->messages, g_ptr_array_unref);
   g_clear_pointer (&rd->committed, g_array_unref);
+  g_clear_pointer (&rd->transfer_requests, g_array_unref);
   g_free (rd);
 }
 

@@ -129,6 +129,7 @@ typedef enum
   SP_RAFT_MSG_HEARTBEAT_RESP,
   SP_RAFT_MSG_SNAPSHOT,
   SP_RAFT_MSG_TIMEOUT_NOW,
+  SP_RAFT_MSG_TRANSFER_REQUEST, /* last: older versions drop it as malformed */
   SP_RAFT_MSG_N_TYPES
 } SpRaftMsgType;
 
@@ -147,7 +148,9 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
  *  HEARTBEAT:       commit; context = leader's tick stamp (lease)
  *  HEARTBEAT_RESP:  context echoed
  *  SNAPSHOT:        snapshot
- *  TIMEOUT_NOW:     — */
+ *  TIMEOUT_NOW:     —
+ *  TRANSFER_REQUEST: a member asks its leader for a transfer; context = the
+ *                   target (SP_RAFT_NONE: the leader picks) */
 typedef struct
 {
   SpRaftMsgType type;
@@ -197,6 +200,13 @@ typedef struct
 
 typedef struct _SpRaft SpRaft;
 
+/* A member's request, received by the leader, to hand leadership over. */
+typedef struct
+{
+  guint64 from;
+  guint64 to; /* SP_RAFT_NONE: the leader picks */
+} SpRaftTransferRequest;
+
 typedef struct
 {
   /* soft state, always filled; *_changed tell what moved since last ready */
@@ -214,6 +224,11 @@ typedef struct
   /* A leader's batch: messages may be sent before or while the rest is
    * persisted (its own entries count toward commit only after advance). */
   gboolean send_before_persist;
+  /* Leader: members' requests (of SpRaftTransferRequest), from members of
+   * the configuration in this term.  The core does not act on them: the
+   * application hands over as it would on its own, releasing first (see
+   * sp_raft_request_transfer). */
+  GArray *transfer_requests;
 } SpRaftReady;
 
 SpRaft *sp_raft_new (const SpRaftOptions *opts, const SpRaftRestore *restore, GError **error);
@@ -253,6 +268,12 @@ gboolean sp_raft_change_membership_with_data (SpRaft *r, SpRaftConfOp op, guint6
  * caught up first; when it matches, the leader sends TIMEOUT_NOW and steps
  * down (its lease ends at once).  Aborted after an election timeout. */
 gboolean sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error);
+/* A non-leader asks the leader it knows to transfer leadership to `to`
+ * (SP_RAFT_NONE: the leader picks), as etcd forwards MsgTransferLeader.
+ * It reaches the leader's application through its ready batch, which
+ * decides; nothing comes back but the leader's change.  NOT_LEADER when no
+ * leader is known, INVALID on the leader itself. */
+gboolean sp_raft_request_transfer (SpRaft *r, guint64 to, GError **error);
 
 /* The application's state covers [1, index] (index <= applied): keep it as
  * the snapshot and drop log entries up to index. */

@@ -415,6 +415,9 @@ format_rec (const Rec *r, GString *out)
       case SP_RAFT_MSG_SNAPSHOT:
         g_string_append_printf (out, " snapshot " U64 "/t" U64, r->index, r->log_term);
         break;
+      case SP_RAFT_MSG_TRANSFER_REQUEST:
+        g_string_append_printf (out, " to n" U64, r->context);
+        break;
       case SP_RAFT_MSG_TIMEOUT_NOW:
       case SP_RAFT_MSG_N_TYPES:
       default:
@@ -1089,6 +1092,37 @@ observe (SpSim *s, Node *n, const char *cause)
   n->commit = commit;
 }
 
+/* A leader hands over when a member asks, as sparrowd does (its plugins
+ * release at once here, unless it stepped down during the write). */
+static void
+serve_requests (SpSim *s, Node *n, const SpRaftReady *rd)
+{
+  for (guint i = 0; i < rd->transfer_requests->len && !s->failure; i++)
+    {
+      const SpRaftTransferRequest *req
+          = &g_array_index (rd->transfer_requests, SpRaftTransferRequest, i);
+      g_autoptr (GError) error = NULL;
+
+      if (rd->role != SP_RAFT_LEADER)
+        fail (s, "transfer request: n" U64 " surfaced n" U64 "'s request as %s", n->id, req->from,
+              sp_raft_role_to_string (rd->role));
+      else if (sp_raft_role (n->raft) != SP_RAFT_LEADER)
+        note (s, n->id, "no longer leads: n" U64 "'s transfer request ignored", req->from);
+      else if (sp_raft_transfer_leadership (n->raft, req->to, &error))
+        {
+          s->stats.transfers++;
+          s->stats.forwarded++;
+          n->transfer_to = 0;
+          note (s, n->id, "transfer leadership to n" U64 " as n" U64 " asked", req->to, req->from);
+        }
+      else
+        {
+          note (s, n->id, "transfer to n" U64 " asked by n" U64 " refused: %s", req->to, req->from,
+                error->message);
+        }
+    }
+}
+
 /* The write of a ready is done: send what waited for it, apply, advance. */
 static void
 finish_write (SpSim *s, Node *n, SpRaftReady *rd, guint64 prev_term)
@@ -1098,6 +1132,7 @@ finish_write (SpSim *s, Node *n, SpRaftReady *rd, guint64 prev_term)
     net_send (s, g_ptr_array_index (rd->messages, i));
   apply (s, n, rd);
   sp_raft_advance (n->raft, rd);
+  serve_requests (s, n, rd);
 }
 
 /* Persist, send, apply, advance: in that order, until nothing is left.  A
@@ -1571,14 +1606,57 @@ client_membership (SpSim *s, SpRaftConfOp op)
   drain (s, l, "membership");
 }
 
+/* A member that is not the leader asks the leader it knows (sparrowd's
+ * TransferLeadership on a follower): a voter of its configuration, often
+ * itself, no one (the leader picks), or now and then anyone, learners and
+ * strangers included, whom the leader must refuse. */
+static void
+request_transfer (SpSim *s)
+{
+  Node *up[MAX_ID];
+  guint n = 0;
+  Node *f;
+  const SpRaftConf *conf;
+  guint64 to = SP_RAFT_NONE;
+  guint pick = (guint)rnd_knob (s, 0, 9);
+  g_autoptr (GError) error = NULL;
+
+  for (guint64 id = 1; id < s->next_id; id++)
+    if (s->nodes[id].state == NODE_UP && sp_raft_role (s->nodes[id].raft) != SP_RAFT_LEADER)
+      up[n++] = &s->nodes[id];
+  if (n == 0)
+    return;
+  f = up[rnd_knob (s, 0, n - 1)];
+  conf = sp_raft_conf (f->raft);
+  if (pick < 4)
+    to = f->id;
+  else if (pick < 8 && conf->n_voters > 0)
+    to = conf->voters[rnd_knob (s, 0, conf->n_voters - 1)];
+  else if (pick == 8)
+    to = rnd_knob (s, 1, s->next_id);
+  s->stats.requests++;
+  if (sp_raft_request_transfer (f->raft, to, &error))
+    note (s, f->id, "ask n" U64 " to transfer leadership to n" U64, sp_raft_leader (f->raft), to);
+  else
+    note (s, f->id, "transfer request to n" U64 " not sent: %s", to, error->message);
+  drain (s, f, "transfer request");
+}
+
 static void
 client_transfer (SpSim *s)
 {
-  Node *l = pick_leader (s);
+  Node *l;
   const SpRaftConf *conf;
   guint64 to = SP_RAFT_NONE;
   g_autoptr (GError) error = NULL;
 
+  /* Plain schedules replay as recorded: they never ask a follower. */
+  if (!s->opts.plain && rnd_knob (s, 0, 1) == 0)
+    {
+      request_transfer (s);
+      return;
+    }
+  l = pick_leader (s);
   if (!l)
     return;
   conf = sp_raft_conf (l->raft);
@@ -2219,6 +2297,8 @@ sp_sim_stats_add (SpSimStats *sum, const SpSimStats *s)
   sum->compactions += s->compactions;
   sum->conf_changes += s->conf_changes;
   sum->transfers += s->transfers;
+  sum->forwarded += s->forwarded;
+  sum->requests += s->requests;
   sum->crashes += s->crashes;
   sum->leased_us += s->leased_us;
   sum->heal_us = MAX (sum->heal_us, s->heal_us);

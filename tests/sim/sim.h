@@ -4,8 +4,8 @@
  * loss, duplication and reordering, partitions (symmetric and one-way),
  * crashes and restarts (only what was persisted survives), how long disk
  * writes take, client proposals, membership changes (removed nodes shut
- * down at once, later or never), leadership transfers and snapshots.
- * A schedule is a chaos phase followed by a heal phase.  Safety, lease,
+ * down at once, later or never), leadership transfers (asked of the leader, or by a follower of it)
+ * and snapshots. A schedule is a chaos phase followed by a heal phase.  Safety, lease,
  * check-quorum, transfer and membership properties are checked after
  * every event, liveness once the faults are healed. */
 #pragma once
@@ -37,6 +37,8 @@ typedef struct
   guint64 compactions;  /* local snapshots taken */
   guint64 conf_changes; /* membership changes committed */
   guint64 transfers;    /* leadership transfers started */
+  guint64 requests;     /* transfer requests followers sent their leader */
+  guint64 forwarded;    /* transfers started on such a request */
   guint64 crashes;
   guint64 leased_us; /* simulated time during which some node held a valid lease */
   guint64 heal_us;   /* from the heal to a new write applied everywhere */

@@ -21,9 +21,10 @@ print_row (const char *label, const SizeTotals *t)
 
   g_print ("  %-6s %9u %10" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT
            " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT
-           " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT "\n",
+           " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT " %9" G_GUINT64_FORMAT
+           " %9" G_GUINT64_FORMAT "\n",
            label, t->schedules, s->events, s->elections, s->committed, s->snapshots,
-           s->conf_changes, s->transfers, s->crashes, s->compactions);
+           s->conf_changes, s->transfers, s->requests, s->forwarded, s->crashes, s->compactions);
 }
 
 int
@@ -115,8 +116,9 @@ main (int argc, char **argv)
 
   g_print ("sparrow-sim: %u schedules in %.1f s (%.1f schedules/s), %.0f s simulated\n",
            total.schedules, secs, total.schedules / secs, total.stats.sim_us / 1e6);
-  g_print ("  %-6s %9s %10s %9s %9s %9s %9s %9s %9s %9s\n", "nodes", "schedules", "events",
-           "elections", "committed", "snapshots", "members", "transfers", "crashes", "compacts");
+  g_print ("  %-6s %9s %10s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "nodes", "schedules", "events",
+           "elections", "committed", "snapshots", "members", "transfers", "requests", "forwarded",
+           "crashes", "compacts");
   for (guint i = 0; i < G_N_ELEMENTS (sizes); i++)
     if (per_size[i].schedules > 0)
       {
