@@ -71,11 +71,12 @@ struct _SpNode
   GQueue expiring;          /* the same Pendings, oldest first */
 
   GTask *transfer_task;
-  GArray *holds;       /* of Hold: who takes part in a planned handover */
-  guint next_hold;     /* the id of the next hold */
-  guint releasing;     /* holds the handover still waits for */
-  char *unreleased;    /* why one of them could not let go, NULL when all did */
-  guint64 transfer_to; /* its target */
+  GArray *holds;        /* of Hold: who takes part in a planned handover */
+  guint next_hold;      /* the id of the next hold */
+  guint releasing;      /* holds the handover still waits for */
+  char *unreleased;     /* why one of them could not let go, NULL when all did */
+  guint64 transfer_to;  /* its target */
+  guint64 transfer_via; /* forwarded: the leader asked, else SP_RAFT_NONE */
   guint transfer_timeout;
   GTask *stop_task;
   guint stop_timeout;
@@ -761,10 +762,13 @@ send_messages (SpNode *node, SpRaftReady *rd)
     sp_transport_send (node->transport, g_ptr_array_index (rd->messages, i));
 }
 
+static void serve_transfer_requests (SpNode *node, GArray *requests);
+
 static void
 finish_ready (SpNode *node, SpRaftReady *rd)
 {
   g_autoptr (GPtrArray) done = g_ptr_array_new_with_free_func ((GDestroyNotify)pending_free);
+  g_autoptr (GArray) requests = g_steal_pointer (&rd->transfer_requests);
 
   if (!rd->send_before_persist)
     send_messages (node, rd);
@@ -798,6 +802,7 @@ finish_ready (SpNode *node, SpRaftReady *rd)
     sync_peers (node);
   maybe_compact (node);
   publish (node);
+  serve_transfer_requests (node, requests);
   /* Only when there is more: an idle pass per batch costs a loop iteration. */
   if (!node->failed && sp_raft_has_ready (node->raft))
     schedule_ready (node);
@@ -1043,6 +1048,12 @@ on_receive (const SpRaftMsg *m, gpointer user_data)
   if (node->failed)
     return;
   advance_clock (node);
+  if (m->type == SP_RAFT_MSG_TRANSFER_REQUEST
+      && (sp_raft_role (node->raft) != SP_RAFT_LEADER || m->term != sp_raft_term (node->raft)))
+    g_debug ("ignored %s's leadership transfer request of term %" G_GUINT64_FORMAT
+             ": %s is %s in term %" G_GUINT64_FORMAT,
+             id_name (node, m->from), m->term, node->name,
+             sp_raft_role_to_string (sp_raft_role (node->raft)), sp_raft_term (node->raft));
   if (!sp_raft_step (node->raft, m, &error))
     g_warning ("dropped %s from %s: %s", sp_raft_msg_type_to_string (m->type),
                id_name (node, m->from), error->message);
@@ -1895,16 +1906,19 @@ static void
 settle_transfer (SpNode *node, GError *error)
 {
   g_autoptr (GTask) task = g_steal_pointer (&node->transfer_task);
+  gboolean forwarded = node->transfer_via != SP_RAFT_NONE;
 
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   node->releasing = 0;
+  node->transfer_via = SP_RAFT_NONE;
   if (!task)
     return;
   if (error)
     g_task_return_error (task, error);
   else
     g_task_return_boolean (task, TRUE);
-  for (guint i = 0; i < node->holds->len; i++)
+  /* A forwarded transfer released nothing here. */
+  for (guint i = 0; i < node->holds->len && !forwarded; i++)
     {
       Hold *h = &g_array_index (node->holds, Hold, i);
 
@@ -2024,17 +2038,63 @@ on_transfer_timeout (gpointer user_data)
   SpNode *node = user_data;
 
   node->transfer_timeout = 0;
-  settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
-                                      "leadership did not move in time; %s is %s", node->name,
-                                      sp_node_get_role (node)));
+  if (node->transfer_via != SP_RAFT_NONE)
+    settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                                        "%s did not hand leadership over in time; the leader is "
+                                        "%s",
+                                        id_name (node, node->transfer_via),
+                                        *node->leader ? node->leader : "unknown"));
+  else
+    settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                                        "leadership did not move in time; %s is %s", node->name,
+                                        sp_node_get_role (node)));
   return G_SOURCE_REMOVE;
 }
 
+/* Done: on the leader, once another node leads; forwarded, once the target
+ * leads, or (no target) anyone but the leader asked. */
 static void
 on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data)
 {
-  if (node->transfer_task && *node->leader && g_strcmp0 (node->leader, node->name) != 0)
+  guint64 leader = *node->leader ? sp_member_id (node->leader) : SP_RAFT_NONE;
+  gboolean moved;
+
+  if (!node->transfer_task || leader == SP_RAFT_NONE)
+    return;
+  if (node->transfer_via == SP_RAFT_NONE)
+    moved = leader != node->id;
+  else if (node->transfer_to != SP_RAFT_NONE)
+    moved = leader == node->transfer_to;
+  else
+    moved = leader != node->transfer_via;
+  if (moved)
     settle_transfer (node, NULL);
+}
+
+/* A follower asks the leader it knows, which hands over as it would on its
+ * own (releasing first); this node only watches the leader change. */
+static void
+forward_transfer (SpNode *node, GTask *task, guint64 to)
+{
+  guint64 leader = sp_raft_leader (node->raft);
+  GError *error = NULL;
+
+  if (leader != SP_RAFT_NONE && leader == to)
+    {
+      g_task_return_boolean (task, TRUE);
+      return;
+    }
+  advance_clock (node);
+  if (!sp_raft_request_transfer (node->raft, to, &error))
+    {
+      g_task_return_error (task, raft_error_to_node (error, node));
+      return;
+    }
+  node->transfer_task = g_object_ref (task);
+  node->transfer_to = to;
+  node->transfer_via = leader;
+  node->transfer_timeout = g_timeout_add (4 * node->config->election_ms, on_transfer_timeout, node);
+  schedule_ready (node);
 }
 
 void
@@ -2066,6 +2126,11 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
       g_task_return_boolean (task, TRUE);
       return;
     }
+  if (sp_raft_role (node->raft) != SP_RAFT_LEADER && sp_raft_leader (node->raft) != SP_RAFT_NONE)
+    {
+      forward_transfer (node, task, to);
+      return;
+    }
   if (!check_leader (node, task))
     return;
   node->transfer_task = g_steal_pointer (&task);
@@ -2073,6 +2138,42 @@ sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback ca
   node->transfer_timeout = g_timeout_add (4 * node->config->election_ms, on_transfer_timeout, node);
   if (!release_holds (node))
     start_transfer (node);
+}
+
+static void
+on_requested_transfer (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree char *from = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_node_admin_finish (SP_NODE (source), result, &error))
+    g_message ("the leadership transfer %s asked for failed: %s", from, error->message);
+}
+
+/* Members' requests to this leader (the core took only members' of its
+ * term): served as if asked here, plugins releasing first.  The members
+ * authenticated themselves to the transport; their callers were authorized
+ * where they called. */
+static void
+serve_transfer_requests (SpNode *node, GArray *requests)
+{
+  for (guint i = 0; i < requests->len && !node->failed; i++)
+    {
+      const SpRaftTransferRequest *req = &g_array_index (requests, SpRaftTransferRequest, i);
+      const char *from = *id_name (node, req->from) ? id_name (node, req->from) : "a member";
+      const char *to = id_name (node, req->to);
+
+      if (sp_raft_role (node->raft) != SP_RAFT_LEADER)
+        g_debug ("ignored %s's leadership transfer request: %s no longer leads", from, node->name);
+      else if (req->to != SP_RAFT_NONE && !*to)
+        g_message ("%s asked to hand leadership over to a member unknown here; ignored", from);
+      else
+        {
+          g_message ("%s asks to hand leadership over to %s", from,
+                     *to ? to : "the most up-to-date voter");
+          sp_node_transfer_async (node, to, on_requested_transfer, g_strdup (from));
+        }
+    }
 }
 
 static void

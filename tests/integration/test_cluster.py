@@ -87,6 +87,43 @@ class ThreeNodes(ClusterTest):
         self.c.wait(lambda: target.status()["holder"], what="the new leader holds")
         self.assertLess(time.monotonic() - t0, 0.5)
 
+    def test_transfer_asked_on_a_follower(self):
+        """A follower forwards TransferLeadership to its leader, which hands
+        over as if asked itself; the call returns once leadership moved."""
+        leader = self.c.node(self.c.wait_leader())
+        follower = next(n for n in self.c.nodes if n is not leader)
+        # "Move leadership here": done when the call returns.
+        self.assertEqual(json.loads(follower.ctl("transfer", follower.name).stdout),
+                         {"done": True})
+        self.assertEqual(follower.status()["role"], "leader")
+        self.assertEqual(self.c.wait_leader(), follower.name)
+        self.assertIn("%s asks to hand leadership over to %s" % (follower.name, follower.name),
+                      leader.read_log())
+        # No target, on a follower: whoever leads now hands over.
+        other = next(n for n in self.c.nodes if n is not follower)
+        other.ctl("transfer")
+        new = self.c.wait_leader()
+        self.assertNotEqual(new, follower.name)
+        self.assertIn("%s asks to hand leadership over to the most up-to-date voter"
+                      % other.name, follower.read_log())
+
+    def test_transfer_asked_on_a_follower_times_out_busy(self):
+        """A leader that cannot hand over (the target is down): the follower
+        says so with Busy after 4 election timeouts, naming that leader."""
+        leader = self.c.node(self.c.wait_leader())
+        asking, down = [n for n in self.c.nodes if n is not leader]
+        down.kill(signal.SIGKILL)
+        t0 = time.monotonic()
+        r = asking.ctl("transfer", down.name, check=False)
+        self.assertEqual(r.returncode, 3, r.stdout)
+        e = json.loads(r.stdout)
+        self.assertEqual(e["error"], "org.sparrow.cluster1.Error.Busy")
+        self.assertIn("%s did not hand leadership over in time" % leader.name, e["message"])
+        self.assertGreaterEqual(time.monotonic() - t0, 4 * 0.4)
+        self.assertIn("%s asks to hand leadership over to %s" % (asking.name, down.name),
+                      leader.read_log())
+        self.c.wait_leader([leader, asking])
+
     def test_graceful_stop_hands_over(self):
         leader = self.c.node(self.c.wait_leader())
         self.assertEqual(leader.stop(), 0)

@@ -49,6 +49,24 @@ class Membership(unittest.TestCase):
         n.start()
         return n
 
+    def test_transfer_on_a_follower_or_learner(self):
+        """On a follower, a learner or a stranger named is refused there, as
+        on the leader; a learner may ask the leader to hand over."""
+        leader = self.c.node(self.c.wait_leader())
+        follower = next(n for n in self.c.nodes if n is not leader)
+        n4 = self.add_learner(leader, "n4")
+        self.c.wait(lambda: self.member(follower, "n4") is not None, what="n4 known to the follower")
+        for target, want in (("n4", INVALID), ("nobody", NOT_FOUND)):
+            error, message = self.error(follower, "transfer", target)
+            self.assertEqual(error, want, message)
+            self.assertIn("%s is not a voting member" % target, message)
+        self.assertEqual(self.c.wait_leader(), leader.name)
+        self.c.wait(lambda: (n4.status() or {}).get("leader") == leader.name,
+                    what="n4 following %s" % leader.name)
+        n4.ctl("transfer")
+        self.assertNotEqual(self.c.wait_leader([n for n in self.c.nodes if n is not n4]),
+                            leader.name)
+
     def remove(self, leader, name):
         self.c.wait(lambda: leader.ctl("members", "remove", name, check=False).returncode == 0,
                     what="%s removed" % name)
