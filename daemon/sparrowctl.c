@@ -768,7 +768,7 @@ main (int argc, char **argv)
                "  members promote NAME        make a caught-up learner a voter\n"
                "  members set-address NAME HOST:PORT\n"
                "                              where the others reach a (stopped) member\n"
-               "  transfer [NODE]             hand leadership over (run on the leader)\n"
+               "  transfer [NODE]             hand leadership over (on any member)\n"
                "  get KEY                     a key's value (--stale: this node's copy)\n"
                "  set KEY VALUE               write a key\n"
                "  del KEY                     delete a key\n"
