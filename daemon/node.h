@@ -145,7 +145,10 @@ gboolean sp_node_get (SpNode *node, const char *key, gboolean stale, char **valu
 GPtrArray *sp_node_list (SpNode *node, const char *prefix, gboolean stale, GError **error);
 
 /* Administration: complete when the change is committed (transfer: when
- * another node is leader or the attempt timed out). */
+ * another node is leader or the attempt timed out).  A transfer on a
+ * non-leader that knows a leader asks that leader, which serves members'
+ * requests as its own, and completes when the target leads (NULL or "":
+ * anyone but that leader), else Busy after the same timeout. */
 void sp_node_transfer_async (SpNode *node, const char *target, GAsyncReadyCallback callback,
                              gpointer user_data);
 void sp_node_add_member_async (SpNode *node, const char *name, const char *address, gboolean voter,
