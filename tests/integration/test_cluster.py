@@ -533,6 +533,13 @@ class Tls(ClusterTest):
         for n in self.c.nodes:
             self.c.wait(lambda n=n: self.get(n, "k") == "v", what="replication over TLS")
 
+    def test_transfer_asked_on_a_follower(self):
+        leader = self.c.node(self.c.wait_leader())
+        follower = next(n for n in self.c.nodes if n is not leader)
+        follower.ctl("transfer", follower.name)
+        self.assertEqual(follower.status()["role"], "leader")
+        self.assertEqual(self.c.wait_leader(), follower.name)
+
     def test_foreign_ca_cannot_join(self):
         leader = self.c.node(self.c.wait_leader())
         term = leader.status()["term"]
