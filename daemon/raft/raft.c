@@ -1052,8 +1052,8 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
 
       if (vote_req && !m->force && in_lease (r))
         return TRUE;
-      /* Asked of a leader of an older term: not this node's to answer, and
-       * no sign of a newer leader either. */
+      /* From a member of a newer term: this node is not the leader it
+       * means, and a request is no sign of a newer leader: the term stays. */
       if (m->type == SP_RAFT_MSG_TRANSFER_REQUEST)
         return TRUE;
       if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_PREVOTE_RESP)
