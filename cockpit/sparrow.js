@@ -157,23 +157,26 @@ class Session {
         const p = this.props;
         const leader = this.isLeader;
         const select = $("transfer-target");
-        const targets = (p.Members || []).filter(([name, , voter]) => voter && name !== p.NodeName)
+        /* Any voter but the leader: on a follower this node too ("here"),
+         * since sparrowd forwards a follower's transfer to the leader. */
+        const targets = (p.Members || []).filter(([name, , voter]) => voter && name !== p.Leader)
                 .map(([name]) => name);
         /* Rebuilt only when the voters change: an open list stays open. */
         if (targets.join("\n") !== [...select.options].slice(1).map((o) => o.value).join("\n")) {
             const chosen = select.value;
             select.replaceChildren(el("option", { value: "" }, "the most up-to-date member"),
-                                   ...targets.map((name) => el("option", { value: name }, name)));
+                                   ...targets.map((name) => el("option", { value: name },
+                                                               name === p.NodeName ? name + " (this node)" : name)));
             if (targets.includes(chosen))
                 select.value = chosen;
         }
-        select.disabled = !leader || this.busy;
-        $("transfer").disabled = !leader || this.busy;
+        select.disabled = !p.Leader || this.busy;
+        $("transfer").disabled = !p.Leader || this.busy;
         if (leader) {
             $("actions-note").textContent = "This node leads the cluster: leadership and membership are changed here.";
         } else if (p.Leader) {
             $("actions-note").textContent = cockpit.format(
-                "This node is a $0. Leadership and membership are changed on the leader, $1 ($2): open Cockpit on that host.",
+                "This node is a $0. A transfer asked here goes to the leader, $1 ($2); membership is changed on the leader: open Cockpit on that host.",
                 p.Role, p.Leader, p.LeaderAddress || "address unknown");
         } else {
             $("actions-note").textContent = cockpit.format(
