@@ -32,8 +32,9 @@ PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,pol
             "iproute2,iputils-arping,iputils-ping,"
             # the comparison in bench/vip-bench.py
             "keepalived,"
-            # sparrow's own run-time dependencies, as its package would pull them in
-            "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0")
+            # sparrow's own run-time dependencies (debian/control), installed
+            # here since the lab has no network: dpkg finds them
+            "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0,openssl")
 # A cached rootfs built from other packages or another prepare() is rebuilt.
 STAMP = "packages=%s prepare=4\n" % PACKAGES
 # Labs made by this process (their tags and directories), for leftovers().
@@ -113,6 +114,80 @@ def stage_sparrow(source, workdir):
     run("meson", "compile", "-C", build)
     run("meson", "install", "-C", build, "--destdir", stage)
     return stage
+
+
+def tree_files(source):
+    """The files of the source tree (tracked or not, not ignored)."""
+    out = run("git", "-C", source, "ls-files", "-z", "--cached", "--others",
+              "--exclude-standard").stdout
+    return sorted(f for f in set(out.split("\0")) if f and os.path.isfile(os.path.join(source, f)))
+
+
+def build_debs(source):
+    """sparrow's Debian packages, built from source as doc/deploy.md builds
+    them (dpkg-buildpackage -us -uc -b; without the unit tests, which the
+    suites run) in a copy of the tree, and cached per tree state: returns
+    {package: path of its .deb}."""
+    digest = hashlib.sha256()
+    files = tree_files(source)
+    for f in files:
+        with open(os.path.join(source, f), "rb") as fh:
+            digest.update(f.encode() + b"\0" + fh.read() + b"\0")
+    out = os.path.join(CACHE, "debs", digest.hexdigest()[:16])
+    if not os.path.exists(os.path.join(out, ".complete")):
+        tmp = tempfile.mkdtemp(prefix="sparrow-deb-")
+        try:
+            tree = os.path.join(tmp, "sparrow")
+            os.makedirs(tree)
+            run("tar", "-C", source, "-cf", os.path.join(tmp, "tree.tar"), "--", *files)
+            run("tar", "-C", tree, "-xf", os.path.join(tmp, "tree.tar"))
+            run("dpkg-buildpackage", "-us", "-uc", "-b", cwd=tree,
+                env=dict(os.environ, DEB_BUILD_OPTIONS="nocheck parallel=%d" % os.cpu_count()))
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            for deb in glob.glob(os.path.join(tmp, "*.deb")):
+                if "-dbgsym_" not in deb:
+                    shutil.move(deb, out)
+            write(os.path.join(out, ".complete"), "")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {os.path.basename(d).split("_")[0]: d for d in glob.glob(os.path.join(out, "*.deb"))}
+
+
+def installed_layer(debs):
+    """An overlay layer over rootfs() with debs installed by dpkg, cached
+    per packages: what `apt-get install ./PACKAGE.deb` leaves on a host."""
+    lower = rootfs()
+    digest = hashlib.sha256(lower.encode())
+    for deb in sorted(debs):
+        with open(deb, "rb") as f:
+            digest.update(f.read())
+    layer = os.path.join(CACHE, "installed-" + digest.hexdigest()[:12])
+    if os.path.exists(layer + ".complete"):
+        return layer
+    tmp = tempfile.mkdtemp(prefix="sparrow-layer-", dir=CACHE)
+    upper, work, root = (os.path.join(tmp, d) for d in ("upper", "work", "root"))
+    for d in (upper, work, root):
+        os.makedirs(d)
+    try:
+        run("mount", "-t", "overlay", "overlay", "-o",
+            "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work), root)
+        try:
+            for deb in debs:
+                shutil.copy(deb, os.path.join(root, "var/tmp"))
+            run("systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--resolv-conf=off",
+                "--machine=%s-install%d" % (PREFIX, os.getpid()), "--directory=" + root, "dpkg", "-i",
+                *("/var/tmp/" + os.path.basename(d) for d in debs))
+            for deb in debs:
+                os.unlink(os.path.join(root, "var/tmp", os.path.basename(deb)))
+        finally:
+            run("umount", root)
+        shutil.rmtree(layer, ignore_errors=True)
+        os.rename(upper, layer)
+        write(layer + ".complete", "")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return layer
 
 
 def write(path, text, mode=0o644):
@@ -361,12 +436,15 @@ class Lab:
     """n nodes (n1..nN at 10.77.0.11.., fd77::11..) and an observer
     (10.77.0.2, fd77::2)."""
 
-    def __init__(self, n=3, binds=(), stage=None, setup=None):
-        """stage: a staged sparrow to install on the members; setup(node):
-        runs on each member's root before it boots."""
+    def __init__(self, n=3, binds=(), stage=None, setup=None, debs=()):
+        """debs: .deb files every node has installed (see installed_layer);
+        stage: a staged sparrow to copy onto the members; setup(node): runs
+        on each member's root before it boots."""
         if not 1 <= n <= 5:
             raise LabError("the lab has 1 to 5 nodes")
         self.lower = rootfs()
+        if debs:
+            self.lower = installed_layer(list(debs)) + ":" + self.lower
         self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
         # Names of its own: labs of several test runs may be up at once.
         self.tag = "%s%04x" % (PREFIX, os.getpid() & 0xffff)

@@ -1,4 +1,4 @@
-"""A 3-node lab with sparrow installed like a package, TLS on, default
+"""A 3-node lab with sparrow's Debian packages installed, TLS on, default
 timings, and the example leader-only unit enabled on every node, taking
 0.3 s to stop as real workloads do: the setup the lab tests of sparrow
 share (test_sparrow.py, test_fence.py) and bench/ reuses."""
@@ -26,15 +26,16 @@ def with_units(units):
 
 
 class SparrowLabCase(unittest.TestCase):
-    """Stages sparrow once per class; each test gets a fresh lab."""
+    """Builds the packages once (lab.build_debs caches them); each test gets
+    a fresh lab."""
 
     # More of sparrow.conf (groups of plugins), for every member.
     extra_config = ""
 
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
-        cls.stage = lab.stage_sparrow(SOURCE, cls.work)
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
+        cls.debs = lab.build_debs(SOURCE)
         cls.certs = os.path.join(cls.work, "certs")
         certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
         lab.run(certs_tool, "ca", cls.certs)
@@ -47,7 +48,7 @@ class SparrowLabCase(unittest.TestCase):
 
     def setUp(self):
         self.units = getattr(getattr(self, self._testMethodName), "units", {})
-        self.lab = lab.Lab(3, stage=self.stage, setup=self.configure)
+        self.lab = lab.Lab(3, debs=self.debs.values(), setup=self.configure)
         self.lab.up()
         self.addCleanup(self.lab.down)
         for n in self.lab.members:
@@ -76,7 +77,7 @@ class SparrowLabCase(unittest.TestCase):
         # leader that did not wait for it would start its copy meanwhile.
         lab.write(os.path.join(node.root, "etc/systemd/system", EXAMPLE + ".d", "slow-stop.conf"),
                   "[Service]\nExecStop=/bin/sleep 0.3\n")
-        with open(os.path.join(self.stage, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
+        with open(os.path.join(node.root, "usr/share/doc/sparrow/examples", EXAMPLE)) as f:
             lab.write(os.path.join(node.root, "usr/lib/systemd/system", EXAMPLE), f.read())
         for name, text in self.units.items():
             lab.write(os.path.join(node.root, "etc/systemd/system", name), text)

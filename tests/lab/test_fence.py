@@ -49,7 +49,6 @@ UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"
 MAIN_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
 # The service address, when the vip plugin is built.
 VIP = "10.77.0.100"
-VIP_CLEANUP = "/usr/libexec/sparrow-vip-cleanup"
 # Run in a node's network namespace: a line per address the kernel adds
 # or removes, "usec add|del ADDRESS", stamped on CLOCK_MONOTONIC as soon
 # as it arrives.
@@ -158,7 +157,7 @@ class Fence(SparrowLabCase):
         print("fence: %d trial(s) per fault, SPARROW_FENCE_SEED=%d" % (TRIALS, SEED), flush=True)
         cls.rng = random.Random(SEED)
         super().setUpClass()
-        cls.vip = os.path.exists(cls.stage + VIP_CLEANUP)
+        cls.vip = "sparrow-plugin-vip" in cls.debs
         if cls.vip:
             cls.extra_config = "[vip]\naddresses = %s/24@eth0\n" % VIP
         else:
