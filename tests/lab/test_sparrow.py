@@ -166,6 +166,27 @@ class SparrowLab(SparrowLabCase):
         self.assertEqual(holder.sh("sparrowctl set k root").returncode, 0)
         self.assertEqual(as_user("bob", "get k").stdout.strip(), "root")
 
+    def test_6b_a_stopped_node_stays_stopped(self):
+        """No D-Bus activation: calls to a stopped node, even ones that ask
+        the bus to start it (busctl's default), find nobody and start
+        nothing."""
+        holder = self.wait_one_holder()
+        node = next(n for n in self.lab.members if n is not holder)
+        node.sh("systemctl stop sparrow.target sparrow.service")
+        for command in ("busctl get-property org.sparrow.cluster1 /org/sparrow/cluster1 "
+                        "org.sparrow.cluster1.Manager Role",
+                        "busctl --auto-start=yes call org.sparrow.cluster1 /org/sparrow/cluster1 "
+                        "org.sparrow.cluster1.Store Get sb k true"):
+            r = node.sh(command, check=False)
+            self.assertNotEqual(r.returncode, 0, command)
+            self.assertIn("org.sparrow.cluster1", r.stderr, command)
+        r = node.sh("sparrowctl status", check=False)
+        self.assertEqual(r.returncode, 6, r.stderr)
+        time.sleep(1)
+        for unit in ("sparrow.service", "sparrow.target"):
+            self.assertEqual(node.sh("systemctl is-active " + unit, check=False).stdout.strip(),
+                             "inactive", unit)
+
     def test_7_introspection_on_the_system_bus(self):
         holder = self.wait_one_holder()
         out = subprocess.run(["busctl", "--address=" + holder.bus, "introspect",
