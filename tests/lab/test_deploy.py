@@ -4,7 +4,8 @@ machine (the observer), with the packages built from this tree, and the
 lab's addresses for 192.0.2.11-13.  The copy block's ssh and scp lines are
 done between the hosts' file systems (the lab has no sshd).  Then the
 cluster the document promises: one leader, every member reachable, the CA
-key on the admin's machine only.  Opt-in: SPARROW_LAB=1."""
+key on the admin's machine only.  And what the package promises on
+upgrade and removal.  Opt-in: SPARROW_LAB=1."""
 
 import json
 import os
@@ -74,7 +75,7 @@ class Deploy(unittest.TestCase):
             else:
                 self.fail("%s: a copy line the lab cannot do: %s" % (DOC, line))
 
-    def test_walkthrough(self):
+    def test_1_walkthrough(self):
         with open(DOC) as f:
             steps = blocks(f.read())
         for node in self.lab.nodes:
@@ -130,6 +131,27 @@ class Deploy(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(os.path.join(n.root, "etc/sparrow/tls"))),
                              sorted(["ca.pem", HOSTS[self.lab.members.index(n)] + ".pem",
                                      HOSTS[self.lab.members.index(n)] + ".key"]))
+
+    def test_2_upgrade_leaves_nodes_as_they_are_removal_stops(self):
+        """Reinstalling (an upgrade's maintainer scripts) neither restarts a
+        running node nor starts a stopped one; removing the package stops
+        the node."""
+        alpha, beta, gamma = self.lab.members
+        gamma.sh("systemctl stop sparrow.target sparrow.service")
+        pid = alpha.sh("systemctl show --property=MainPID --value sparrow.service").stdout.strip()
+        self.assertNotEqual(pid, "0")
+        for n in (alpha, gamma):
+            n.sh("cd /root && apt-get install -y --reinstall ./%s"
+                 % os.path.basename(self.debs["sparrow"]), timeout=120)
+        self.assertEqual(alpha.sh("systemctl show --property=MainPID --value sparrow.service")
+                         .stdout.strip(), pid)
+        time.sleep(1)
+        self.assertEqual(gamma.sh("systemctl is-active sparrow.service", check=False)
+                         .stdout.strip(), "inactive")
+        beta.sh("apt-get remove -y sparrow", timeout=120)
+        self.assertEqual(beta.sh("systemctl is-active sparrow.service", check=False)
+                         .stdout.strip(), "inactive")
+        self.assertFalse(os.path.exists(os.path.join(beta.root, "usr/sbin/sparrowd")))
 
 
 if __name__ == "__main__":
