@@ -1,6 +1,7 @@
 """The documentation says what the code does: every key sparrowd and its
 plugins accept is in sparrow.conf(5) with the default the code uses, and
-no other; and every configuration in doc/ (the example the package
+no other; every option of sparrowd and sparrowctl is in their man pages'
+OPTIONS, and no other; and every configuration in doc/ (the example the package
 installs as /etc/sparrow/sparrow.conf, the walkthrough's files, the man
 page's example) passes `sparrowd --check-config` without a warning.
 
@@ -90,6 +91,29 @@ for gk, default in sorted(code.items()):
         failures.append("sparrow.conf(5): [%s] %s: the code's default is %s" % (gk + (default,)))
 print("sparrow.conf(5): %d keys documented, %d defaults checked"
       % (len(man), sum(1 for d in code.values() if d is not None)))
+
+
+def options(path):
+    """The long options of a program's GOptionEntry table."""
+    return set(re.findall(r'\{ "([a-z-]+)", (?:\'.\'|0), ', read(path)))
+
+
+# The options of sparrowd and sparrowctl, in their man pages' OPTIONS.
+OPTIONS_AHEAD = {("sparrowd", "strict"), ("sparrowctl", "version")}
+for program, source in (("sparrowd", "daemon/main.c"), ("sparrowctl", "daemon/sparrowctl.c")):
+    page = read("doc/%s.%s.scd" % (program, "8" if program == "sparrowd" else "1"))
+    section = re.search(r"\n# OPTIONS\n(.*?)\n# ", page, re.S).group(1)
+    documented = set(re.findall(r"^(?:\*-[a-z]\*, )?\*--([a-z-]+)\*", section, re.M))
+    code_options = options(source)
+    ahead = {o for p, o in OPTIONS_AHEAD if p == program}
+    for o in sorted(code_options - documented):
+        failures.append("%s: option --%s is not in its man page's OPTIONS" % (program, o))
+    for o in sorted(documented - code_options - ahead):
+        failures.append("%s: its man page documents --%s, which it does not take" % (program, o))
+    for o in sorted(ahead & code_options):
+        failures.append("%s --%s is in the code now: remove it from OPTIONS_AHEAD in %s"
+                        % (program, o, __file__))
+    print("%s: %d options documented" % (program, len(documented)))
 
 
 def configs():
