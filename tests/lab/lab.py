@@ -32,6 +32,8 @@ PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,pol
             "iproute2,iputils-arping,iputils-ping,"
             # the comparison in bench/vip-bench.py
             "keepalived,"
+            # the firewall of test_deploy.py
+            "nftables,"
             # sparrow's own run-time dependencies (debian/control), installed
             # here since the lab has no network: dpkg finds them
             "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0,openssl")

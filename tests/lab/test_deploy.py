@@ -1,7 +1,8 @@
 """doc/deploy.md, run as written: its command blocks, in order, on three
 real hosts (alpha, beta, gamma: the lab's n1, n2, n3) and the admin's
 machine (the observer), with the packages built from this tree, and the
-lab's addresses for 192.0.2.11-13.  The copy block's ssh and scp lines are
+lab's addresses for 192.0.2.11-13; the hosts' firewall drops what it does
+not allow, until the document's nftables rule lets the members in.  The copy block's ssh and scp lines are
 done between the hosts' file systems (the lab has no sshd).  Then the
 cluster the document promises: one leader, every member reachable, the CA
 key on the admin's machine only.  And what the package promises on
@@ -22,6 +23,19 @@ import lab  # noqa: E402
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DOC = os.path.join(SOURCE, "doc", "deploy.md")
 HOSTS = ("alpha", "beta", "gamma")
+# The hosts' firewall before the walkthrough: Debian's nftables set-up,
+# dropping what it does not allow.
+FIREWALL = """#!/usr/sbin/nft -f
+flush ruleset
+table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif lo accept
+		ct state established,related accept
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+	}
+}
+"""
 
 
 def blocks(text):
@@ -42,6 +56,9 @@ class Deploy(unittest.TestCase):
         cls.debs = lab.build_debs(SOURCE)
         cls.lab = lab.Lab(3)
         cls.lab.up()
+        for n in cls.lab.members:
+            lab.write(os.path.join(n.root, "etc/nftables.conf"), FIREWALL, mode=0o755)
+            n.sh("nft -f /etc/nftables.conf")
 
     @classmethod
     def tearDownClass(cls):
@@ -57,6 +74,13 @@ class Deploy(unittest.TestCase):
         r = self.host(name).sh("cd /root && " + self.lab_text(code), check=False, timeout=120)
         self.assertEqual(r.returncode, 0, "on %s:\n%s\n%s%s" % (name, code, r.stdout, r.stderr))
         return r.stdout
+
+    def port(self):
+        """What alpha's connection to beta's port 7400 meets: "dropped" (by
+        the firewall), "refused" (nothing listens yet) or "open"."""
+        r = self.lab.members[0].sh("timeout 3 bash -c '</dev/tcp/%s/7400'"
+                                   % self.lab.members[1].ip, check=False)
+        return {124: "dropped", 0: "open"}.get(r.returncode, "refused")
 
     def copy(self, code):
         """Each line: `ssh root@HOST COMMAND` or `scp FILE... root@HOST:DIR`,
@@ -84,12 +108,17 @@ class Deploy(unittest.TestCase):
         ran = 0
         for marker, argument, code in steps:
             if marker == "run":
+                firewall = code.startswith("nft ")
+                if firewall:
+                    self.assertEqual(self.port(), "dropped")
                 for name in argument.split():
                     out = self.run_on(name, code)
                     out = "\n".join(line for line in out.splitlines()
                                     if not line.startswith("(Reading database"))
                     print("--- %s: %s\n%s" % (name, code.strip().splitlines()[0], out.strip()))
                 ran += 1
+                if firewall:
+                    self.assertEqual(self.port(), "refused")
                 if code.startswith("apt-get install") and argument != "admin":
                     # Installed, and nothing enabled or started.
                     for name in argument.split():
@@ -103,7 +132,7 @@ class Deploy(unittest.TestCase):
                 ran += 1
             else:
                 self.assertEqual(marker, "lab", "%s: unknown marker %s" % (DOC, marker))
-        self.assertGreaterEqual(ran, 8)
+        self.assertGreaterEqual(ran, 9)
 
         # What step 7 shows once the election is over: the same leader
         # everywhere, every member reachable from every member.
