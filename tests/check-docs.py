@@ -18,11 +18,6 @@ src, sparrowd, certs_tool = sys.argv[1:4]
 plugin_dir = sys.argv[4] if len(sys.argv) > 4 else None
 failures = []
 
-# Documented ahead of the code, on another branch: here until both are
-# merged, then removed (this test fails once the code has the key).
-AHEAD = {("node", "strict")}
-
-
 def read(path):
     with open(os.path.join(src, path)) as f:
         return f.read()
@@ -82,10 +77,8 @@ code = code_keys()
 man = man_keys()
 for gk in sorted(set(code) - set(man)):
     failures.append("sparrow.conf(5) does not document [%s] %s" % gk)
-for gk in sorted(set(man) - set(code) - AHEAD):
+for gk in sorted(set(man) - set(code)):
     failures.append("sparrow.conf(5) documents [%s] %s, which the code does not accept" % gk)
-for gk in sorted(AHEAD & set(code)):
-    failures.append("[%s] %s is in the code now: remove it from AHEAD in %s" % (gk + (__file__,)))
 for gk, default in sorted(code.items()):
     if default is not None and gk in man and "Default: *%s*" % default not in man[gk]:
         failures.append("sparrow.conf(5): [%s] %s: the code's default is %s" % (gk + (default,)))
@@ -99,20 +92,15 @@ def options(path):
 
 
 # The options of sparrowd and sparrowctl, in their man pages' OPTIONS.
-OPTIONS_AHEAD = {("sparrowd", "strict"), ("sparrowctl", "version")}
 for program, source in (("sparrowd", "daemon/main.c"), ("sparrowctl", "daemon/sparrowctl.c")):
     page = read("doc/%s.%s.scd" % (program, "8" if program == "sparrowd" else "1"))
     section = re.search(r"\n# OPTIONS\n(.*?)\n# ", page, re.S).group(1)
     documented = set(re.findall(r"^(?:\*-[a-z]\*, )?\*--([a-z-]+)\*", section, re.M))
     code_options = options(source)
-    ahead = {o for p, o in OPTIONS_AHEAD if p == program}
     for o in sorted(code_options - documented):
         failures.append("%s: option --%s is not in its man page's OPTIONS" % (program, o))
-    for o in sorted(documented - code_options - ahead):
+    for o in sorted(documented - code_options):
         failures.append("%s: its man page documents --%s, which it does not take" % (program, o))
-    for o in sorted(ahead & code_options):
-        failures.append("%s --%s is in the code now: remove it from OPTIONS_AHEAD in %s"
-                        % (program, o, __file__))
     print("%s: %d options documented" % (program, len(documented)))
 
 
