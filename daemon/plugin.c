@@ -6,6 +6,7 @@
 #include <gmodule.h>
 
 #include "leader-target.h"
+#include "timesync.h"
 
 typedef struct
 {
@@ -262,6 +263,7 @@ typedef struct
 /* Network first: on a loss, addresses go before units stop. */
 static const Known known[] = {
   { "vip", "vip", NULL },
+  { "timesync", "timesync", sp_timesync_plugin_get_type },
   { "leader-target", NULL, sp_leader_target_plugin_get_type },
 };
 

@@ -12,7 +12,8 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-sed -e "s|@sbindir@|$sbindir|" -e "s|@vip_cleanup@|$cleanup|" "$src/units/sparrow.service.in" \
+sed -e "s|@sbindir@|$sbindir|" -e "s|@vip_cleanup@|$cleanup|" -e "s|@libexecdir@|$src/plugins/timesync|" \
+    "$src/units/sparrow.service.in" \
     >"$dir/sparrow.service"
 cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
    "$src/units/examples/sparrow-leader-example.service" "$dir/"

@@ -1,0 +1,51 @@
+/* The [timesync] group, and the files the timesync plugin writes from it.
+ *
+ *   [timesync]
+ *   backend = chrony          the only one so far (ntpd: not implemented)
+ *   allow = 10.77.0.0/24      subnets followers query the leader from,
+ *                             ';'-separated (required)
+ *   local-stratum = 10        the stratum the leader serves with (1..15)
+ *   upstream = ntp.example.org;192.0.2.7   servers only the leader uses
+ *   minpoll = 0               the leader as a follower's source: poll
+ *   maxpoll = 4               interval bounds, log2 seconds (-6..17)
+ *
+ * Errors name the file that set the key, the key and what was expected.
+ * The text functions are pure: the unit tests check what they write. */
+#pragma once
+
+#include <glib.h>
+
+#include "config.h"
+
+G_BEGIN_DECLS
+
+typedef struct
+{
+  GStrv allow;    /* at least one, each ADDRESS/PREFIX */
+  guint stratum;  /* local stratum */
+  GStrv upstream; /* may be empty */
+  int minpoll;
+  int maxpoll;
+} SpTimesyncConfig;
+
+/* Reads and claims [timesync]; NULL without error when the group is absent.
+ * warnings may be NULL. */
+SpTimesyncConfig *sp_timesync_config_read (SpConfig *config, GPtrArray *warnings, GError **error);
+void sp_timesync_config_free (SpTimesyncConfig *config);
+
+/* chrony's drop-in (confdir): what never changes with leadership, written
+ * alike on every node, so that a leadership change restarts nothing. */
+char *sp_timesync_chrony_conf (const SpTimesyncConfig *config);
+/* chrony's sources file (sourcedir): the upstream servers on the leader
+ * (leader NULL), the leader's address elsewhere. */
+char *sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader);
+/* The source chronyd selected, from `chronyc -c -n sources`: FALSE when
+ * none is; offset in seconds. */
+gboolean sp_timesync_chrony_parse_sources (const char *output, char **source, guint *stratum,
+                                           double *offset);
+/* The host part of a member address ("10.77.0.1:7400", "[fd77::1]:7400"). */
+char *sp_timesync_host_of (const char *address);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpTimesyncConfig, sp_timesync_config_free)
+
+G_END_DECLS

@@ -1,0 +1,183 @@
+/* The [timesync] group and the files the timesync plugin writes from it:
+ * what an administrator writes, what chronyd is given, and what sparrow
+ * reads back from chronyc. */
+#include <check.h>
+#include <glib/gstdio.h>
+#include <string.h>
+
+#include "test-util.h"
+#include "timesync-config.h"
+
+#define BASE "[node]\nname = alpha\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n"
+
+static char *tmp_dir;
+static char *conf_path;
+
+static void
+setup (void)
+{
+  tmp_dir = g_dir_make_tmp ("sparrow-timesync-XXXXXX", NULL);
+  ck_assert_ptr_nonnull (tmp_dir);
+  conf_path = g_build_filename (tmp_dir, "sparrow.conf", NULL);
+}
+
+static void
+teardown (void)
+{
+  sp_test_remove_tree (tmp_dir);
+  g_clear_pointer (&tmp_dir, g_free);
+  g_clear_pointer (&conf_path, g_free);
+}
+
+/* Reads group (text after BASE); NULL with *message set on an error. */
+static SpTimesyncConfig *
+read_group (const char *group, char **message)
+{
+  g_autofree char *text = g_strconcat (BASE, group, NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (SpConfig) config = NULL;
+  SpTimesyncConfig *t;
+
+  ck_assert (g_file_set_contents (conf_path, text, -1, NULL));
+  config = sp_config_load (conf_path, NULL, &error);
+  ck_assert_msg (config != NULL, "%s", error ? error->message : "");
+  t = sp_timesync_config_read (config, NULL, &error);
+  if (message)
+    *message = error ? g_strdup (error->message) : NULL;
+  return t;
+}
+
+static void
+assert_error (const char *group, const char *key, const char *detail)
+{
+  g_autofree char *message = NULL;
+  g_autoptr (SpTimesyncConfig) t = read_group (group, &message);
+  g_autofree char *prefix = g_strdup_printf ("%s: [timesync] %s: ", conf_path, key);
+
+  ck_assert_msg (t == NULL && message != NULL, "%s: no error", group);
+  ck_assert_msg (g_str_has_prefix (message, prefix), "\"%s\" lacks \"%s\"", message, prefix);
+  ck_assert_msg (strstr (message, detail), "\"%s\" lacks \"%s\"", message, detail);
+}
+
+START_TEST (test_defaults_and_files)
+{
+  g_autoptr (SpTimesyncConfig) t = read_group ("[timesync]\nallow = 10.77.0.0/24\n", NULL);
+  g_autofree char *conf = NULL;
+  g_autofree char *follower = NULL;
+  g_autofree char *leader = NULL;
+
+  ck_assert_ptr_nonnull (t);
+  ck_assert_uint_eq (t->stratum, 10);
+  ck_assert_int_eq (t->minpoll, 0);
+  ck_assert_int_eq (t->maxpoll, 4);
+  conf = sp_timesync_chrony_conf (t);
+  ck_assert_msg (g_str_has_suffix (conf, "\nallow 10.77.0.0/24\nlocal stratum 10\n"), "%s", conf);
+  follower = sp_timesync_chrony_sources (t, "10.77.0.1");
+  ck_assert_msg (
+      g_str_has_suffix (follower, "\nserver 10.77.0.1 iburst minpoll 0 maxpoll 4 prefer\n"), "%s",
+      follower);
+  /* No upstream: the leader has no source of its own, only its local stratum. */
+  leader = sp_timesync_chrony_sources (t, NULL);
+  ck_assert_ptr_null (strstr (leader, "server"));
+}
+END_TEST
+
+START_TEST (test_full_group)
+{
+  g_autoptr (SpTimesyncConfig) t = read_group (
+      "[timesync]\nbackend = chrony\nallow = 10.77.0.0/24;fd77::/64\nlocal-stratum = 8\n"
+      "upstream = ntp.example.org;192.0.2.7\nminpoll = -2\nmaxpoll = 2\n",
+      NULL);
+  g_autofree char *conf = NULL;
+  g_autofree char *leader = NULL;
+  g_autofree char *follower = NULL;
+
+  ck_assert_ptr_nonnull (t);
+  conf = sp_timesync_chrony_conf (t);
+  ck_assert_msg (
+      g_str_has_suffix (conf, "\nallow 10.77.0.0/24\nallow fd77::/64\nlocal stratum 8\n"), "%s",
+      conf);
+  leader = sp_timesync_chrony_sources (t, NULL);
+  ck_assert_msg (
+      g_str_has_suffix (leader, "\nserver ntp.example.org iburst\nserver 192.0.2.7 iburst\n"), "%s",
+      leader);
+  follower = sp_timesync_chrony_sources (t, "fd77::1");
+  ck_assert_msg (
+      g_str_has_suffix (follower, "\nserver fd77::1 iburst minpoll -2 maxpoll 2 prefer\n"), "%s",
+      follower);
+}
+END_TEST
+
+START_TEST (test_errors)
+{
+  g_autofree char *message = NULL;
+
+  ck_assert_ptr_null (read_group ("", &message));
+  ck_assert_ptr_null (message);
+  assert_error ("[timesync]\nlocal-stratum = 10\n", "allow", "expected at least one subnet");
+  assert_error ("[timesync]\nallow = 10.77.0.0/33\n", "allow", "\"10.77.0.0/33\": expected");
+  assert_error ("[timesync]\nallow = eth0\n", "allow", "expected ADDRESS/PREFIX");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nbackend = ntp\n", "backend",
+                "\"ntp\": expected chrony");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nlocal-stratum = 16\n", "local-stratum", "15");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nupstream = a.org iburst\n", "upstream",
+                "\"a.org iburst\": expected a host name");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nupstream = -x\n", "upstream", "host name");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nminpoll = -7\n", "minpoll", "-6..17");
+  assert_error ("[timesync]\nallow = 10.77.0.0/24\nminpoll = 5\nmaxpoll = 4\n", "maxpoll",
+                "at least minpoll");
+}
+END_TEST
+
+START_TEST (test_chronyc_sources)
+{
+  g_autofree char *source = NULL;
+  guint stratum = 0;
+  double offset = 0;
+
+  ck_assert (!sp_timesync_chrony_parse_sources ("", &source, &stratum, &offset));
+  ck_assert (!sp_timesync_chrony_parse_sources ("^,?,10.77.0.250,0,7,0,-,0.0,0.0,0.0\n", &source,
+                                                &stratum, &offset));
+  ck_assert (sp_timesync_chrony_parse_sources (
+      "^,?,10.77.0.250,0,7,0,-,0.0,0.0,0.0\n^,*,10.77.0.11,10,-1,377,0,0.000001983,0.000006197,"
+      "0.000022626\n",
+      &source, &stratum, &offset));
+  ck_assert_str_eq (source, "10.77.0.11");
+  ck_assert_uint_eq (stratum, 10);
+  ck_assert_double_eq_tol (offset, 0.000006197, 1e-12);
+}
+END_TEST
+
+START_TEST (test_host_of)
+{
+  g_autofree char *v4 = sp_timesync_host_of ("10.77.0.1:7400");
+  g_autofree char *v6 = sp_timesync_host_of ("[fd77::1]:7400");
+  g_autofree char *name = sp_timesync_host_of ("alpha.example.org:7400");
+
+  ck_assert_str_eq (v4, "10.77.0.1");
+  ck_assert_str_eq (v6, "fd77::1");
+  ck_assert_str_eq (name, "alpha.example.org");
+}
+END_TEST
+
+int
+main (void)
+{
+  Suite *s = suite_create ("timesync-config");
+  TCase *tc = tcase_create ("timesync");
+  SRunner *sr;
+  int failed;
+
+  tcase_add_checked_fixture (tc, setup, teardown);
+  tcase_add_test (tc, test_defaults_and_files);
+  tcase_add_test (tc, test_full_group);
+  tcase_add_test (tc, test_errors);
+  tcase_add_test (tc, test_chronyc_sources);
+  tcase_add_test (tc, test_host_of);
+  suite_add_tcase (s, tc);
+  sr = srunner_create (s);
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? 0 : 1;
+}
