@@ -151,6 +151,40 @@ plugin_fields (GVariant *props, const char **name, const char **state, const cha
   g_variant_lookup (props, "LastError", "&s", last_error);
 }
 
+/* The timesync plugin's view of the node's clock, under the plugin table. */
+static void
+print_timesync (GPtrArray *plugins)
+{
+  for (guint i = 0; i < plugins->len; i++)
+    {
+      g_autoptr (GVariant) d = NULL;
+      const char *name = "", *backend = "", *role = "", *source = "";
+      double offset = 0;
+      guint32 stratum = 0;
+      gboolean synced = FALSE;
+
+      g_variant_lookup (plugins->pdata[i], "Name", "&s", &name);
+      if (!g_str_equal (name, "timesync"))
+        continue;
+      d = g_variant_lookup_value (plugins->pdata[i], "Details", G_VARIANT_TYPE_VARDICT);
+      if (!d)
+        return;
+      g_variant_lookup (d, "backend", "&s", &backend);
+      g_variant_lookup (d, "role", "&s", &role);
+      g_variant_lookup (d, "source", "&s", &source);
+      g_variant_lookup (d, "offset", "d", &offset);
+      g_variant_lookup (d, "stratum", "u", &stratum);
+      g_variant_lookup (d, "synchronised", "b", &synced);
+      g_print ("\nTIME (%s, %s): ", backend, *role ? role : "no leader yet");
+      if (synced)
+        g_print ("synchronised to %s, stratum %u, offset %+.3f ms\n", source, stratum,
+                 offset * 1000);
+      else
+        g_print ("not synchronised\n");
+      return;
+    }
+}
+
 static int
 cmd_status (gboolean leader_only)
 {
@@ -322,6 +356,7 @@ cmd_status (gboolean leader_only)
       plugin_fields (plugins->pdata[i], &p_name, &p_state, &p_error);
       g_print ("%-16s %-9s %s\n", p_name, p_state, p_error);
     }
+  print_timesync (plugins);
   return EXIT_OK;
 }
 
