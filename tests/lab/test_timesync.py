@@ -1,0 +1,228 @@
+"""The timesync plugin on real hosts: the leader serves time through
+chronyd, the followers' chronyd selects it and switches to a new leader
+(a crash, a planned transfer) through `reload sources`, never restarted;
+the admin's chrony.conf is never touched and comes back in use when
+sparrow stops; a node without chrony reports it and the cluster goes on.
+One lab for all the tests, in order.  Opt-in: SPARROW_LAB=1."""
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lab  # noqa: E402
+
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PLUGIN = "/org/sparrow/cluster1/plugin/timesync org.sparrow.cluster1.Plugin"
+VIP = "10.77.0.100"
+# A source of the admin's own, beside the pool of Debian's chrony.conf
+# (unreachable in the lab): what chronyd uses again once sparrow stops.
+ADMIN_SOURCE = "10.77.0.250"
+DROP_IN = "/etc/chrony/conf.d/sparrow.conf"
+SOURCES = "/etc/chrony/sources.d/sparrow.sources"
+
+
+def sources(node):
+    """chronyd's sources on node: {address: (state, offset in s)}."""
+    out = node.sh("chronyc -c -n sources", check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        f = line.split(",")
+        if len(f) >= 10:
+            found[f[2]] = (f[1], float(f[8]))
+    return found
+
+
+def selected(node):
+    """The address chronyd selected on node ('*'), or None."""
+    return next((a for a, (state, _) in sources(node).items() if state == "*"), None)
+
+
+def chronyd_pid(node):
+    return node.sh("cat /run/chrony/chronyd.pid", check=False).stdout.strip()
+
+
+def conf_digest(node):
+    with open(os.path.join(node.root, "etc/chrony/chrony.conf"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class Timesync(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
+        try:
+            cls.stage = lab.stage_sparrow(SOURCE, cls.work)
+            cls.vip = os.path.exists(cls.stage + "/usr/libexec/sparrow-vip-cleanup")
+            cls.certs = os.path.join(cls.work, "certs")
+            certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
+            lab.run(certs_tool, "ca", cls.certs)
+            for i in range(3):
+                lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+            cls.lab = lab.Lab(3, stage=cls.stage, setup=cls.configure)
+            cls.lab.up()
+        except BaseException:
+            lab.run("rm", "-rf", cls.work)
+            raise
+        cls.digests = {n.name: conf_digest(n) for n in cls.lab.members}
+        for n in cls.lab.members:
+            n.sh("systemctl enable --now sparrow.target")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.down()
+        lab.run("rm", "-rf", cls.work)
+
+    @classmethod
+    def configure(cls, node):
+        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in cls.lab.members)
+        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
+                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
+                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
+                  "key = /etc/sparrow/tls/node.key\n"
+                  "[timesync]\nallow = 10.77.0.0/24\nminpoll = -2\nmaxpoll = 2\n%s"
+                  % (node.name, node.ip, members,
+                     "[vip]\naddresses = %s/24@eth0\n" % VIP if cls.vip else ""))
+        lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
+                  "server %s iburst\n" % ADMIN_SOURCE)
+        tls = os.path.join(node.root, "etc/sparrow/tls")
+        os.makedirs(tls, exist_ok=True)
+        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
+                         (node.name + ".key", "node.key")):
+            lab.run("cp", os.path.join(cls.certs, src), os.path.join(tls, dst))
+
+    # -- helpers ----------------------------------------------------------
+
+    def wait(self, what, check, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail("timed out (%d s) waiting for %s" % (timeout, what))
+            time.sleep(0.1)
+
+    def leader(self, nodes=None, timeout=20):
+        """The leader every node of nodes (default: all) names, among them."""
+        nodes = nodes or self.lab.members
+
+        def one():
+            names = {(n.sh("sparrowctl leader", check=False).stdout.split() or [""])[0]
+                     for n in nodes}
+            by_name = {n.name: n for n in nodes}
+            return by_name.get(names.pop()) if len(names) == 1 else None
+        return self.wait("one leader", one, timeout)
+
+    def wait_following(self, followers, leader, timeout=20):
+        """Until every follower's chronyd selected leader; the seconds it took."""
+        start = time.monotonic()
+        self.wait("%s selecting %s" % ([f.name for f in followers], leader.name),
+                  lambda: all(selected(f) == leader.ip for f in followers), timeout)
+        return time.monotonic() - start
+
+    def details(self, node):
+        out = node.sh("busctl get-property org.sparrow.cluster1 %s Details" % PLUGIN).stdout
+        return out
+
+    def prop(self, node, name):
+        out = node.sh("busctl get-property org.sparrow.cluster1 %s %s" % (PLUGIN, name)).stdout
+        return out.split(" ", 1)[1].strip().strip('"')
+
+    # -- the tests, in order ------------------------------------------------
+
+    def test_1_followers_select_the_leader(self):
+        leader = self.leader()
+        followers = [n for n in self.lab.members if n is not leader]
+        took = self.wait_following(followers, leader, timeout=30)
+        print("followers selected %s after %.1f s" % (leader.name, took))
+        for f in followers:
+            self.assertIn("prefer", f.sh("cat " + SOURCES).stdout)
+            offset = sources(f)[leader.ip][1]
+            print("%s: offset to the leader %.6f s" % (f.name, offset))
+            self.assertLess(abs(offset), 0.001)
+        # The leader serves its own clock: no source of its own selected.
+        self.assertNotIn(leader.ip, sources(leader))
+        self.assertIn("local stratum 10", leader.sh("cat " + DROP_IN).stdout)
+        # What a user sees of it.
+        f = followers[0]
+        self.wait("the status on D-Bus",
+                  lambda: '"synchronised" b true' in self.details(f), 40)
+        self.assertIn('"source" s "%s"' % leader.ip, self.details(f))
+        self.assertEqual(self.prop(f, "State"), "active")
+        status = f.sh("sparrowctl status").stdout
+        self.assertIn("TIME (chrony, follower): synchronised to %s, stratum 10" % leader.ip,
+                      status)
+        print(status)
+
+    def test_2_leader_crash(self):
+        old = self.leader()
+        followers = [n for n in self.lab.members if n is not old]
+        self.wait_following(followers, old, timeout=30)
+        pids = {f.name: chronyd_pid(f) for f in followers}
+        old.kill()
+        t0 = time.monotonic()
+        new = self.leader(followers)
+        survivor = [f for f in followers if f is not new]
+        self.wait_following(survivor, new, timeout=30)
+        print("crash of %s: %s selected %s %.1f s after the crash"
+              % (old.name, survivor[0].name, new.name, time.monotonic() - t0))
+        for f in followers:
+            self.assertEqual(chronyd_pid(f), pids[f.name], "%s: chronyd restarted" % f.name)
+        old.reboot()
+        self.wait_following([old], new, timeout=60)
+        self.assertEqual(self.leader(), new)
+
+    def test_3_planned_transfer(self):
+        old = self.leader()
+        followers = [n for n in self.lab.members if n is not old]
+        self.wait_following(followers, old, timeout=30)
+        pids = {n.name: chronyd_pid(n) for n in self.lab.members}
+        target = followers[0]
+        t0 = time.monotonic()
+        old.sh("sparrowctl transfer " + target.name)
+        self.assertEqual(self.leader(), target)
+        others = [n for n in self.lab.members if n is not target]
+        self.wait_following(others, target, timeout=30)
+        print("transfer to %s: every follower selected it %.1f s after"
+              % (target.name, time.monotonic() - t0))
+        for n in self.lab.members:
+            self.assertEqual(chronyd_pid(n), pids[n.name], "%s: chronyd restarted" % n.name)
+
+    def test_5_stop_gives_back_the_admin_config(self):
+        leader = self.leader()
+        f = next(n for n in self.lab.members if n is not leader)
+        self.assertIn(leader.ip, sources(f))
+        f.sh("systemctl stop sparrow.service")
+        for path in (DROP_IN, SOURCES):
+            self.assertFalse(os.path.exists(f.root + path), path + " left behind")
+        self.wait("%s's chronyd back on the admin's sources" % f.name,
+                  lambda: leader.ip not in sources(f) and ADMIN_SOURCE in sources(f), 15)
+        self.assertEqual(f.sh("systemctl is-active chrony").stdout.strip(), "active")
+        for n in self.lab.members:
+            self.assertEqual(conf_digest(n), self.digests[n.name], n.name)
+        f.sh("systemctl start sparrow.service")
+        self.wait_following([f], self.leader(), timeout=30)
+
+    def test_6_no_chrony(self):
+        leader = self.leader()
+        f = next(n for n in self.lab.members if n is not leader)
+        f.sh("systemctl stop chrony && dpkg -r chrony >/dev/null && systemctl restart sparrow")
+        self.wait("the failure on D-Bus", lambda: self.prop(f, "State") == "failed", 15)
+        error = self.prop(f, "LastError")
+        print("%s reports: %s" % (f.name, error))
+        self.assertIn("chrony", error)
+        self.assertIn("timesync", f.sh("sparrowctl status").stdout)
+        self.assertIn("timesync", f.sh("journalctl -u sparrow --no-pager").stdout)
+        # The cluster goes on, its leader and service address too.
+        self.assertEqual(self.leader(), leader)
+        self.assertEqual(f.sh("systemctl is-active sparrow").stdout.strip(), "active")
+        if self.vip:
+            self.assertIn(VIP + "/", leader.sh("ip -br addr show dev eth0").stdout)
+
+
+if __name__ == "__main__":
+    lab.test_main()
