@@ -71,7 +71,8 @@ START_TEST (test_defaults_and_files)
   ck_assert_int_eq (t->minpoll, 0);
   ck_assert_int_eq (t->maxpoll, 4);
   conf = sp_timesync_chrony_conf (t);
-  ck_assert_msg (g_str_has_suffix (conf, "\nallow 10.77.0.0/24\nlocal stratum 10\n"), "%s", conf);
+  ck_assert_msg (g_str_has_suffix (conf, "\nallow 10.77.0.0/24\nlocal stratum 10 distance 0\n"),
+                 "%s", conf);
   follower = sp_timesync_chrony_sources (t, "10.77.0.1");
   ck_assert_msg (
       g_str_has_suffix (follower, "\nserver 10.77.0.1 iburst minpoll 0 maxpoll 4 prefer\n"), "%s",
@@ -79,6 +80,16 @@ START_TEST (test_defaults_and_files)
   /* No upstream: the leader has no source of its own, only its local stratum. */
   leader = sp_timesync_chrony_sources (t, NULL);
   ck_assert_ptr_null (strstr (leader, "server"));
+  /* At run time: the leader serves its own clock at once, followers not. */
+  {
+    g_auto (GStrv) on = sp_timesync_chrony_local (t, TRUE);
+    g_auto (GStrv) off = sp_timesync_chrony_local (t, FALSE);
+    g_autofree char *on_text = g_strjoinv (" ", on);
+    g_autofree char *off_text = g_strjoinv (" ", off);
+
+    ck_assert_str_eq (on_text, "local stratum 10 distance 0");
+    ck_assert_str_eq (off_text, "local off");
+  }
 }
 END_TEST
 

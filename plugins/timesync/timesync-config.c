@@ -139,17 +139,48 @@ sp_timesync_config_read (SpConfig *config, GPtrArray *warnings, GError **error)
 
 #define HEADER "# Written by sparrow's timesync plugin; removed when sparrow stops.\n"
 
+GStrv
+sp_timesync_chrony_local (const SpTimesyncConfig *config, gboolean leading)
+{
+  GStrvBuilder *b = g_strv_builder_new ();
+  GStrv args;
+
+  g_strv_builder_add (b, "local");
+  if (!leading)
+    g_strv_builder_add (b, "off");
+  else
+    {
+      g_autofree char *stratum = g_strdup_printf ("%u", config->stratum);
+
+      g_strv_builder_add (b, "stratum");
+      g_strv_builder_add (b, stratum);
+      /* Without upstream servers the leader serves its own clock at once,
+       * even when it was just synchronised to the previous leader: that
+       * reference would otherwise stay (until its distance reached 1 s),
+       * and the previous leader, now a follower, refuses a source whose
+       * reference is itself. */
+      if (!config->upstream[0])
+        {
+          g_strv_builder_add (b, "distance");
+          g_strv_builder_add (b, "0");
+        }
+    }
+  args = g_strv_builder_end (b);
+  g_strv_builder_unref (b);
+  return args;
+}
+
 char *
 sp_timesync_chrony_conf (const SpTimesyncConfig *config)
 {
   GString *out = g_string_new (HEADER);
+  g_auto (GStrv) local = sp_timesync_chrony_local (config, TRUE);
+  g_autofree char *line = g_strjoinv (" ", local);
 
   for (guint i = 0; config->allow[i]; i++)
     g_string_append_printf (out, "allow %s\n", config->allow[i]);
-  /* On every node alike: it serves only while chronyd has no source, which
-   * on a follower (the leader is its source) clients of the cluster do not
-   * ask, and a leader never takes a follower as a source. */
-  g_string_append_printf (out, "local stratum %u\n", config->stratum);
+  /* For a start of chronyd: followers turn it off at run time. */
+  g_string_append_printf (out, "%s\n", line);
   return g_string_free (out, FALSE);
 }
 

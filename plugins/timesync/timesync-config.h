@@ -36,6 +36,9 @@ void sp_timesync_config_free (SpTimesyncConfig *config);
 /* chrony's drop-in (confdir): what never changes with leadership, written
  * alike on every node, so that a leadership change restarts nothing. */
 char *sp_timesync_chrony_conf (const SpTimesyncConfig *config);
+/* The local reference at run time (chronyc's arguments): on the leader the
+ * drop-in's "local stratum N [distance 0]", off elsewhere. */
+GStrv sp_timesync_chrony_local (const SpTimesyncConfig *config, gboolean leading);
 /* chrony's sources file (sourcedir): the upstream servers on the leader
  * (leader NULL), the leader's address elsewhere. */
 char *sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader);

@@ -303,11 +303,11 @@ schedule_poll (SpTimesync *t, guint seconds)
 /* ---- the sources: what changes with leadership ------------------------ */
 
 static void
-on_reloaded (SpTimesync *t, gboolean ok, const char *out)
+on_local_set (SpTimesync *t, gboolean ok, const char *out)
 {
   if (!ok)
     {
-      fail (t, "chronyc reload sources: %s", out);
+      fail (t, "chronyc local: %s", out);
       return;
     }
   g_free (t->applied);
@@ -318,6 +318,22 @@ on_reloaded (SpTimesync *t, gboolean ok, const char *out)
   t->fast_polls = FAST_POLLS;
   schedule_poll (t, FAST_POLL_S);
   reconcile (t);
+}
+
+/* The local reference follows the role: the leader serves, followers do
+ * not (chronyd changes it at run time too). */
+static void
+on_reloaded (SpTimesync *t, gboolean ok, const char *out)
+{
+  g_auto (GStrv) args = NULL;
+
+  if (!ok)
+    {
+      fail (t, "chronyc reload sources: %s", out);
+      return;
+    }
+  args = sp_timesync_chrony_local (t->config, leading (t));
+  chronyc (t, (const char *const *)args, on_local_set);
 }
 
 static void

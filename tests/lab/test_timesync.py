@@ -146,7 +146,7 @@ class Timesync(unittest.TestCase):
             self.assertLess(abs(offset), 0.001)
         # The leader serves its own clock: no source of its own selected.
         self.assertNotIn(leader.ip, sources(leader))
-        self.assertIn("local stratum 10", leader.sh("cat " + DROP_IN).stdout)
+        self.assertIn("local stratum 10 distance 0", leader.sh("cat " + DROP_IN).stdout)
         # What a user sees of it.
         f = followers[0]
         self.wait("the status on D-Bus",
