@@ -1,16 +1,12 @@
 #include "leader-target.h"
 
+#include "systemd-job.h"
+
 #define LEADER_TARGET "sparrow-leader.target"
 
 #define SYSTEMD_NAME    "org.freedesktop.systemd1"
 #define SYSTEMD_PATH    "/org/freedesktop/systemd1"
 #define SYSTEMD_MANAGER "org.freedesktop.systemd1.Manager"
-
-typedef struct
-{
-  gboolean calling; /* StartUnit or StopUnit waits for systemd's reply */
-  char *path;       /* the job, from that reply until its JobRemoved */
-} SpJob;
 
 struct _SpLeaderTargetPlugin
 {
@@ -21,7 +17,6 @@ struct _SpLeaderTargetPlugin
   char *unit;
   GFile *marker;
   GCancellable *cancellable;
-  guint job_removed;
   gboolean subscribed;
   guint units_stop_ms; /* what leader-only units may take to stop */
   gboolean holder;     /* the node holds, and that long has passed */
@@ -31,8 +26,7 @@ struct _SpLeaderTargetPlugin
   guint pending;      /* pieces of the step in flight, each a marker op and/or a job */
   gboolean starting;  /* what the step in flight does */
   gboolean preempted; /* it was a start, turned into a stop when the lease ended */
-  SpJob jobs[2];      /* [TRUE] the start, [FALSE] the stop */
-  GHashTable *ended;  /* JobRemoved results that came before their call's reply */
+  gboolean jobs[2];   /* [TRUE] the start, [FALSE] the stop: asked for, not ended */
   char *last_error;   /* logged once until something succeeds */
 };
 
@@ -115,7 +109,7 @@ piece_done (SpLeaderTarget *t)
 static void
 job_ended (SpLeaderTarget *t, gboolean start, const char *result)
 {
-  g_clear_pointer (&t->jobs[start].path, g_free);
+  t->jobs[start] = FALSE;
   if (start != t->starting)
     {
       /* A preempted start: "canceled" is the stop's doing, and the stop's
@@ -138,76 +132,42 @@ job_ended (SpLeaderTarget *t, gboolean start, const char *result)
 }
 
 static void
-on_job_removed (GDBusConnection *bus, const char *sender, const char *path, const char *iface,
-                const char *signal, GVariant *params, gpointer user_data)
+job_answered (SpLeaderTarget *t, gboolean start, GAsyncResult *res)
 {
-  SpLeaderTarget *t = user_data;
-  const char *job, *unit, *result;
-  guint32 id;
-
-  g_variant_get (params, "(u&o&s&s)", &id, &job, &unit, &result);
-  if (!g_str_equal (unit, t->unit))
-    return;
-  for (int start = FALSE; start <= TRUE; start++)
-    if (g_strcmp0 (job, t->jobs[start].path) == 0)
-      {
-        job_ended (t, start, result);
-        return;
-      }
-  if (t->jobs[FALSE].calling || t->jobs[TRUE].calling)
-    g_hash_table_replace (t->ended, g_strdup (job), g_strdup (result));
-}
-
-static void
-job_answered (SpLeaderTarget *t, gboolean start, GDBusConnection *bus, GAsyncResult *res)
-{
-  SpJob *job = &t->jobs[start];
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply = g_dbus_connection_call_finish (bus, res, &error);
-  g_autofree char *path = NULL;
-  g_autofree char *result = NULL;
+  g_autofree char *result = sp_systemd_job_finish (res, &error);
 
   if (!still_wanted (t))
     return;
-  job->calling = FALSE;
-  if (!reply)
+  if (!result)
     {
-      g_dbus_error_strip_remote_error (error);
+      t->jobs[start] = FALSE;
       report_failure (t, start ? "cannot start" : "cannot stop", error->message);
       piece_done (t);
     }
   else
-    {
-      g_variant_get (reply, "(o)", &job->path);
-      if (g_hash_table_steal_extended (t->ended, job->path, (gpointer *)&path, (gpointer *)&result))
-        job_ended (t, start, result);
-    }
-  /* What is left belongs to no call of ours. */
-  if (!t->jobs[FALSE].calling && !t->jobs[TRUE].calling)
-    g_hash_table_remove_all (t->ended);
+    job_ended (t, start, result);
   target_unref (t);
 }
 
 static void
 on_start_job (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  job_answered (user_data, TRUE, G_DBUS_CONNECTION (source), res);
+  job_answered (user_data, TRUE, res);
 }
 
 static void
 on_stop_job (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  job_answered (user_data, FALSE, G_DBUS_CONNECTION (source), res);
+  job_answered (user_data, FALSE, res);
 }
 
 static void
 call_job (SpLeaderTarget *t, gboolean start)
 {
-  t->jobs[start].calling = TRUE;
-  g_dbus_connection_call (
-      t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, start ? "StartUnit" : "StopUnit",
-      g_variant_new ("(ss)", t->unit, "replace"), G_VARIANT_TYPE ("(o)"), G_DBUS_CALL_FLAGS_NONE,
-      -1, t->cancellable, start ? on_start_job : on_stop_job, target_ref (t));
+  t->jobs[start] = TRUE;
+  sp_systemd_job_async (t->bus, start ? "StartUnit" : "StopUnit", t->unit, t->cancellable,
+                        start ? on_start_job : on_stop_job, target_ref (t));
 }
 
 static void
@@ -267,7 +227,7 @@ static void
 preempt (SpLeaderTarget *t)
 {
   /* Before StartUnit, the marker write is in flight; its callback deletes. */
-  gboolean writing = !t->jobs[TRUE].calling && !t->jobs[TRUE].path;
+  gboolean writing = !t->jobs[TRUE];
 
   t->preempted = TRUE;
   t->starting = FALSE;
@@ -396,9 +356,6 @@ start (SpPlugin *plugin)
 
   t->node = sp_plugin_get_node (plugin);
   t->bus = sp_plugin_get_bus (plugin);
-  t->job_removed = g_dbus_connection_signal_subscribe (
-      t->bus, SYSTEMD_NAME, SYSTEMD_MANAGER, "JobRemoved", SYSTEMD_PATH, NULL,
-      G_DBUS_SIGNAL_FLAGS_NONE, on_job_removed, t, NULL);
   g_dbus_connection_call (t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe", NULL,
                           NULL, G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_subscribed,
                           target_ref (t));
@@ -414,9 +371,6 @@ stop (SpPlugin *plugin)
   g_cancellable_cancel (t->cancellable);
   g_clear_handle_id (&t->grace, g_source_remove);
   sp_plugin_released (plugin, NULL);
-  if (t->job_removed)
-    g_dbus_connection_signal_unsubscribe (t->bus, t->job_removed);
-  t->job_removed = 0;
 }
 
 static GVariant *
@@ -439,9 +393,6 @@ sp_leader_target_plugin_finalize (GObject *object)
 
   g_object_unref (t->cancellable);
   g_clear_object (&t->marker);
-  g_hash_table_unref (t->ended);
-  g_free (t->jobs[FALSE].path);
-  g_free (t->jobs[TRUE].path);
   g_free (t->unit);
   g_free (t->last_error);
   G_OBJECT_CLASS (sp_leader_target_plugin_parent_class)->finalize (object);
@@ -467,5 +418,4 @@ sp_leader_target_plugin_init (SpLeaderTarget *t)
 {
   t->unit = g_strdup (LEADER_TARGET);
   t->cancellable = g_cancellable_new ();
-  t->ended = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 }
