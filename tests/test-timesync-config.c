@@ -119,6 +119,47 @@ START_TEST (test_full_group)
 }
 END_TEST
 
+START_TEST (test_ntpd)
+{
+  g_autoptr (SpTimesyncConfig) t = read_group (
+      "[timesync]\nbackend = ntpd\nallow = 10.77.0.0/24\nupstream = 192.0.2.7\nminpoll = -2\n",
+      NULL);
+  g_autofree char *follower = NULL;
+  g_autofree char *leader = NULL;
+  g_autofree char *unit = NULL;
+  g_autofree char *source = NULL;
+  guint stratum = 0;
+  double offset = 0;
+
+  ck_assert_ptr_nonnull (t);
+  ck_assert_int_eq (t->backend, SP_TIMESYNC_NTPD);
+  /* The admin's file first; ntpd polls every 8 s at the most often. */
+  follower = sp_timesync_ntpd_conf (t, "10.77.0.1");
+  ck_assert_msg (g_str_has_suffix (follower,
+                                   "\nincludefile /etc/ntpsec/ntp.conf\n"
+                                   "tos minsane 1 minclock 1\n"
+                                   "server 10.77.0.1 iburst minpoll 3 maxpoll 4 prefer\n"),
+                 "%s", follower);
+  leader = sp_timesync_ntpd_conf (t, NULL);
+  ck_assert_msg (g_str_has_suffix (leader, "\nincludefile /etc/ntpsec/ntp.conf\n"
+                                           "server 192.0.2.7 iburst\ntos orphan 10 orphanwait 0\n"),
+                 "%s", leader);
+  unit = sp_timesync_ntpd_unit ("/etc/ntpsec/sparrow.conf");
+  ck_assert_msg (strstr (unit, "\n[Service]\nExecStart=\nExecStart=/usr/sbin/ntpd -p "
+                               "/run/ntpd.pid -c /etc/ntpsec/sparrow.conf -u ntpsec:ntpsec\n"),
+                 "%s", unit);
+  ck_assert (sp_timesync_ntpq_parse_peers (
+      "     remote           refid      st t when poll reach   delay   offset   jitter\n"
+      "=======================================================================\n"
+      " 0.debian.pool.ntp.org .POOL.  16 p    -   64    0   0.0000   0.0000   0.0001\n"
+      "*10.77.0.11      127.0.0.1       10 u    1    8    3   0.0787   0.0218   0.0104\n",
+      &source, &stratum, &offset));
+  ck_assert_str_eq (source, "10.77.0.11");
+  ck_assert_uint_eq (stratum, 10);
+  ck_assert_double_eq_tol (offset, 0.0000218, 1e-12);
+}
+END_TEST
+
 START_TEST (test_errors)
 {
   g_autofree char *message = NULL;
@@ -129,7 +170,7 @@ START_TEST (test_errors)
   assert_error ("[timesync]\nallow = 10.77.0.0/33\n", "allow", "\"10.77.0.0/33\": expected");
   assert_error ("[timesync]\nallow = eth0\n", "allow", "expected ADDRESS/PREFIX");
   assert_error ("[timesync]\nallow = 10.77.0.0/24\nbackend = ntp\n", "backend",
-                "\"ntp\": expected chrony");
+                "\"ntp\": expected chrony or ntpd");
   assert_error ("[timesync]\nallow = 10.77.0.0/24\nlocal-stratum = 16\n", "local-stratum", "15");
   assert_error ("[timesync]\nallow = 10.77.0.0/24\nupstream = a.org iburst\n", "upstream",
                 "\"a.org iburst\": expected a host name");
@@ -182,6 +223,7 @@ main (void)
   tcase_add_checked_fixture (tc, setup, teardown);
   tcase_add_test (tc, test_defaults_and_files);
   tcase_add_test (tc, test_full_group);
+  tcase_add_test (tc, test_ntpd);
   tcase_add_test (tc, test_errors);
   tcase_add_test (tc, test_chronyc_sources);
   tcase_add_test (tc, test_host_of);

@@ -94,12 +94,14 @@ sp_timesync_config_read (SpConfig *config, GPtrArray *warnings, GError **error)
       || !get_poll (config, "minpoll", &t->minpoll, error)
       || !get_poll (config, "maxpoll", &t->maxpoll, error))
     return NULL;
-  if (backend && !g_str_equal (backend, "chrony"))
+  if (backend && g_str_equal (backend, "ntpd"))
+    t->backend = SP_TIMESYNC_NTPD;
+  else if (backend && !g_str_equal (backend, "chrony"))
     {
       g_autofree char *echo = sp_text_echo (backend);
 
       sp_config_error (config, error, SP_CONFIG_ERROR_INVALID, GROUP, "backend",
-                       "\"%s\": expected chrony (ntpd is not supported yet)", echo);
+                       "\"%s\": expected chrony or ntpd", echo);
       return NULL;
     }
   if (!t->allow || !t->allow[0])
@@ -199,6 +201,41 @@ sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader)
   return g_string_free (out, FALSE);
 }
 
+char *
+sp_timesync_ntpd_conf (const SpTimesyncConfig *config, const char *leader)
+{
+  GString *out = g_string_new (HEADER);
+
+  g_string_append_printf (out, "includefile %s\n", SP_TIMESYNC_NTPD_ADMIN_CONF);
+  if (leader)
+    /* One source is enough here (Debian's file asks for 3); ntpd polls
+     * every 8 s at least. */
+    g_string_append_printf (out,
+                            "tos minsane 1 minclock 1\n"
+                            "server %s iburst minpoll %d maxpoll %d prefer\n",
+                            leader, MAX (config->minpoll, 3), MAX (config->maxpoll, 3));
+  else
+    {
+      for (guint i = 0; config->upstream[i]; i++)
+        g_string_append_printf (out, "server %s iburst\n", config->upstream[i]);
+      /* ntpsec has no local clock driver: orphan mode serves the cluster
+       * at that stratum, at once, while no upstream server answers. */
+      g_string_append_printf (out, "tos orphan %u orphanwait 0\n", config->stratum);
+    }
+  return g_string_free (out, FALSE);
+}
+
+char *
+sp_timesync_ntpd_unit (const char *conf_path)
+{
+  /* The admin's wrapper would pass their own file: ntpd is started on
+   * sparrow's, which includes theirs. */
+  return g_strdup_printf (HEADER
+                          "[Service]\nExecStart=\n"
+                          "ExecStart=/usr/sbin/ntpd -p /run/ntpd.pid -c %s -u ntpsec:ntpsec\n",
+                          conf_path);
+}
+
 gboolean
 sp_timesync_chrony_parse_sources (const char *output, char **source, guint *stratum, double *offset)
 {
@@ -217,6 +254,35 @@ sp_timesync_chrony_parse_sources (const char *output, char **source, guint *stra
       *source = g_strdup (f[2]);
       *stratum = st;
       *offset = g_ascii_strtod (f[8], NULL);
+      return TRUE;
+    }
+  return FALSE;
+}
+
+gboolean
+sp_timesync_ntpq_parse_peers (const char *output, char **source, guint *stratum, double *offset)
+{
+  g_auto (GStrv) lines = g_strsplit (output, "\n", -1);
+
+  /* *remote refid st t when poll reach delay offset jitter (offset in ms) */
+  for (guint i = 0; lines[i]; i++)
+    {
+      g_auto (GStrv) f = NULL;
+      const char *w[9];
+      guint n = 0;
+      guint64 st;
+
+      if (lines[i][0] != '*')
+        continue;
+      f = g_strsplit_set (lines[i] + 1, " \t", -1);
+      for (guint j = 0; f[j] && n < G_N_ELEMENTS (w); j++)
+        if (*f[j])
+          w[n++] = f[j];
+      if (n < G_N_ELEMENTS (w) || !g_ascii_string_to_unsigned (w[2], 10, 0, 16, &st, NULL))
+        return FALSE;
+      *source = g_strdup (w[0]);
+      *stratum = st;
+      *offset = g_ascii_strtod (w[8], NULL) / 1000;
       return TRUE;
     }
   return FALSE;

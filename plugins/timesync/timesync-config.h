@@ -1,7 +1,7 @@
 /* The [timesync] group, and the files the timesync plugin writes from it.
  *
  *   [timesync]
- *   backend = chrony          the only one so far (ntpd: not implemented)
+ *   backend = chrony          chrony, or ntpd (ntpsec)
  *   allow = 10.77.0.0/24      subnets followers query the leader from,
  *                             ';'-separated (required)
  *   local-stratum = 10        the stratum the leader serves with (1..15)
@@ -19,8 +19,15 @@
 
 G_BEGIN_DECLS
 
+typedef enum
+{
+  SP_TIMESYNC_CHRONY,
+  SP_TIMESYNC_NTPD,
+} SpTimesyncBackend;
+
 typedef struct
 {
+  SpTimesyncBackend backend;
   GStrv allow;    /* at least one, each ADDRESS/PREFIX */
   guint stratum;  /* local stratum */
   GStrv upstream; /* may be empty */
@@ -42,10 +49,22 @@ GStrv sp_timesync_chrony_local (const SpTimesyncConfig *config, gboolean leading
 /* chrony's sources file (sourcedir): the upstream servers on the leader
  * (leader NULL), the leader's address elsewhere. */
 char *sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader);
+/* ntpd (ntpsec) cannot change its sources at run time: its whole
+ * configuration for the role (the admin's file included first, then the
+ * leader as a server, or the upstream servers and orphan mode on the
+ * leader), and the unit drop-in that has ntpsec.service read it. */
+#define SP_TIMESYNC_NTPD_ADMIN_CONF "/etc/ntpsec/ntp.conf"
+char *sp_timesync_ntpd_conf (const SpTimesyncConfig *config, const char *leader);
+char *sp_timesync_ntpd_unit (const char *conf_path);
+
 /* The source chronyd selected, from `chronyc -c -n sources`: FALSE when
  * none is; offset in seconds. */
 gboolean sp_timesync_chrony_parse_sources (const char *output, char **source, guint *stratum,
                                            double *offset);
+/* The same from `ntpq -n -p` (the line marked '*'); offset in seconds. */
+gboolean sp_timesync_ntpq_parse_peers (const char *output, char **source, guint *stratum,
+                                       double *offset);
+
 /* The host part of a member address ("10.77.0.1:7400", "[fd77::1]:7400"). */
 char *sp_timesync_host_of (const char *address);
 

@@ -1,15 +1,15 @@
 #include "timesync.h"
 
-#include "systemd-job.h"
 #include <string.h>
 
+#include "systemd-job.h"
 #include "timesync-config.h"
 
-#define RETRY_S         10
-#define CHRONYC_TIMEOUT 5 /* s: chronyc waits up to 1 s per try itself */
-#define FAST_POLL_S     2
-#define FAST_POLLS      10
-#define SLOW_POLL_S     30
+#define RETRY_S      10
+#define TOOL_TIMEOUT 5 /* s: chronyc waits up to 1 s per try itself */
+#define FAST_POLL_S  2
+#define FAST_POLLS   10
+#define SLOW_POLL_S  30
 /* What the leader's upstream servers may take to be selected (iburst). */
 #define UPSTREAM_GRACE_US (30 * G_USEC_PER_SEC)
 
@@ -43,6 +43,35 @@ struct _SpTimesyncPlugin
 };
 
 typedef struct _SpTimesyncPlugin SpTimesync;
+
+/* What differs between chronyd and ntpd. */
+typedef struct
+{
+  const char *name;
+  const char *unit;
+  const char *fixed_path; /* what never changes with leadership */
+  const char *role_path;  /* what does */
+  const char *tool;       /* asks the daemon for its status */
+  const char *const *status_args;
+  gboolean (*parse) (const char *output, char **source, guint *stratum, double *offset);
+} Backend;
+
+static const char *const chronyc_status[] = { "-c", "sources", NULL };
+static const char *const ntpq_status[] = { "-p", NULL };
+
+static const Backend backends[] = {
+  [SP_TIMESYNC_CHRONY]
+  = { "chrony", SP_TIMESYNC_CHRONY_UNIT, SP_TIMESYNC_CHRONY_CONF, SP_TIMESYNC_CHRONY_SOURCES,
+      "chronyc", chronyc_status, sp_timesync_chrony_parse_sources },
+  [SP_TIMESYNC_NTPD] = { "ntpd", SP_TIMESYNC_NTPD_UNIT, SP_TIMESYNC_NTPD_DROP_IN,
+                         SP_TIMESYNC_NTPD_CONF, "ntpq", ntpq_status, sp_timesync_ntpq_parse_peers },
+};
+
+static const Backend *
+backend (SpTimesync *t)
+{
+  return &backends[t->config->backend];
+}
 
 G_DEFINE_FINAL_TYPE (SpTimesyncPlugin, sp_timesync_plugin, SP_TYPE_PLUGIN)
 
@@ -92,22 +121,22 @@ fail (SpTimesync *t, const char *format, ...)
     t->retry = g_timeout_add_seconds (RETRY_S, on_retry, t);
 }
 
-/* ---- chronyc, as a subprocess never waited for ------------------------ */
+/* ---- chronyc and ntpq, as subprocesses never waited for --------------- */
 
-typedef void (*ChronycDone) (SpTimesync *t, gboolean ok, const char *out);
+typedef void (*ToolDone) (SpTimesync *t, gboolean ok, const char *out);
 
 typedef struct
 {
   SpTimesync *t;
   GSubprocess *proc;
   guint timeout;
-  ChronycDone done;
-} Chronyc;
+  ToolDone done;
+} Tool;
 
 static gboolean
-on_chronyc_timeout (gpointer user_data)
+on_tool_timeout (gpointer user_data)
 {
-  Chronyc *c = user_data;
+  Tool *c = user_data;
 
   c->timeout = 0;
   g_subprocess_force_exit (c->proc);
@@ -115,11 +144,11 @@ on_chronyc_timeout (gpointer user_data)
 }
 
 static void
-on_chronyc_done (GObject *source, GAsyncResult *res, gpointer user_data)
+on_tool_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  Chronyc *c = user_data;
+  Tool *c = user_data;
   SpTimesync *t = c->t;
-  ChronycDone done = c->done;
+  ToolDone done = c->done;
   g_autoptr (GError) error = NULL;
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
@@ -135,7 +164,7 @@ on_chronyc_done (GObject *source, GAsyncResult *res, gpointer user_data)
   if (!ran)
     text = g_strdup (error->message);
   else if (!c->timeout)
-    text = g_strdup_printf ("no answer within %d s", CHRONYC_TIMEOUT);
+    text = g_strdup_printf ("no answer within %d s", TOOL_TIMEOUT);
   else
     text = g_strstrip (g_strdup (ok ? out : err && *err ? err : out));
   g_object_unref (c->proc);
@@ -147,15 +176,15 @@ on_chronyc_done (GObject *source, GAsyncResult *res, gpointer user_data)
 }
 
 static void
-chronyc (SpTimesync *t, const char *const *args, ChronycDone done)
+tool (SpTimesync *t, const char *program, const char *const *args, ToolDone done)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  Chronyc *c;
+  Tool *c;
   GSubprocess *proc;
 
-  /* -n: no DNS lookups; -c: machine-readable. */
-  g_ptr_array_add (argv, (char *)"chronyc");
+  /* -n: no DNS lookups. */
+  g_ptr_array_add (argv, (char *)program);
   g_ptr_array_add (argv, (char *)"-n");
   for (guint i = 0; args[i]; i++)
     g_ptr_array_add (argv, (char *)args[i]);
@@ -168,12 +197,12 @@ chronyc (SpTimesync *t, const char *const *args, ChronycDone done)
       done (t, FALSE, error->message);
       return;
     }
-  c = g_new0 (Chronyc, 1);
+  c = g_new0 (Tool, 1);
   c->t = g_object_ref (t);
   c->proc = proc;
   c->done = done;
-  c->timeout = g_timeout_add_seconds (CHRONYC_TIMEOUT, on_chronyc_timeout, c);
-  g_subprocess_communicate_utf8_async (proc, NULL, t->cancellable, on_chronyc_done, c);
+  c->timeout = g_timeout_add_seconds (TOOL_TIMEOUT, on_tool_timeout, c);
+  g_subprocess_communicate_utf8_async (proc, NULL, t->cancellable, on_tool_done, c);
 }
 
 /* ---- files chronyd reads --------------------------------------------- */
@@ -209,16 +238,53 @@ on_replaced (GObject *source, GAsyncResult *res, gpointer user_data)
                                g_task_get_cancellable (task), on_mode_set, g_steal_pointer (&task));
 }
 
+typedef struct
+{
+  GFile *file;
+  GBytes *bytes;
+} Write;
+
+static void
+write_free (Write *w)
+{
+  g_object_unref (w->file);
+  g_bytes_unref (w->bytes);
+  g_free (w);
+}
+
+static void
+on_dir_made (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Write *w = g_task_get_task_data (task);
+  GError *error = NULL;
+
+  /* ntpsec.service.d in /run is made at first use. */
+  if (!g_file_make_directory_finish (G_FILE (source), res, &error)
+      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_EXISTS))
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+  g_clear_error (&error);
+  g_file_replace_contents_bytes_async (w->file, w->bytes, NULL, FALSE, G_FILE_CREATE_NONE,
+                                       g_task_get_cancellable (task), on_replaced,
+                                       g_steal_pointer (&task));
+}
+
 static void
 write_public_async (const char *path, const char *text, GCancellable *cancellable,
                     GAsyncReadyCallback callback, gpointer user_data)
 {
-  g_autoptr (GFile) file = g_file_new_for_path (path);
-  g_autoptr (GBytes) bytes = g_bytes_new (text, strlen (text));
+  Write *w = g_new0 (Write, 1);
+  g_autoptr (GFile) dir = NULL;
+  GTask *task = g_task_new (NULL, cancellable, callback, user_data);
 
-  g_file_replace_contents_bytes_async (file, bytes, NULL, FALSE, G_FILE_CREATE_NONE, cancellable,
-                                       on_replaced,
-                                       g_task_new (NULL, cancellable, callback, user_data));
+  w->file = g_file_new_for_path (path);
+  w->bytes = g_bytes_new (text, strlen (text));
+  dir = g_file_get_parent (w->file);
+  g_task_set_task_data (task, w, (GDestroyNotify)write_free);
+  g_file_make_directory_async (dir, G_PRIORITY_DEFAULT, cancellable, on_dir_made, task);
 }
 
 static gboolean
@@ -236,12 +302,18 @@ leading (SpTimesync *t)
 }
 
 static void
+chronyc (SpTimesync *t, const char *const *args, ToolDone done)
+{
+  tool (t, "chronyc", args, done);
+}
+
+static void
 on_sources (SpTimesync *t, gboolean ok, const char *out)
 {
   g_autofree char *source = NULL;
   guint stratum = 0;
   double offset = 0;
-  gboolean synced = ok && sp_timesync_chrony_parse_sources (out, &source, &stratum, &offset);
+  gboolean synced = ok && backend (t)->parse (out, &source, &stratum, &offset);
   gboolean upstream = t->config->upstream[0] != NULL;
 
   t->polling = FALSE;
@@ -278,7 +350,6 @@ on_sources (SpTimesync *t, gboolean ok, const char *out)
 static gboolean
 on_poll (gpointer user_data)
 {
-  static const char *const args[] = { "-c", "sources", NULL };
   SpTimesync *t = user_data;
 
   t->poll = 0;
@@ -288,7 +359,7 @@ on_poll (gpointer user_data)
   if (!t->polling)
     {
       t->polling = TRUE;
-      chronyc (t, args, on_sources);
+      tool (t, backend (t)->tool, backend (t)->status_args, on_sources);
     }
   return G_SOURCE_REMOVE;
 }
@@ -303,13 +374,8 @@ schedule_poll (SpTimesync *t, guint seconds)
 /* ---- the sources: what changes with leadership ------------------------ */
 
 static void
-on_local_set (SpTimesync *t, gboolean ok, const char *out)
+applied (SpTimesync *t)
 {
-  if (!ok)
-    {
-      fail (t, "chronyc local: %s", out);
-      return;
-    }
   g_free (t->applied);
   t->applied = g_steal_pointer (&t->applying);
   t->busy = FALSE;
@@ -318,6 +384,15 @@ on_local_set (SpTimesync *t, gboolean ok, const char *out)
   t->fast_polls = FAST_POLLS;
   schedule_poll (t, FAST_POLL_S);
   reconcile (t);
+}
+
+static void
+on_local_set (SpTimesync *t, gboolean ok, const char *out)
+{
+  if (!ok)
+    fail (t, "chronyc local: %s", out);
+  else
+    applied (t);
 }
 
 /* The local reference follows the role: the leader serves, followers do
@@ -336,8 +411,34 @@ on_reloaded (SpTimesync *t, gboolean ok, const char *out)
   chronyc (t, (const char *const *)args, on_local_set);
 }
 
+/* A job on the time service's unit ended: FALSE, reported, unless done. */
+static gboolean
+job_done (SpTimesync *t, GAsyncResult *res, const char *verb)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *result = sp_systemd_job_finish (res, &error);
+
+  if (!result)
+    fail (t, "cannot %s %s: %s", verb, backend (t)->unit, error->message);
+  else if (!g_str_equal (result, "done"))
+    fail (t, "%s %s: %s (see its journal)", verb, backend (t)->unit, result);
+  return result && g_str_equal (result, "done");
+}
+
 static void
-on_sources_written (GObject *source, GAsyncResult *res, gpointer user_data)
+on_ntpd_restarted (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  SpTimesync *t = user_data;
+
+  if (!still_wanted (t))
+    return;
+  if (job_done (t, res, "restart"))
+    applied (t);
+  g_object_unref (t);
+}
+
+static void
+on_role_written (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   static const char *const args[] = { "reload", "sources", NULL };
   SpTimesync *t = user_data;
@@ -347,10 +448,14 @@ on_sources_written (GObject *source, GAsyncResult *res, gpointer user_data)
   if (!still_wanted (t))
     return;
   if (!written)
-    fail (t, "cannot write %s: %s", SP_TIMESYNC_CHRONY_SOURCES, error->message);
-  else
+    fail (t, "cannot write %s: %s", backend (t)->role_path, error->message);
+  else if (t->config->backend == SP_TIMESYNC_CHRONY)
     /* chronyd's command socket: no restart, its measurements stay. */
     chronyc (t, args, on_reloaded);
+  else
+    /* ntpd reads its sources at start only. */
+    sp_systemd_job_async (t->bus, "RestartUnit", SP_TIMESYNC_NTPD_UNIT, t->cancellable,
+                          on_ntpd_restarted, g_object_ref (t));
   g_object_unref (t);
 }
 
@@ -361,7 +466,7 @@ reconcile (SpTimesync *t)
     return;
   t->busy = TRUE;
   t->applying = g_strdup (t->wanted);
-  write_public_async (SP_TIMESYNC_CHRONY_SOURCES, t->applying, t->cancellable, on_sources_written,
+  write_public_async (backend (t)->role_path, t->applying, t->cancellable, on_role_written,
                       g_object_ref (t));
 }
 
@@ -389,7 +494,9 @@ on_leader (SpNode *node, GParamSpec *pspec, gpointer user_data)
   g_free (t->leader);
   t->leader = g_steal_pointer (&host);
   g_free (t->wanted);
-  t->wanted = sp_timesync_chrony_sources (t->config, leading (t) ? NULL : t->leader);
+  t->wanted = t->config->backend == SP_TIMESYNC_CHRONY
+                  ? sp_timesync_chrony_sources (t->config, leading (t) ? NULL : t->leader)
+                  : sp_timesync_ntpd_conf (t->config, leading (t) ? NULL : t->leader);
   g_message ("timesync: %s%s", leading (t) ? "serving the cluster" : "following ",
              leading (t) ? "" : t->leader);
   sp_plugin_details_changed (SP_PLUGIN (t));
@@ -398,34 +505,33 @@ on_leader (SpNode *node, GParamSpec *pspec, gpointer user_data)
 
 /* ---- set-up: the drop-in and the unit --------------------------------- */
 
+/* From now on the role's file is applied (again: a restarted daemon read
+ * it itself, but a reload is harmless and tells that it answers). */
+static void
+set_ready (SpTimesync *t)
+{
+  t->ready = TRUE;
+  t->busy = FALSE;
+  g_clear_pointer (&t->applied, g_free);
+  reconcile (t);
+  if (!t->busy)
+    sp_plugin_report (SP_PLUGIN (t), SP_PLUGIN_ACTIVE, NULL);
+}
+
 static void
 on_unit_job (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpTimesync *t = user_data;
-  g_autoptr (GError) error = NULL;
-  g_autofree char *result = sp_systemd_job_finish (res, &error);
 
   if (!still_wanted (t))
     return;
-  if (!result)
-    fail (t, "cannot start %s: %s", SP_TIMESYNC_CHRONY_UNIT, error->message);
-  else if (!g_str_equal (result, "done"))
-    fail (t, "starting %s: %s (see its journal)", SP_TIMESYNC_CHRONY_UNIT, result);
-  else
-    {
-      t->ready = TRUE;
-      t->busy = FALSE;
-      /* A restarted chronyd read the sources file itself; a reload is
-       * harmless, and tells that the command socket answers. */
-      g_clear_pointer (&t->applied, g_free);
-      reconcile (t);
-      if (!t->busy)
-        sp_plugin_report (SP_PLUGIN (t), SP_PLUGIN_ACTIVE, NULL);
-    }
+  if (job_done (t, res, "start"))
+    set_ready (t);
   g_object_unref (t);
 }
 
-/* Restarted only when what it cannot change at run time changed. */
+/* chronyd is restarted only when what it cannot change at run time
+ * changed, and started when it is not running. */
 static void
 run_unit (SpTimesync *t, gboolean restart)
 {
@@ -437,7 +543,32 @@ run_unit (SpTimesync *t, gboolean restart)
 }
 
 static void
-on_conf_written (GObject *source, GAsyncResult *res, gpointer user_data)
+on_daemon_reloaded (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  SpTimesync *t = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!still_wanted (t))
+    return;
+  if (!sp_systemd_reload_finish (res, &error))
+    fail (t, "systemd did not reload its units: %s", error->message);
+  else
+    set_ready (t);
+  g_object_unref (t);
+}
+
+/* ntpd's unit drop-in takes effect at the restart the role's file gets. */
+static void
+fixed_changed (SpTimesync *t)
+{
+  if (t->config->backend == SP_TIMESYNC_CHRONY)
+    run_unit (t, TRUE);
+  else
+    sp_systemd_reload_async (t->bus, t->cancellable, on_daemon_reloaded, g_object_ref (t));
+}
+
+static void
+on_fixed_written (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpTimesync *t = user_data;
   g_autoptr (GError) error = NULL;
@@ -446,14 +577,22 @@ on_conf_written (GObject *source, GAsyncResult *res, gpointer user_data)
   if (!still_wanted (t))
     return;
   if (!written)
-    fail (t, "cannot write %s (is chrony installed?): %s", SP_TIMESYNC_CHRONY_CONF, error->message);
+    fail (t, "cannot write %s (is %s installed?): %s", backend (t)->fixed_path, backend (t)->name,
+          error->message);
   else
-    run_unit (t, TRUE);
+    fixed_changed (t);
   g_object_unref (t);
 }
 
+static char *
+fixed_text (SpTimesync *t)
+{
+  return t->config->backend == SP_TIMESYNC_CHRONY ? sp_timesync_chrony_conf (t->config)
+                                                  : sp_timesync_ntpd_unit (SP_TIMESYNC_NTPD_CONF);
+}
+
 static void
-on_conf_loaded (GObject *source, GAsyncResult *res, gpointer user_data)
+on_fixed_loaded (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpTimesync *t = user_data;
   g_autofree char *text = NULL;
@@ -463,31 +602,27 @@ on_conf_loaded (GObject *source, GAsyncResult *res, gpointer user_data)
 
   if (!still_wanted (t))
     return;
-  wanted = sp_timesync_chrony_conf (t->config);
-  if (loaded && len == strlen (wanted) && memcmp (text, wanted, len) == 0)
+  wanted = fixed_text (t);
+  if (!loaded || len != strlen (wanted) || memcmp (text, wanted, len) != 0)
+    write_public_async (backend (t)->fixed_path, wanted, t->cancellable, on_fixed_written,
+                        g_object_ref (t));
+  else if (t->config->backend == SP_TIMESYNC_CHRONY)
     run_unit (t, FALSE);
   else
-    {
-      gsize n = strlen (wanted);
-
-      /* The buffer must outlive the write: the task keeps it. */
-      g_file_replace_contents_bytes_async (
-          G_FILE (source), g_bytes_new_take (g_steal_pointer (&wanted), n), NULL, FALSE,
-          G_FILE_CREATE_NONE, t->cancellable, on_conf_written, g_object_ref (t));
-    }
+    set_ready (t);
   g_object_unref (t);
 }
 
 static void
 setup (SpTimesync *t)
 {
-  g_autoptr (GFile) conf = g_file_new_for_path (SP_TIMESYNC_CHRONY_CONF);
+  g_autoptr (GFile) fixed = g_file_new_for_path (backend (t)->fixed_path);
 
   if (t->busy)
     return;
   t->busy = TRUE;
   t->ready = FALSE;
-  g_file_load_contents_async (conf, t->cancellable, on_conf_loaded, g_object_ref (t));
+  g_file_load_contents_async (fixed, t->cancellable, on_fixed_loaded, g_object_ref (t));
 }
 
 /* ---- the plugin ------------------------------------------------------- */
@@ -500,8 +635,8 @@ probe (SpPlugin *plugin, SpConfig *config, GPtrArray *warnings, GError **error)
   t->config = sp_timesync_config_read (config, warnings, error);
   if (!t->config)
     return FALSE;
-  /* chronyd is a systemd service: nothing to drive without systemd (the
-   * group was still checked, for --check-config). */
+  /* The time service is a systemd service: nothing to drive without
+   * systemd (the group was still checked, for --check-config). */
   return g_getenv ("INVOCATION_ID") != NULL;
 }
 
@@ -563,7 +698,7 @@ details (SpPlugin *plugin)
   GVariantBuilder b;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "backend", g_variant_new_string ("chrony"));
+  g_variant_builder_add (&b, "{sv}", "backend", g_variant_new_string (backend (t)->name));
   g_variant_builder_add (&b, "{sv}", "role",
                          g_variant_new_string (!t->leader    ? ""
                                                : leading (t) ? "leader"

@@ -24,6 +24,11 @@ G_BEGIN_DECLS
 #define SP_TIMESYNC_CHRONY_CONF    "/etc/chrony/conf.d/sparrow.conf"
 #define SP_TIMESYNC_CHRONY_SOURCES "/etc/chrony/sources.d/sparrow.sources"
 #define SP_TIMESYNC_CHRONY_UNIT    "chrony.service"
+/* ntpd: its configuration, and the runtime unit drop-in that points
+ * ntpsec.service at it (gone at a reboot, like sparrow's role). */
+#define SP_TIMESYNC_NTPD_CONF    "/etc/ntpsec/sparrow.conf"
+#define SP_TIMESYNC_NTPD_DROP_IN "/run/systemd/system/ntpsec.service.d/sparrow.conf"
+#define SP_TIMESYNC_NTPD_UNIT    "ntpsec.service"
 
 #define SP_TYPE_TIMESYNC_PLUGIN (sp_timesync_plugin_get_type ())
 G_DECLARE_FINAL_TYPE (SpTimesyncPlugin, sp_timesync_plugin, SP, TIMESYNC_PLUGIN, SpPlugin)
