@@ -37,8 +37,15 @@ PACKAGES = ("systemd,systemd-sysv,libpam-systemd,dbus,network-manager,chrony,pol
             # sparrow's own run-time dependencies (debian/control), installed
             # here since the lab has no network: dpkg finds them
             "libglib2.0-0,glib-networking,dbus-user-session,libjson-glib-1.0-0,openssl")
-# A cached rootfs built from other packages or another prepare() is rebuilt.
-STAMP = "packages=%s prepare=4\n" % PACKAGES
+# The same with ntpsec instead of chrony (Debian has them conflict): the
+# timesync plugin's ntpd backend.
+PACKAGES_NTPSEC = PACKAGES.replace(",chrony,", ",ntpsec,")
+
+
+def stamp(packages):
+    """A cached rootfs built from other packages or another prepare() is rebuilt."""
+    return "packages=%s prepare=4\n" % packages
+
 # Labs made by this process (their tags and directories), for leftovers().
 MADE = []
 
@@ -86,24 +93,25 @@ def mirror():
     raise LabError("no bookworm mirror in this machine's apt sources")
 
 
-def rootfs():
+def rootfs(packages=PACKAGES):
     """The cached Debian 12 rootfs, built on first use (about a minute)."""
     # One per package set: a lab of another branch may be using another.
-    root = os.path.join(CACHE, "bookworm-" + hashlib.sha256(STAMP.encode()).hexdigest()[:12])
-    stamp = os.path.join(root, ".complete")
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read() == STAMP:
+    text = stamp(packages)
+    root = os.path.join(CACHE, "bookworm-" + hashlib.sha256(text.encode()).hexdigest()[:12])
+    done = os.path.join(root, ".complete")
+    if os.path.exists(done):
+        with open(done) as f:
+            if f.read() == text:
                 return root
     os.makedirs(CACHE, exist_ok=True)
     tmp = root + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    run("debootstrap", "--variant=minbase", "--include=" + PACKAGES, "bookworm", tmp, mirror())
+    run("debootstrap", "--variant=minbase", "--include=" + packages, "bookworm", tmp, mirror())
     prepare(tmp)
     shutil.rmtree(root, ignore_errors=True)
     os.rename(tmp, root)
-    with open(stamp, "w") as f:
-        f.write(STAMP)
+    with open(done, "w") as f:
+        f.write(text)
     return root
 
 
@@ -159,10 +167,11 @@ def build_debs(source):
     return {p: d for p, d in debs.items() if p == "sparrow" or p.startswith("sparrow-plugin-")}
 
 
-def installed_layer(debs):
-    """An overlay layer over rootfs() with debs installed by dpkg, cached
-    per packages: what `apt-get install ./PACKAGE.deb` leaves on a host."""
-    lower = rootfs()
+def installed_layer(debs, packages=PACKAGES):
+    """An overlay layer over rootfs(packages) with debs installed by dpkg,
+    cached per packages: what `apt-get install ./PACKAGE.deb` leaves on a
+    host."""
+    lower = rootfs(packages)
     digest = hashlib.sha256(lower.encode())
     for deb in sorted(debs):
         with open(deb, "rb") as f:
@@ -441,15 +450,16 @@ class Lab:
     """n nodes (n1..nN at 10.77.0.11.., fd77::11..) and an observer
     (10.77.0.2, fd77::2)."""
 
-    def __init__(self, n=3, binds=(), stage=None, setup=None, debs=()):
+    def __init__(self, n=3, binds=(), stage=None, setup=None, debs=(), packages=PACKAGES):
         """debs: .deb files every node has installed (see installed_layer);
         stage: a staged sparrow to copy onto the members; setup(node): runs
-        on each member's root before it boots."""
+        on each member's root before it boots; packages: the rootfs's
+        (PACKAGES_NTPSEC: ntpsec instead of chrony)."""
         if not 1 <= n <= 5:
             raise LabError("the lab has 1 to 5 nodes")
-        self.lower = rootfs()
+        self.lower = rootfs(packages)
         if debs:
-            self.lower = installed_layer(list(debs)) + ":" + self.lower
+            self.lower = installed_layer(list(debs), packages) + ":" + self.lower
         self.dir = tempfile.mkdtemp(prefix="sparrow-lab-")
         # Names of its own: labs of several test runs may be up at once.
         self.tag = "%s%04x" % (PREFIX, os.getpid() & 0xffff)

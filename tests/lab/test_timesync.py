@@ -3,7 +3,9 @@ chronyd, the followers' chronyd selects it and switches to a new leader
 (a crash, a planned transfer) through `reload sources`, never restarted;
 the admin's chrony.conf is never touched and comes back in use when
 sparrow stops; a node without chrony reports it and the cluster goes on.
-One lab for all the tests, in order.  Opt-in: SPARROW_LAB=1."""
+Then the same with ntpd (ntpsec), restarted through systemd, in a lab of
+its own (ntpsec conflicts with chrony).  One lab per backend, its tests in
+order.  Opt-in: SPARROW_LAB=1."""
 
 import hashlib
 import os
@@ -23,6 +25,16 @@ VIP = "10.77.0.100"
 ADMIN_SOURCE = "10.77.0.250"
 DROP_IN = "/etc/chrony/conf.d/sparrow.conf"
 SOURCES = "/etc/chrony/sources.d/sparrow.sources"
+NTPD_WRAPPER = """#!/bin/sh
+skip=
+for a do
+    shift
+    if [ -n "$skip" ]; then skip=; continue; fi
+    if [ "$a" = -u ]; then skip=1; continue; fi
+    set -- "$@" "$a"
+done
+exec /usr/libexec/lab/ntpd "$@"
+"""
 
 
 def sources(node):
@@ -41,16 +53,29 @@ def selected(node):
     return next((a for a, (state, _) in sources(node).items() if state == "*"), None)
 
 
+def ntpd_selected(node):
+    """The address ntpd selected on node ('*' in ntpq -p), or None."""
+    for line in node.sh("ntpq -n -p", check=False).stdout.splitlines():
+        if line.startswith("*"):
+            return line[1:].split()[0]
+    return None
+
+
 def chronyd_pid(node):
     return node.sh("cat /run/chrony/chronyd.pid", check=False).stdout.strip()
 
 
-def conf_digest(node):
-    with open(os.path.join(node.root, "etc/chrony/chrony.conf"), "rb") as f:
+def conf_digest(node, backend="chrony"):
+    path = "etc/chrony/chrony.conf" if backend == "chrony" else "etc/ntpsec/ntp.conf"
+    with open(os.path.join(node.root, path), "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
 class Timesync(unittest.TestCase):
+    backend = "chrony"
+    packages = lab.PACKAGES
+    poll = "minpoll = -2\nmaxpoll = 2\n"
+
     @classmethod
     def setUpClass(cls):
         cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
@@ -62,12 +87,12 @@ class Timesync(unittest.TestCase):
             lab.run(certs_tool, "ca", cls.certs)
             for i in range(3):
                 lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
-            cls.lab = lab.Lab(3, stage=cls.stage, setup=cls.configure)
+            cls.lab = lab.Lab(3, stage=cls.stage, setup=cls.configure, packages=cls.packages)
             cls.lab.up()
         except BaseException:
             lab.run("rm", "-rf", cls.work)
             raise
-        cls.digests = {n.name: conf_digest(n) for n in cls.lab.members}
+        cls.digests = {n.name: conf_digest(n, cls.backend) for n in cls.lab.members}
         for n in cls.lab.members:
             n.sh("systemctl enable --now sparrow.target")
 
@@ -83,11 +108,21 @@ class Timesync(unittest.TestCase):
                   "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
                   "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
                   "key = /etc/sparrow/tls/node.key\n"
-                  "[timesync]\nallow = 10.77.0.0/24\nminpoll = -2\nmaxpoll = 2\n%s"
-                  % (node.name, node.ip, members,
+                  "[timesync]\nbackend = %s\nallow = 10.77.0.0/24\n%s%s"
+                  % (node.name, node.ip, members, cls.backend, cls.poll,
                      "[vip]\naddresses = %s/24@eth0\n" % VIP if cls.vip else ""))
-        lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
-                  "server %s iburst\n" % ADMIN_SOURCE)
+        if cls.backend == "chrony":
+            lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
+                      "server %s iburst\n" % ADMIN_SOURCE)
+        else:
+            # As the lab does for chronyd (-x): ntpd without CAP_SYS_TIME,
+            # which it could not keep when it drops root (-u): it stays root.
+            lab.write(os.path.join(node.root, "etc/systemd/system/ntpsec.service.d/lab.conf"),
+                      "[Unit]\nConditionCapability=\n")
+            real = os.path.join(node.root, "usr/libexec/lab/ntpd")
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            lab.run("cp", "-a", os.path.join(node.root, "usr/sbin/ntpd"), real)
+            lab.write(os.path.join(node.root, "usr/sbin/ntpd"), NTPD_WRAPPER, mode=0o755)
         tls = os.path.join(node.root, "etc/sparrow/tls")
         os.makedirs(tls, exist_ok=True)
         for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
@@ -135,6 +170,8 @@ class Timesync(unittest.TestCase):
     # -- the tests, in order ------------------------------------------------
 
     def test_1_followers_select_the_leader(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
         leader = self.leader()
         followers = [n for n in self.lab.members if n is not leader]
         took = self.wait_following(followers, leader, timeout=30)
@@ -159,6 +196,8 @@ class Timesync(unittest.TestCase):
         print(status)
 
     def test_2_leader_crash(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
         old = self.leader()
         followers = [n for n in self.lab.members if n is not old]
         self.wait_following(followers, old, timeout=30)
@@ -177,6 +216,8 @@ class Timesync(unittest.TestCase):
         self.assertEqual(self.leader(), new)
 
     def test_3_planned_transfer(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
         old = self.leader()
         followers = [n for n in self.lab.members if n is not old]
         self.wait_following(followers, old, timeout=30)
@@ -193,6 +234,8 @@ class Timesync(unittest.TestCase):
             self.assertEqual(chronyd_pid(n), pids[n.name], "%s: chronyd restarted" % n.name)
 
     def test_5_stop_gives_back_the_admin_config(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
         leader = self.leader()
         f = next(n for n in self.lab.members if n is not leader)
         self.assertIn(leader.ip, sources(f))
@@ -208,6 +251,8 @@ class Timesync(unittest.TestCase):
         self.wait_following([f], self.leader(), timeout=30)
 
     def test_6_no_chrony(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
         leader = self.leader()
         f = next(n for n in self.lab.members if n is not leader)
         f.sh("systemctl stop chrony && dpkg -r chrony >/dev/null && systemctl restart sparrow")
@@ -222,6 +267,64 @@ class Timesync(unittest.TestCase):
         self.assertEqual(f.sh("systemctl is-active sparrow").stdout.strip(), "active")
         if self.vip:
             self.assertIn(VIP + "/", leader.sh("ip -br addr show dev eth0").stdout)
+
+
+class Ntpd(Timesync):
+    """Test 4: ntpd cannot change its sources at run time, so every
+    change restarts ntpsec.service, through systemd."""
+    backend = "ntpd"
+    packages = lab.PACKAGES_NTPSEC
+    poll = "minpoll = 3\nmaxpoll = 4\n"
+
+    def unit(self, node):
+        out = node.sh("systemctl show -p InvocationID -p MainPID -p ActiveState ntpsec").stdout
+        return dict(line.split("=", 1) for line in out.split())
+
+    def wait_ntp(self, followers, leader, timeout=90):
+        start = time.monotonic()
+        self.wait("%s selecting %s" % ([f.name for f in followers], leader.name),
+                  lambda: all(ntpd_selected(f) == leader.ip for f in followers), timeout)
+        return time.monotonic() - start
+
+    def test_4_ntpd(self):
+        leader = self.leader()
+        followers = [n for n in self.lab.members if n is not leader]
+        print("ntpd: followers selected %s after %.1f s"
+              % (leader.name, self.wait_ntp(followers, leader)))
+        f = followers[0]
+        self.assertIn("-c /etc/ntpsec/sparrow.conf", f.sh("ps -o args= -C ntpd").stdout)
+        self.wait("the status on D-Bus", lambda: '"synchronised" b true' in self.details(f), 40)
+        self.assertIn("TIME (ntpd, follower): synchronised to %s" % leader.ip,
+                      f.sh("sparrowctl status").stdout)
+        # A planned transfer: every other node's ntpd restarted by systemd
+        # (a new invocation of the unit, its main process ntpd) on the new
+        # leader as its source.
+        units = {n.name: self.unit(n) for n in self.lab.members}
+        target = followers[0]
+        t0 = time.monotonic()
+        leader.sh("sparrowctl transfer " + target.name)
+        self.assertEqual(self.leader(), target)
+        others = [n for n in self.lab.members if n is not target]
+        self.wait_ntp(others, target)
+        print("ntpd: transfer to %s, every follower selected it %.1f s after"
+              % (target.name, time.monotonic() - t0))
+        for n in others:
+            now = self.unit(n)
+            self.assertNotEqual(now["InvocationID"], units[n.name]["InvocationID"], n.name)
+            self.assertEqual(now["ActiveState"], "active")
+            self.assertEqual(n.sh("pidof ntpd").stdout.strip(), now["MainPID"])
+        # sparrow stopped: ntpd back on the admin's file, untouched.
+        f = others[0]
+        f.sh("systemctl stop sparrow.service")
+        for path in ("/etc/ntpsec/sparrow.conf",
+                     "/run/systemd/system/ntpsec.service.d/sparrow.conf"):
+            # Seen from inside: /run is the node's own tmpfs.
+            self.assertNotEqual(f.sh("test -e " + path, check=False).returncode, 0,
+                                path + " left behind")
+        self.wait("ntpd on the admin's file", lambda: "-c /etc/ntpsec/ntp.conf"
+                  in f.sh("ps -o args= -C ntpd", check=False).stdout, 15)
+        for n in self.lab.members:
+            self.assertEqual(conf_digest(n, "ntpd"), self.digests[n.name], n.name)
 
 
 if __name__ == "__main__":
