@@ -155,7 +155,8 @@ def main():
 
 
 def report(results):
-    print("\nswitch-over, leadership change -> every follower's time daemon selected the new leader")
+    print("\nswitch-over, leadership change -> every follower's time daemon selected the "
+          "new leader")
     print("%-10s %6s %8s %8s %8s  %s" % ("approach", "trials", "min", "median", "max",
                                           "follower daemon restarts"))
     for name, (times, restarted) in results.items():
