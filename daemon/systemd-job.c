@@ -14,11 +14,10 @@ typedef struct
   GHashTable *seen; /* JobRemoved of the unit before that: job -> result */
 } Job;
 
+/* Once the subscription, which holds the task, is gone. */
 static void
 job_free (Job *job)
 {
-  if (job->job_removed)
-    g_dbus_connection_signal_unsubscribe (job->bus, job->job_removed);
   g_object_unref (job->bus);
   g_free (job->method);
   g_free (job->unit);

@@ -1,20 +1,25 @@
 /* The timesync plugin: one clock for the cluster, served by the leader
- * through chronyd, on every node whose configuration has [timesync].
+ * through chronyd (or ntpd), on every node whose configuration has
+ * [timesync].
  *
- * What never changes with leadership (allow SUBNET, local stratum N) is a
+ * chronyd: what never changes with leadership (allow SUBNET, local) is a
  * drop-in in chrony's confdir, written alike on every node at start; the
  * unit is restarted (ReloadOrRestartUnit) only when that file really
  * changed, and started (StartUnit) when it is not running.  What changes
  * is a sources file in chrony's sourcedir: the upstream servers on the
  * leader, the leader's cluster address (iburst, short poll, prefer) on the
  * others, applied with `chronyc reload sources`: a leadership change
- * restarts nothing and chronyd keeps its measurements.  chronyc runs as an
+ * restarts nothing and chronyd keeps its measurements; the local reference
+ * follows the role with `chronyc local`.  chronyc runs as an
  * asynchronous subprocess with a timeout; systemd is driven over the bus
  * (sp_systemd_job_async).  The status (source, offset, stratum,
  * synchronised) is refreshed every few seconds after a change, then every
  * 30 s.  Failures are reported (State failed) and everything is retried
- * every 10 s.  sparrow-timesync-cleanup (ExecStopPost) removes both files
- * however sparrowd ends. */
+ * every 10 s.  ntpd cannot change its sources at run time: its whole
+ * configuration is the role's file, a runtime unit drop-in has
+ * ntpsec.service read it, and every change restarts the unit
+ * (RestartUnit); its status comes from ntpq.  sparrow-timesync-cleanup
+ * (ExecStopPost) removes the files however sparrowd ends. */
 #pragma once
 
 #include "plugin.h"
