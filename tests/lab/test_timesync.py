@@ -78,16 +78,16 @@ class Timesync(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
         try:
-            cls.stage = lab.stage_sparrow(SOURCE, cls.work)
-            cls.vip = os.path.exists(cls.stage + "/usr/libexec/sparrow-vip-cleanup")
+            debs = lab.build_debs(SOURCE)
+            cls.vip = "sparrow-plugin-vip" in debs
             cls.certs = os.path.join(cls.work, "certs")
             certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
             lab.run(certs_tool, "ca", cls.certs)
             for i in range(3):
                 lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
-            cls.lab = lab.Lab(3, stage=cls.stage, setup=cls.configure, packages=cls.packages)
+            cls.lab = lab.Lab(3, debs=debs.values(), setup=cls.configure, packages=cls.packages)
             cls.lab.up()
         except BaseException:
             lab.run("rm", "-rf", cls.work)
