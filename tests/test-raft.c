@@ -453,6 +453,19 @@ START_TEST (test_transfer_request)
   ck_assert_uint_eq (sp_raft_term (net.n[1]), term);
   ck_assert_uint_eq (net_leader (&net), 1);
 
+  /* A member repeating itself within a batch: once, its latest target. */
+  m.to = 1;
+  m.from = 2;
+  m.context = 3;
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  m.context = 2;
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  net_settle (&net);
+  ck_assert_uint_eq (net.n_asked[1], 3);
+  ck_assert_uint_eq (net.asked[1].from, 2);
+  ck_assert_uint_eq (net.asked[1].to, 2);
+
   /* The application hands over as asked. */
   ck_assert (sp_raft_transfer_leadership (net.n[1], net.asked[1].to, NULL));
   net_settle (&net);

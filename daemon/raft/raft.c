@@ -970,8 +970,18 @@ step_leader (SpRaft *r, const SpRaftMsg *m)
     {
       SpRaftTransferRequest req = { m->from, m->context };
 
-      if (sp_raft_conf_is_voter (&r->conf, m->from) || sp_raft_conf_is_learner (&r->conf, m->from))
-        g_array_append_val (r->transfer_requests, req);
+      if (!sp_raft_conf_is_voter (&r->conf, m->from)
+          && !sp_raft_conf_is_learner (&r->conf, m->from))
+        return;
+      /* One per member and batch, its latest: a member repeating itself
+       * cannot grow the batch. */
+      for (guint i = 0; i < r->transfer_requests->len; i++)
+        if (g_array_index (r->transfer_requests, SpRaftTransferRequest, i).from == m->from)
+          {
+            g_array_index (r->transfer_requests, SpRaftTransferRequest, i) = req;
+            return;
+          }
+      g_array_append_val (r->transfer_requests, req);
       return;
     }
   if (m->type != SP_RAFT_MSG_APPEND_RESP && m->type != SP_RAFT_MSG_HEARTBEAT_RESP)
