@@ -2069,6 +2069,11 @@ on_leader_changed (SpNode *node, GParamSpec *pspec, gpointer user_data)
     moved = leader != node->transfer_via;
   if (moved)
     settle_transfer (node, NULL);
+  else if (node->transfer_via != SP_RAFT_NONE && leader == node->id)
+    /* Elected meanwhile: the request went to a leader that is gone, and a
+     * pending one would keep this leader from handing over when stopped. */
+    settle_transfer (node, g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_BUSY,
+                                        "%s was elected meanwhile; ask again", node->name));
 }
 
 /* A follower asks the leader it knows, which hands over as it would on its
