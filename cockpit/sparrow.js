@@ -189,10 +189,10 @@ class Session {
         const leader = this.isLeader;
         const commit = p.CommitIndex || 0;
         const body = $("members-body");
-        /* Rows are rebuilt on every change: keep the keyboard focus. */
         const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("aria-label") : null;
-        body.replaceChildren();
-        for (const [name, address, voter, reachable, match] of p.Members || []) {
+        const stale = new Map([...body.rows].map((row) => [row.dataset.member, row]));
+        const labels = (cell) => [...cell.children].map((b) => b.getAttribute("aria-label")).join("\n");
+        (p.Members || []).forEach(([name, address, voter, reachable, match], i) => {
             const nameCell = el("th", { scope: "row" }, name);
             if (name === p.Leader)
                 nameCell.append(" ", el("span", { class: "badge" }, "leader"));
@@ -217,15 +217,38 @@ class Session {
                 actions.append(this.memberButton("Remove", name, "RemoveMember", true));
             }
 
-            body.append(el("tr", { "data-member": name },
-                           nameCell,
-                           el("td", {}, address),
-                           el("td", {}, voter ? "voter" : "learner"),
-                           el("td", { class: reachable ? "ok" : "bad" }, reachable ? "reachable" : "unreachable"),
-                           el("td", {}, progress),
-                           actions));
-        }
-        if (focused) {
+            const cells = [nameCell,
+                el("td", {}, address),
+                el("td", {}, voter ? "voter" : "learner"),
+                el("td", { class: reachable ? "ok" : "bad" }, reachable ? "reachable" : "unreachable"),
+                el("td", {}, progress),
+                actions];
+            let row = stale.get(name);
+            stale.delete(name);
+            if (!row) {
+                row = el("tr", { "data-member": name }, ...cells);
+            } else {
+                /* Updated in place, the same buttons kept: a change that
+                 * arrives mid-click or under the keyboard focus loses
+                 * neither. */
+                const kept = row.cells[5];
+                if (labels(kept) === labels(actions)) {
+                    for (const button of kept.children)
+                        button.disabled = this.busy;
+                    cells[5] = kept;
+                }
+                cells.forEach((cell, j) => {
+                    if (row.cells[j] !== cell)
+                        row.cells[j].replaceWith(cell);
+                });
+            }
+            if (body.rows[i] !== row)
+                body.insertBefore(row, body.rows[i] || null);
+        });
+        for (const row of stale.values())
+            row.remove();
+        /* A button that had to be made anew takes the focus back. */
+        if (focused && !body.contains(document.activeElement)) {
             const again = [...body.querySelectorAll("button")].find((b) => b.getAttribute("aria-label") === focused);
             if (again)
                 again.focus();
@@ -424,6 +447,8 @@ function showPresent() {
 }
 
 function resetPage() {
+    /* The buttons of the members act through the session that made them. */
+    $("members-body").replaceChildren();
     $("plugins").replaceChildren();
     $("store-body").replaceChildren();
     $("store-count").textContent = "";
