@@ -88,13 +88,29 @@ fail (GError *error)
 }
 
 static GVariant *
+call_at (const char *path, const char *iface, const char *method, GVariant *args,
+         const char *reply_type, GError **error)
+{
+  return g_dbus_connection_call_sync (
+      bus, BUS_NAME, path, iface, method, args, reply_type ? G_VARIANT_TYPE (reply_type) : NULL,
+      G_DBUS_CALL_FLAGS_NO_AUTO_START | G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, 30000,
+      NULL, error);
+}
+
+static GVariant *
 call (const char *iface, const char *method, GVariant *args, const char *reply_type, GError **error)
 {
-  return g_dbus_connection_call_sync (bus, BUS_NAME, OBJECT_PATH, iface, method, args,
-                                      reply_type ? G_VARIANT_TYPE (reply_type) : NULL,
-                                      G_DBUS_CALL_FLAGS_NO_AUTO_START
-                                          | G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
-                                      30000, NULL, error);
+  return call_at (OBJECT_PATH, iface, method, args, reply_type, error);
+}
+
+/* The properties (a{sv}) of iface on the object at path. */
+static GVariant *
+get_all (const char *path, const char *iface, GError **error)
+{
+  g_autoptr (GVariant) reply = call_at (path, "org.freedesktop.DBus.Properties", "GetAll",
+                                        g_variant_new ("(s)", iface), "(a{sv})", error);
+
+  return reply ? g_variant_get_child_value (reply, 0) : NULL;
 }
 
 /* pretty: indented; else one line (watch: one change per line). */
@@ -129,15 +145,12 @@ get_plugins (GVariant *manager_props)
   for (guint i = 0; paths[i]; i++)
     {
       g_autoptr (GError) error = NULL;
-      g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
-          bus, BUS_NAME, paths[i], "org.freedesktop.DBus.Properties", "GetAll",
-          g_variant_new ("(s)", PLUGIN_IFACE), G_VARIANT_TYPE ("(a{sv})"),
-          G_DBUS_CALL_FLAGS_NO_AUTO_START, 30000, NULL, &error);
+      GVariant *props = get_all (paths[i], PLUGIN_IFACE, &error);
 
-      if (!reply)
+      if (!props)
         g_printerr ("sparrowctl: %s: %s\n", paths[i], error->message);
       else
-        g_ptr_array_add (plugins, g_variant_get_child_value (reply, 0));
+        g_ptr_array_add (plugins, props);
     }
   return plugins;
 }
@@ -188,7 +201,6 @@ print_timesync (GPtrArray *plugins)
 static int
 cmd_status (gboolean leader_only)
 {
-  g_autoptr (GVariant) reply = NULL;
   g_autoptr (GVariant) props = NULL;
   g_autoptr (GVariant) members = NULL;
   g_autoptr (GPtrArray) plugins = NULL;
@@ -198,11 +210,9 @@ cmd_status (gboolean leader_only)
   guint64 term = 0, commit = 0;
   gboolean lease = FALSE, holder = FALSE;
 
-  reply = call ("org.freedesktop.DBus.Properties", "GetAll", g_variant_new ("(s)", MANAGER_IFACE),
-                "(a{sv})", &error);
-  if (!reply)
+  props = get_all (OBJECT_PATH, MANAGER_IFACE, &error);
+  if (!props)
     return fail (error);
-  props = g_variant_get_child_value (reply, 0);
   g_variant_lookup (props, "NodeName", "&s", &name);
   g_variant_lookup (props, "Role", "&s", &role);
   g_variant_lookup (props, "Term", "t", &term);
@@ -774,6 +784,7 @@ parse_command (int argc, char **argv, char ***args, int *status)
   *status = EXIT_OK;
   return command;
 }
+
 int
 main (int argc, char **argv)
 {
