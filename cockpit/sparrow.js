@@ -112,6 +112,8 @@ class Session {
                 .catch((ex) => {
                     if (this.closed)
                         return;
+                    /* No list to apply them to: stop keeping changes. */
+                    this.storePending = null;
                     $("store-error").textContent = cockpit.format("The store cannot be read: $0", errorText(ex));
                     $("store-error").hidden = false;
                 });
@@ -385,7 +387,8 @@ class Session {
         if (this.closed)
             return;
         if (!this.store) {
-            this.storePending.push(changes);
+            if (this.storePending)
+                this.storePending.push(changes);
             return;
         }
         this.applyChanges(changes, false);
