@@ -16,17 +16,17 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tests", "lab"))
 import lab  # noqa: E402
-from test_sparrow import EXAMPLE, SOURCE, SparrowLab  # noqa: E402
+from sparrowlab import EXAMPLE, SparrowLabCase  # noqa: E402
 
 
-class Trial(SparrowLab):
-    """Reuses the lab test's configuration; not run as a test here."""
+class Trial(SparrowLabCase):
+    """Reuses the lab tests' configuration; not run as a test here."""
+    units = {}
 
     def runTest(self):
         pass
@@ -41,7 +41,7 @@ def holder(nodes):
 
 def trial(kind):
     t = Trial()
-    t.lab = lab.Lab(3, stage=Trial.stage, setup=t.configure)
+    t.lab = lab.Lab(3, debs=Trial.debs.values(), setup=t.configure)
     boot = t.lab.up()
     try:
         for n in t.lab.members:
@@ -74,14 +74,7 @@ def main():
     t0 = time.monotonic()
     lab.rootfs()
     print("rootfs ready in %.1f s (%s)" % (time.monotonic() - t0, lab.CACHE), flush=True)
-    Trial.work = tempfile.mkdtemp(prefix="sparrow-lab-stage-")
-    Trial.stage = lab.stage_sparrow(SOURCE, Trial.work)
-    Trial.setUpClass = None
-    Trial.certs = os.path.join(Trial.work, "certs")
-    certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-    lab.run(certs_tool, "ca", Trial.certs)
-    for i in range(3):
-        lab.run(certs_tool, "node", Trial.certs, "n%d" % (i + 1))
+    Trial.setUpClass()
     boots = []
     try:
         for kind in ("node-crash", "planned-stop", "daemon-crash"):
@@ -97,7 +90,7 @@ def main():
         print("lab boot (3 nodes + observer, cached rootfs): median %.2f s"
               % statistics.median(boots))
     finally:
-        lab.run("rm", "-rf", Trial.work)
+        Trial.tearDownClass()
 
 
 if __name__ == "__main__":

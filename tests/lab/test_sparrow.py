@@ -12,8 +12,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
 
-# SOURCE and SparrowLab are bench/lab-failover.py's too.
-from sparrowlab import EXAMPLE, SOURCE, TARGET, SparrowLabCase, with_units  # noqa: E402,F401
+from sparrowlab import EXAMPLE, TARGET, SparrowLabCase, with_units  # noqa: E402
 
 # A unit the target waits for, slow to start: the target's start job stays
 # pending for a minute.
