@@ -1,7 +1,9 @@
 """A 3-node lab with sparrow's Debian packages installed, TLS on, default
 timings, and the example leader-only unit enabled on every node, taking
 0.3 s to stop as real workloads do: the setup the lab tests of sparrow
-share (test_sparrow.py, test_fence.py) and bench/ reuses."""
+share (test_sparrow.py, test_fence.py) and bench/lab-failover.py reuses.
+make_certs() and write_config() are the part test_vip.py and
+test_timesync.py, whose labs live for a class, share too."""
 
 import os
 import tempfile
@@ -14,6 +16,33 @@ SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE = "sparrow-leader-example.service"
 TARGET = "sparrow-leader.target"
 MARKER = "/run/sparrow/leader"
+
+
+def make_certs(work):
+    """A CA and the certificates of n1..n3 in work/certs (tools/sparrow-certs);
+    returns that directory."""
+    certs = os.path.join(work, "certs")
+    tool = os.path.join(SOURCE, "tools", "sparrow-certs")
+    lab.run(tool, "ca", certs)
+    for i in range(3):
+        lab.run(tool, "node", certs, "n%d" % (i + 1))
+    return certs
+
+
+def write_config(node, certs, extra=""):
+    """node's /etc/sparrow: a sparrow.conf naming every member of its lab,
+    TLS on with its certificate from certs (make_certs), then extra (more
+    groups)."""
+    members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in node.lab.members)
+    lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
+              "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
+              "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
+              "key = /etc/sparrow/tls/node.key\n%s" % (node.name, node.ip, members, extra))
+    tls = os.path.join(node.root, "etc/sparrow/tls")
+    os.makedirs(tls, exist_ok=True)
+    for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
+                     (node.name + ".key", "node.key")):
+        lab.run("cp", os.path.join(certs, src), os.path.join(tls, dst))
 
 
 def with_units(units):
@@ -36,11 +65,7 @@ class SparrowLabCase(unittest.TestCase):
     def setUpClass(cls):
         cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
         cls.debs = lab.build_debs(SOURCE)
-        cls.certs = os.path.join(cls.work, "certs")
-        certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-        lab.run(certs_tool, "ca", cls.certs)
-        for i in range(3):
-            lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+        cls.certs = make_certs(cls.work)
 
     @classmethod
     def tearDownClass(cls):
@@ -56,17 +81,7 @@ class SparrowLabCase(unittest.TestCase):
                  % " ".join([EXAMPLE, *self.units]))
 
     def configure(self, node):
-        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in self.lab.members)
-        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
-                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
-                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
-                  "key = /etc/sparrow/tls/node.key\n%s"
-                  % (node.name, node.ip, members, self.extra_config))
-        tls = os.path.join(node.root, "etc/sparrow/tls")
-        os.makedirs(tls, exist_ok=True)
-        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
-                         (node.name + ".key", "node.key")):
-            lab.run("cp", os.path.join(self.certs, src), os.path.join(tls, dst))
+        write_config(node, self.certs, self.extra_config)
         # alice may change the cluster through polkit; bob may not.
         lab.write(os.path.join(node.root, "etc/polkit-1/rules.d/50-sparrow-test.rules"),
                   'polkit.addRule(function (action, subject) {\n'

@@ -16,8 +16,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
+import sparrowlab  # noqa: E402
+from sparrowlab import SOURCE  # noqa: E402
 
-SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLUGIN = "/org/sparrow/cluster1/plugin/timesync org.sparrow.cluster1.Plugin"
 VIP = "10.77.0.100"
 # A source of the admin's own, beside the pool of Debian's chrony.conf
@@ -82,11 +83,7 @@ class Timesync(unittest.TestCase):
         try:
             debs = lab.build_debs(SOURCE)
             cls.vip = "sparrow-plugin-vip" in debs
-            cls.certs = os.path.join(cls.work, "certs")
-            certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-            lab.run(certs_tool, "ca", cls.certs)
-            for i in range(3):
-                lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+            cls.certs = sparrowlab.make_certs(cls.work)
             cls.lab = lab.Lab(3, debs=debs.values(), setup=cls.configure, packages=cls.packages)
             cls.lab.up()
         except BaseException:
@@ -103,14 +100,10 @@ class Timesync(unittest.TestCase):
 
     @classmethod
     def configure(cls, node):
-        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in cls.lab.members)
-        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
-                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
-                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
-                  "key = /etc/sparrow/tls/node.key\n"
-                  "[timesync]\nbackend = %s\nallow = 10.77.0.0/24\n%s%s"
-                  % (node.name, node.ip, members, cls.backend, cls.poll,
-                     "[vip]\naddresses = %s/24@eth0\n" % VIP if cls.vip else ""))
+        sparrowlab.write_config(node, cls.certs,
+                                "[timesync]\nbackend = %s\nallow = 10.77.0.0/24\n%s%s"
+                                % (cls.backend, cls.poll,
+                                   "[vip]\naddresses = %s/24@eth0\n" % VIP if cls.vip else ""))
         if cls.backend == "chrony":
             lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
                       "server %s iburst\n" % ADMIN_SOURCE)
@@ -123,11 +116,6 @@ class Timesync(unittest.TestCase):
             os.makedirs(os.path.dirname(real), exist_ok=True)
             lab.run("cp", "-a", os.path.join(node.root, "usr/sbin/ntpd"), real)
             lab.write(os.path.join(node.root, "usr/sbin/ntpd"), NTPD_WRAPPER, mode=0o755)
-        tls = os.path.join(node.root, "etc/sparrow/tls")
-        os.makedirs(tls, exist_ok=True)
-        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
-                         (node.name + ".key", "node.key")):
-            lab.run("cp", os.path.join(cls.certs, src), os.path.join(tls, dst))
 
     # -- helpers ----------------------------------------------------------
 

@@ -15,8 +15,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
+import sparrowlab  # noqa: E402
+from sparrowlab import SOURCE  # noqa: E402
 
-SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VIP4 = "10.77.0.100"
 VIP6 = "fd77::100"
 CLEANUP = "/usr/libexec/sparrow-vip-cleanup"
@@ -41,11 +42,7 @@ class Vip(unittest.TestCase):
             debs = lab.build_debs(SOURCE)
             if "sparrow-plugin-vip" not in debs:
                 raise unittest.SkipTest("the vip plugin was not built (libnm missing)")
-            cls.certs = os.path.join(cls.work, "certs")
-            certs_tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-            lab.run(certs_tool, "ca", cls.certs)
-            for i in range(3):
-                lab.run(certs_tool, "node", cls.certs, "n%d" % (i + 1))
+            cls.certs = sparrowlab.make_certs(cls.work)
             cls.lab = lab.Lab(3, debs=debs.values(), setup=cls.configure)
             cls.lab.up()
         except BaseException:
@@ -63,18 +60,8 @@ class Vip(unittest.TestCase):
 
     @classmethod
     def configure(cls, node):
-        members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in cls.lab.members)
-        lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
-                  "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
-                  "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
-                  "key = /etc/sparrow/tls/node.key\n"
-                  "[vip]\naddresses = %s/24@eth0;%s/64@eth0\n"
-                  % (node.name, node.ip, members, VIP4, VIP6))
-        tls = os.path.join(node.root, "etc/sparrow/tls")
-        os.makedirs(tls, exist_ok=True)
-        for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
-                         (node.name + ".key", "node.key")):
-            lab.run("cp", os.path.join(cls.certs, src), os.path.join(tls, dst))
+        sparrowlab.write_config(node, cls.certs,
+                                "[vip]\naddresses = %s/24@eth0;%s/64@eth0\n" % (VIP4, VIP6))
 
     # -- helpers ----------------------------------------------------------
 
