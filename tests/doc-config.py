@@ -1,8 +1,11 @@
 """Every sparrow.conf snippet in the documentation is valid as written.
 
 Takes each ```ini block of README.md and doc/*.md (new blocks are picked up
-by themselves) and runs `sparrowd --check-config --strict` on it, so a
-warning (an unknown key, a comment glued to a value) fails too:
+by themselves), and the configurations doc/ has elsewhere (the example the
+package installs as /etc/sparrow/sparrow.conf, the sparrow.conf files
+doc/deploy.md writes, the EXAMPLE of sparrow.conf(5)), and runs
+`sparrowd --check-config --strict` on each, so a warning (an unknown key, a
+comment glued to a value) fails too:
 
 - a block with [node] is a whole sparrow.conf; a block without it is a
   fragment, checked as a drop-in (sparrow.conf.d/50-doc.conf) on top of
@@ -44,6 +47,24 @@ def blocks(path):
     return out
 
 
+def line_of(text, offset):
+    return text.count("\n", 0, offset) + 1
+
+
+def files(root):
+    """(where, line, text) of the configurations in doc/ outside ```ini blocks."""
+    def read(path):
+        with open(os.path.join(root, path)) as f:
+            return f.read()
+    yield "doc/sparrow.conf", 1, read("doc/sparrow.conf")
+    deploy = read("doc/deploy.md")
+    for m in re.finditer(r"cat >/etc/sparrow/sparrow.conf <<'EOF'\n(.*?\n)EOF\n", deploy, re.S):
+        yield "doc/deploy.md", line_of(deploy, m.start(1)), m.group(1)
+    page = read("doc/sparrow.conf.5.scd")
+    m = re.search(r"# EXAMPLE\n.*?```\n(.*?)```", page, re.S)
+    yield "doc/sparrow.conf.5.scd", line_of(page, m.start(1)), m.group(1)
+
+
 def groups(text):
     return re.findall(r"^\[([^\]]+)\]", text, re.M)
 
@@ -81,6 +102,7 @@ def main():
     sparrowd, certs_tool, root = sys.argv[1:4]
     docs = [os.path.join(root, "README.md")] + sorted(glob.glob(os.path.join(root, "doc", "*.md")))
     found = [(os.path.relpath(p, root), line, text) for p in docs for line, text in blocks(p)]
+    found += files(root)
     whole = next((text for _, _, text in found if "node" in groups(text)), None)
     failed = checked = 0
     for where, line, text in found:
