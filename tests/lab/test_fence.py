@@ -26,6 +26,7 @@ as the observer sees it (bench/arp-watch, $SPARROW_ARP_WATCH, asking every
 SPARROW_FENCE_TRIALS=N runs N trials per fault (default 3),
 SPARROW_FENCE_SEED=S replays the phases of a run (printed at its start)."""
 
+import contextlib
 import json
 import os
 import random
@@ -333,16 +334,16 @@ class Fence(SparrowLabCase):
         overlaps = []
         for i in range(TRIALS):
             old = self.settle()
-            watch = self.lab.watch([VIP]) if self.observe else None
-            phase = self.rng.uniform(0, 1)
-            time.sleep(phase)
-            t0 = now_us()
-            crashed, new = inflict(old, t0)
-            end = crashed or self.old_end(old, t0)
-            begin = self.new_begin(new, t0)
-            self.assertIs(self.settle(), new)
-            if watch:
-                watch.close()
+            # Closed whatever happens: a failed trial must not leave
+            # arp-watch running, the observer's namespace with it.
+            with self.lab.watch([VIP]) if self.observe else contextlib.nullcontext() as watch:
+                phase = self.rng.uniform(0, 1)
+                time.sleep(phase)
+                t0 = now_us()
+                crashed, new = inflict(old, t0)
+                end = crashed or self.old_end(old, t0)
+                begin = self.new_begin(new, t0)
+                self.assertIs(self.settle(), new)
             self.no_restart_on(old, t0)
             margins = {"unit": (begin - end) / 1000}
             print("%s %d/%d: phase %4.0f ms; old %s stopped at +%5.0f ms, new %s started at "
