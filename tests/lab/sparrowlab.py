@@ -2,8 +2,8 @@
 timings, and the example leader-only unit enabled on every node, taking
 0.3 s to stop as real workloads do: the setup the lab tests of sparrow
 share (test_sparrow.py, test_fence.py) and bench/lab-failover.py reuses.
-make_certs() and write_config() are the part test_vip.py and
-test_timesync.py, whose labs live for a class, share too."""
+ClassLabCase, make_certs() and write_config() are what test_vip.py and
+test_timesync.py, whose labs live for a class, share of it."""
 
 import os
 import tempfile
@@ -52,6 +52,32 @@ def with_units(units):
         test.units = units
         return test
     return mark
+
+
+class ClassLabCase(unittest.TestCase):
+    """One lab for all the tests of a class, in order, with sparrow's
+    packages installed (on a rootfs of packages) and configure(node) run
+    on every member before it boots; the class starts what it needs."""
+
+    packages = lab.PACKAGES
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
+        try:
+            cls.debs = lab.build_debs(SOURCE)
+            cls.certs = make_certs(cls.work)
+            cls.lab = lab.Lab(3, debs=cls.debs.values(), setup=cls.configure,
+                              packages=cls.packages)
+            cls.lab.up()
+        except BaseException:
+            lab.run("rm", "-rf", cls.work)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.down()
+        lab.run("rm", "-rf", cls.work)
 
 
 class SparrowLabCase(unittest.TestCase):

@@ -10,14 +10,11 @@ order.  Opt-in: SPARROW_LAB=1."""
 import hashlib
 import os
 import sys
-import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
 import sparrowlab  # noqa: E402
-from sparrowlab import SOURCE  # noqa: E402
 
 PLUGIN = "/org/sparrow/cluster1/plugin/timesync org.sparrow.cluster1.Plugin"
 VIP = "10.77.0.100"
@@ -72,38 +69,27 @@ def conf_digest(node, backend="chrony"):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class Timesync(unittest.TestCase):
+class Timesync(sparrowlab.ClassLabCase):
     backend = "chrony"
-    packages = lab.PACKAGES
     poll = "minpoll = -2\nmaxpoll = 2\n"
 
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
-        try:
-            debs = lab.build_debs(SOURCE)
-            cls.vip = "sparrow-plugin-vip" in debs
-            cls.certs = sparrowlab.make_certs(cls.work)
-            cls.lab = lab.Lab(3, debs=debs.values(), setup=cls.configure, packages=cls.packages)
-            cls.lab.up()
-        except BaseException:
-            lab.run("rm", "-rf", cls.work)
-            raise
+        super().setUpClass()
         cls.digests = {n.name: conf_digest(n, cls.backend) for n in cls.lab.members}
         for n in cls.lab.members:
             n.sh("systemctl enable --now sparrow.target")
 
     @classmethod
-    def tearDownClass(cls):
-        cls.lab.down()
-        lab.run("rm", "-rf", cls.work)
+    def has_vip(cls):
+        return "sparrow-plugin-vip" in cls.debs
 
     @classmethod
     def configure(cls, node):
         sparrowlab.write_config(node, cls.certs,
                                 "[timesync]\nbackend = %s\nallow = 10.77.0.0/24\n%s%s"
-                                % (cls.backend, cls.poll,
-                                   "[vip]\naddresses = %s/24@eth0\n" % VIP if cls.vip else ""))
+                                % (cls.backend, cls.poll, "[vip]\naddresses = %s/24@eth0\n" % VIP
+                                   if cls.has_vip() else ""))
         if cls.backend == "chrony":
             lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
                       "server %s iburst\n" % ADMIN_SOURCE)
@@ -253,7 +239,7 @@ class Timesync(unittest.TestCase):
         # The cluster goes on, its leader and service address too.
         self.assertEqual(self.leader(), leader)
         self.assertEqual(f.sh("systemctl is-active sparrow").stdout.strip(), "active")
-        if self.vip:
+        if self.has_vip():
             self.assertIn(VIP + "/", leader.sh("ip -br addr show dev eth0").stdout)
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import unittest
 
@@ -34,29 +33,16 @@ def addresses(node):
     return {a for a in (VIP4, VIP6) if re.search(r"\s%s/" % re.escape(a), out)}
 
 
-class Vip(unittest.TestCase):
+class Vip(sparrowlab.ClassLabCase):
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="sparrow-lab-certs-")
-        try:
-            debs = lab.build_debs(SOURCE)
-            if "sparrow-plugin-vip" not in debs:
-                raise unittest.SkipTest("the vip plugin was not built (libnm missing)")
-            cls.certs = sparrowlab.make_certs(cls.work)
-            cls.lab = lab.Lab(3, debs=debs.values(), setup=cls.configure)
-            cls.lab.up()
-        except BaseException:
-            lab.run("rm", "-rf", cls.work)
-            raise
+        if "sparrow-plugin-vip" not in lab.build_debs(SOURCE):
+            raise unittest.SkipTest("the vip plugin was not built (libnm missing)")
+        super().setUpClass()
         n1, n2, n3 = cls.lab.members
         # n3 starts later, with a stale copy (test_1).
         for n in (n1, n2):
             n.sh("systemctl enable --now sparrow.target")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.lab.down()
-        lab.run("rm", "-rf", cls.work)
 
     @classmethod
     def configure(cls, node):
