@@ -178,6 +178,26 @@ transferred (GObject *source, GAsyncResult *result, gpointer user_data)
     g_message ("vip: handing leadership on: %s", error->message);
 }
 
+/* Called after sync_iface() has had every interface in question, never in
+ * between: the verdict (unremoved) must include every interface's drop. */
+static void
+check_release (SpVipPlugin *self)
+{
+  /* Gone from the kernel is gone: a removal from NetworkManager's applied
+   * connection goes on after the handover (were it to put an address back
+   * meanwhile, the device's change drops it again).  Not while an add
+   * cancelled may still land. */
+  for (guint k = 0; k < self->ifaces->len; k++)
+    {
+      Iface *i = g_ptr_array_index (self->ifaces, k);
+
+      if (i->op && (i->adding || i->late_add))
+        return;
+    }
+  sp_plugin_released (SP_PLUGIN (self),
+                      self->unremoved ? "an address could not be removed from the kernel" : NULL);
+}
+
 static gboolean
 retry (gpointer user_data)
 {
@@ -185,6 +205,7 @@ retry (gpointer user_data)
 
   i->retry_id = 0;
   sync_iface (i);
+  check_release (i->self);
   return G_SOURCE_REMOVE;
 }
 
@@ -208,24 +229,6 @@ op_failed (Iface *i, const char *error)
       g_message ("vip: cannot hold the addresses here: handing leadership on");
       sp_node_transfer_async (sp_plugin_get_node (SP_PLUGIN (self)), "", transferred, NULL);
     }
-}
-
-static void
-check_release (SpVipPlugin *self)
-{
-  /* Gone from the kernel is gone: a removal from NetworkManager's applied
-   * connection goes on after the handover (were it to put an address back
-   * meanwhile, the device's change drops it again).  Not while an add
-   * cancelled may still land. */
-  for (guint k = 0; k < self->ifaces->len; k++)
-    {
-      Iface *i = g_ptr_array_index (self->ifaces, k);
-
-      if (i->op && (i->adding || i->late_add))
-        return;
-    }
-  sp_plugin_released (SP_PLUGIN (self),
-                      self->unremoved ? "an address could not be removed from the kernel" : NULL);
 }
 
 /* An operation is over (op was not cancelled meanwhile). */
@@ -484,7 +487,6 @@ sync_iface (Iface *i)
       i->inactive_since = 0;
       drop (i);
       update_state (self);
-      check_release (self);
       return;
     }
   if (i->op && i->adding)
@@ -633,6 +635,7 @@ devices_changed (NMClient *client, NMDevice *device, gpointer user_data)
           sync_iface (i);
         }
     }
+  check_release (self);
 }
 
 static void
@@ -662,6 +665,7 @@ client_ready (GObject *source, GAsyncResult *result, gpointer user_data)
       set_device (i, nm_client_get_device_by_iface (client, i->ifname));
       sync_iface (i);
     }
+  check_release (self);
 }
 
 /* ---- the plugin -------------------------------------------------------- */
@@ -748,6 +752,7 @@ sync_all (SpVipPlugin *self)
 {
   for (guint k = 0; k < self->ifaces->len; k++)
     sync_iface (g_ptr_array_index (self->ifaces, k));
+  check_release (self);
 }
 
 static void
@@ -766,7 +771,6 @@ sp_vip_plugin_release (SpPlugin *plugin)
 
   self->unremoved = FALSE;
   sync_all (self);
-  check_release (self);
 }
 
 static void
