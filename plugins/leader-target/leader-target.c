@@ -71,15 +71,16 @@ wanted (SpLeaderTarget *t)
   return !sp_plugin_get_released (SP_PLUGIN (t)) && leading (t);
 }
 
-/* A planned handover goes on once no job runs: the target is stopped, or
- * stopping it failed (logged) and waiting longer would not help. */
+/* A planned handover is answered once no job runs: the target is stopped,
+ * or stopping it failed (logged) and waiting longer would not help.  Then
+ * the units may still run here, and the new leader, elected by transfer,
+ * would start them at once: the error gives the handover up. */
 static void
 check_released (SpLeaderTarget *t)
 {
-  if (!sp_plugin_get_released (SP_PLUGIN (t)) || t->pending
-      || (t->active && t->subscribed && !t->last_error))
+  if (!sp_plugin_get_released (SP_PLUGIN (t)) || t->pending || (t->active && !t->last_error))
     return;
-  sp_plugin_released (SP_PLUGIN (t), NULL);
+  sp_plugin_released (SP_PLUGIN (t), t->active ? t->last_error : NULL);
 }
 
 static void
