@@ -24,13 +24,6 @@ sp_vip_address_free (SpVipAddress *address)
   g_free (address);
 }
 
-gboolean
-sp_vip_address_equal (const SpVipAddress *a, const SpVipAddress *b)
-{
-  return a->family == b->family && a->prefix == b->prefix
-         && memcmp (a->addr, b->addr, sizeof a->addr) == 0 && g_str_equal (a->ifname, b->ifname);
-}
-
 static gboolean
 valid_ifname (const char *name)
 {

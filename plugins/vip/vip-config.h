@@ -45,7 +45,6 @@ typedef struct
 /* Parses one ADDRESS/PREFIX@INTERFACE; the message says what was expected. */
 SpVipAddress *sp_vip_address_parse (const char *text, GError **error);
 void sp_vip_address_free (SpVipAddress *address);
-gboolean sp_vip_address_equal (const SpVipAddress *a, const SpVipAddress *b);
 
 /* Reads and claims [vip]; NULL without error when the group is absent.
  * warnings may be NULL. */
