@@ -121,7 +121,7 @@ sp_systemd_job_finish (GAsyncResult *result, GError **error)
 }
 
 static void
-on_reloaded (GObject *source, GAsyncResult *res, gpointer user_data)
+on_called (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
   GError *error = NULL;
@@ -138,16 +138,16 @@ on_reloaded (GObject *source, GAsyncResult *res, gpointer user_data)
 }
 
 void
-sp_systemd_reload_async (GDBusConnection *bus, GCancellable *cancellable,
-                         GAsyncReadyCallback callback, gpointer user_data)
+sp_systemd_call_async (GDBusConnection *bus, const char *method, GCancellable *cancellable,
+                       GAsyncReadyCallback callback, gpointer user_data)
 {
-  g_dbus_connection_call (bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Reload", NULL, NULL,
-                          G_DBUS_CALL_FLAGS_NONE, -1, cancellable, on_reloaded,
+  g_dbus_connection_call (bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, method, NULL, NULL,
+                          G_DBUS_CALL_FLAGS_NONE, -1, cancellable, on_called,
                           g_task_new (NULL, cancellable, callback, user_data));
 }
 
 gboolean
-sp_systemd_reload_finish (GAsyncResult *result, GError **error)
+sp_systemd_call_finish (GAsyncResult *result, GError **error)
 {
   return g_task_propagate_boolean (G_TASK (result), error);
 }

@@ -17,9 +17,11 @@ void sp_systemd_job_async (GDBusConnection *bus, const char *method, const char 
  * systemd). */
 char *sp_systemd_job_finish (GAsyncResult *result, GError **error);
 
-/* Reload (daemon-reload) through the Manager, for unit files changed. */
-void sp_systemd_reload_async (GDBusConnection *bus, GCancellable *cancellable,
-                              GAsyncReadyCallback callback, gpointer user_data);
-gboolean sp_systemd_reload_finish (GAsyncResult *result, GError **error);
+/* A Manager method that takes and returns nothing: Subscribe, or Reload
+ * (daemon-reload, for unit files changed).  The error is systemd's (or the
+ * bus's), its D-Bus name stripped. */
+void sp_systemd_call_async (GDBusConnection *bus, const char *method, GCancellable *cancellable,
+                            GAsyncReadyCallback callback, gpointer user_data);
+gboolean sp_systemd_call_finish (GAsyncResult *result, GError **error);
 
 G_END_DECLS

@@ -4,10 +4,6 @@
 
 #define LEADER_TARGET "sparrow-leader.target"
 
-#define SYSTEMD_NAME    "org.freedesktop.systemd1"
-#define SYSTEMD_PATH    "/org/freedesktop/systemd1"
-#define SYSTEMD_MANAGER "org.freedesktop.systemd1.Manager"
-
 struct _SpLeaderTargetPlugin
 {
   SpPlugin parent_instance;
@@ -309,19 +305,17 @@ on_subscribed (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpLeaderTarget *t = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply
-      = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), res, &error);
+  gboolean subscribed = sp_systemd_call_finish (res, &error);
 
   if (!still_wanted (t))
     return;
-  if (!reply)
+  if (!subscribed)
     {
-      g_autofree char *text = NULL;
+      g_autofree char *text
+          = g_strdup_printf ("systemd is not reachable on the system bus, %s will not follow "
+                             "leadership: %s",
+                             t->unit, error->message);
 
-      g_dbus_error_strip_remote_error (error);
-      text = g_strdup_printf ("systemd is not reachable on the system bus, %s will not follow "
-                              "leadership: %s",
-                              t->unit, error->message);
       sp_plugin_report (SP_PLUGIN (t), SP_PLUGIN_FAILED, text);
     }
   else
@@ -357,9 +351,7 @@ start (SpPlugin *plugin)
 
   t->node = sp_plugin_get_node (plugin);
   t->bus = sp_plugin_get_bus (plugin);
-  g_dbus_connection_call (t->bus, SYSTEMD_NAME, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe", NULL,
-                          NULL, G_DBUS_CALL_FLAGS_NONE, -1, t->cancellable, on_subscribed,
-                          target_ref (t));
+  sp_systemd_call_async (t->bus, "Subscribe", t->cancellable, on_subscribed, target_ref (t));
 }
 
 /* What systemd does with the target when the service stops (BindsTo=) is

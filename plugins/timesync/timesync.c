@@ -550,7 +550,7 @@ on_daemon_reloaded (GObject *source, GAsyncResult *res, gpointer user_data)
 
   if (!still_wanted (t))
     return;
-  if (!sp_systemd_reload_finish (res, &error))
+  if (!sp_systemd_call_finish (res, &error))
     fail (t, "systemd did not reload its units: %s", error->message);
   else
     set_ready (t);
@@ -564,7 +564,7 @@ fixed_changed (SpTimesync *t)
   if (t->config->backend == SP_TIMESYNC_CHRONY)
     run_unit (t, TRUE);
   else
-    sp_systemd_reload_async (t->bus, t->cancellable, on_daemon_reloaded, g_object_ref (t));
+    sp_systemd_call_async (t->bus, "Reload", t->cancellable, on_daemon_reloaded, g_object_ref (t));
 }
 
 static void
