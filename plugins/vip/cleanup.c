@@ -6,8 +6,10 @@
  * First straight from the kernel (rtnetlink: immediate, needs no
  * NetworkManager), then from NetworkManager's applied connection so that
  * it does not put them back.  It never waits long: NetworkManager gets
- * TIMEOUT_MS in all.  Exit 0 when no configured address is left on the
- * node (also when there is no [vip] group), 1 otherwise. */
+ * TIMEOUT_MS in all.  The addresses are those the run that ended
+ * recorded (vip-config.h) and those the configuration names now.  Exit 0
+ * when none of them is left on the node (also when there is none), 1
+ * otherwise or when the configuration or the record cannot be read. */
 
 #include <locale.h>
 #include <NetworkManager.h>
@@ -96,6 +98,35 @@ remove_from_nm (GPtrArray *addresses, GMainContext *context, GCancellable *cance
   g_object_unref (run.client);
 }
 
+/* The addresses the last run recorded in the runtime directory (empty
+ * when it recorded none); *status 1 when the record cannot be read. */
+static GPtrArray *
+record_addresses (int *status)
+{
+  const char *dir = g_getenv ("RUNTIME_DIRECTORY");
+  g_autofree char *path = dir ? g_build_filename (dir, SP_VIP_RECORD, NULL) : NULL;
+  g_autoptr (GError) error = NULL;
+  GPtrArray *addresses = path ? sp_vip_record_load (path, &error) : NULL;
+
+  if (error)
+    {
+      g_printerr ("sparrow-vip-cleanup: %s\n", error->message);
+      *status = 1;
+    }
+  return addresses ? addresses
+                   : g_ptr_array_new_with_free_func ((GDestroyNotify)sp_vip_address_free);
+}
+
+/* Adds a copy of a unless the list has it. */
+static void
+add_new (GPtrArray *addresses, const SpVipAddress *a)
+{
+  for (guint i = 0; i < addresses->len; i++)
+    if (g_str_equal (((SpVipAddress *)addresses->pdata[i])->text, a->text))
+      return;
+  g_ptr_array_add (addresses, sp_vip_address_parse (a->text, NULL));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -109,10 +140,11 @@ main (int argc, char **argv)
   g_autoptr (GError) error = NULL;
   g_autoptr (SpConfig) config = NULL;
   g_autoptr (SpVipConfig) vip = NULL;
+  g_autoptr (GPtrArray) addresses = NULL;
   g_autoptr (GMainContext) context = g_main_context_new ();
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (GSource) timeout = g_timeout_source_new (TIMEOUT_MS);
-  int status;
+  int status = 0;
 
   setlocale (LC_ALL, "");
   g_option_context_add_main_entries (options, entries, NULL);
@@ -121,23 +153,30 @@ main (int argc, char **argv)
       g_printerr ("sparrow-vip-cleanup: %s\n", error->message);
       return 2;
     }
+  /* What the run that ended recorded, and what the file says now: the
+   * file may have been edited, or broken, since that run started. */
+  addresses = record_addresses (&status);
   config = sp_config_load (path ? path : SP_CONFIG_DEFAULT_PATH, NULL, &error);
   if (config)
     vip = sp_vip_config_read (config, NULL, &error);
   if (error)
     {
-      g_printerr ("sparrow-vip-cleanup: %s\n", error->message);
-      return 1;
+      g_printerr ("sparrow-vip-cleanup: %s%s\n", error->message,
+                  addresses->len ? "; removing the recorded addresses" : "");
+      status = 1;
     }
-  if (!vip)
-    return 0;
+  for (guint i = 0; vip && i < vip->addresses->len; i++)
+    add_new (addresses, g_ptr_array_index (vip->addresses, i));
+  if (!addresses->len)
+    return status;
 
-  status = sp_rtnl_remove_addresses (vip->addresses) ? 0 : 1;
+  if (!sp_rtnl_remove_addresses (addresses))
+    status = 1;
 
   g_main_context_push_thread_default (context);
   g_source_set_callback (timeout, cancel, cancellable, NULL);
   g_source_attach (timeout, context);
-  remove_from_nm (vip->addresses, context, cancellable);
+  remove_from_nm (addresses, context, cancellable);
   g_source_destroy (timeout);
   g_main_context_pop_thread_default (context);
   return status;

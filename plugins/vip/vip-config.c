@@ -151,3 +151,47 @@ sp_vip_config_read (SpConfig *config, GPtrArray *warnings, GError **error)
   vip->transfer_on_failure = !on_failure || g_str_equal (on_failure, "transfer");
   return g_steal_pointer (&vip);
 }
+
+gboolean
+sp_vip_record_save (const char *path, GPtrArray *addresses, GError **error)
+{
+  g_autoptr (GString) text = g_string_new (NULL);
+
+  for (guint i = 0; i < addresses->len; i++)
+    g_string_append_printf (text, "%s\n", ((SpVipAddress *)addresses->pdata[i])->text);
+  return g_file_set_contents (path, text->str, text->len, error);
+}
+
+GPtrArray *
+sp_vip_record_load (const char *path, GError **error)
+{
+  g_autoptr (GPtrArray) addresses
+      = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_vip_address_free);
+  g_autoptr (GError) local = NULL;
+  g_autofree char *text = NULL;
+  g_auto (GStrv) lines = NULL;
+
+  if (!g_file_get_contents (path, &text, NULL, &local))
+    {
+      if (g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        return NULL;
+      g_propagate_error (error, g_steal_pointer (&local));
+      return NULL;
+    }
+  lines = g_strsplit (text, "\n", -1);
+  for (guint i = 0; lines[i]; i++)
+    {
+      SpVipAddress *a;
+
+      if (!*lines[i])
+        continue;
+      a = sp_vip_address_parse (lines[i], &local);
+      if (!a)
+        {
+          g_propagate_prefixed_error (error, g_steal_pointer (&local), "%s:%u: ", path, i + 1);
+          return NULL;
+        }
+      g_ptr_array_add (addresses, a);
+    }
+  return g_steal_pointer (&addresses);
+}

@@ -51,6 +51,15 @@ void sp_vip_address_free (SpVipAddress *address);
 SpVipConfig *sp_vip_config_read (SpConfig *config, GPtrArray *warnings, GError **error);
 void sp_vip_config_free (SpVipConfig *config);
 
+/* What a running sparrowd may hold, recorded in its runtime directory
+ * ($RUNTIME_DIRECTORY/vip-addresses, one address a line) when the plugin
+ * starts: sparrow-vip-cleanup removes those whatever the configuration
+ * file has become since (edited, broken).  load: NULL without error when
+ * there is no record. */
+#define SP_VIP_RECORD "vip-addresses"
+gboolean sp_vip_record_save (const char *path, GPtrArray *addresses, GError **error);
+GPtrArray *sp_vip_record_load (const char *path, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpVipAddress, sp_vip_address_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpVipConfig, sp_vip_config_free)
 

@@ -164,6 +164,26 @@ class Vip(sparrowlab.ClassLabCase):
               "after the main process exited" % (VIP4, (gone[-1] - exited) / 1000,
                                                   (removed[-1] - exited) / 1000))
 
+    def test_4b_kill_9_after_a_broken_edit_leaves_no_address(self):
+        """The clean-up goes by what the run recorded, not by a file edited
+        (here broken, and naming another address) since it started."""
+        old = self.holder()
+        conf = "/etc/sparrow/sparrow.conf"
+        old.sh("cp %s /root/sparrow.conf.good && "
+               "sed -i 's|^addresses = .*|addresses = 10.77.0.199/24@eth0|' %s && "
+               "printf '[cluster]\\nheartbeat-ms = banana\\n' >>%s" % (conf, conf, conf))
+        try:
+            self.assertNotEqual(old.sh("sparrowd --check-config", check=False).returncode, 0)
+            old.sh("kill -9 $(systemctl show --property=MainPID --value sparrow.service)")
+            took = self.wait("addresses gone from the killed leader with its file broken",
+                             lambda: not addresses(old), 5)
+            print("addresses gone from %s %.3f s after kill -9, its file broken" % (old.name, took))
+        finally:
+            old.sh("cp /root/sparrow.conf.good %s && systemctl reset-failed sparrow.service; "
+                   "systemctl restart sparrow.target" % conf)
+        # Restarted on its good file: one holder again, the old one a follower.
+        self.holder()
+
     def test_5_cleanup_is_bounded_when_networkmanager_hangs(self):
         follower = next(n for n in self.lab.members if n is not self.holder())
         timed = ("a=$(date +%%s%%N); %s; echo rc=$?; b=$(date +%%s%%N); "
