@@ -273,13 +273,36 @@ class Node:
         self.lab.ns(self.lab.bridge_ns, "ip", "link", "set", host_end, "master", "br0", "up")
         self.host_end = host_end
 
+    def cgroups(self):
+        """The node's own cgroup in each hierarchy systemd manages.  With
+        --keep-unit and no machined, nspawn leaves the container in its
+        caller's cgroup: nodes sharing one, each node's systemd created and
+        cleaned up its units' cgroups among the others' (early boot units
+        failing with status 219/CGROUP, "Failed to kill control group")."""
+        name = "%s-%s" % (self.lab.tag, self.name)
+        if os.path.exists("/sys/fs/cgroup/cgroup.procs"):
+            roots = ["/sys/fs/cgroup"]
+        else:
+            roots = [r for r in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
+                     if os.path.exists(r + "/cgroup.procs")]
+        return [os.path.join(r, "sparrow-lab", name) for r in roots]
+
     def boot(self):
+        groups = self.cgroups()
+        for g in groups:
+            os.makedirs(g, exist_ok=True)
+
+        def enter():
+            for g in groups:
+                with open(os.path.join(g, "cgroup.procs"), "w") as f:
+                    f.write("0")
+
         log = open(os.path.join(self.dir, "console.log"), "w")
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--boot",
              "--private-network", "--network-namespace-path=/run/netns/" + self.netns,
              "--machine=" + self.name, "--directory=" + self.root] + self.lab.binds,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=enter)
         log.close()
 
     def install(self, stage):
@@ -385,6 +408,13 @@ class Node:
         if os.path.ismount(self.root):
             run("umount", self.root, check=False)
         run("ip", "netns", "delete", self.netns, check=False)
+        # Emptied: the cgroups the node's systemd made within go first.
+        for g in self.cgroups():
+            for d, _, _ in sorted(os.walk(g), key=lambda w: -w[0].count("/")):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
 
 
 def children(pid):
