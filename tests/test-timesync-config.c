@@ -212,6 +212,36 @@ START_TEST (test_host_of)
 }
 END_TEST
 
+/* A leader address crafted to add directives or options (issue 21) is
+ * written into no file, whatever let it through before. */
+START_TEST (test_crafted_leader_written_nowhere)
+{
+  g_autoptr (SpTimesyncConfig) t = read_group ("[timesync]\nallow = 10.77.0.0/24\n", NULL);
+  const char *const addresses[] = {
+    "10.0.0.9\nlogfile /etc/cron.d/x\nrestrict default\nserver 192.0.2.1:7400",
+    "1.2.3.4 noselect key 1:7000",
+    "10.0.0.9;x:7400",
+    "h\xc3\xa9llo:7400",
+    "[::1 x]:7400",
+    "-g:7400",
+    ":7400",
+  };
+
+  ck_assert_ptr_nonnull (t);
+  for (guint i = 0; i < G_N_ELEMENTS (addresses); i++)
+    {
+      g_autofree char *host = sp_timesync_host_of (addresses[i]);
+      g_autofree char *raw = g_strndup (addresses[i], strrchr (addresses[i], ':') - addresses[i]);
+      g_autofree char *chrony = sp_timesync_chrony_sources (t, raw);
+      g_autofree char *ntpd = sp_timesync_ntpd_conf (t, raw);
+
+      ck_assert_msg (host == NULL, "%s", host);
+      ck_assert_msg (chrony == NULL, "%s", chrony);
+      ck_assert_msg (ntpd == NULL, "%s", ntpd);
+    }
+}
+END_TEST
+
 int
 main (void)
 {
@@ -227,6 +257,7 @@ main (void)
   tcase_add_test (tc, test_errors);
   tcase_add_test (tc, test_chronyc_sources);
   tcase_add_test (tc, test_host_of);
+  tcase_add_test (tc, test_crafted_leader_written_nowhere);
   suite_add_tcase (s, tc);
   sr = srunner_create (s);
   srunner_run_all (sr, CK_NORMAL);

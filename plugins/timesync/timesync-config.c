@@ -189,8 +189,13 @@ sp_timesync_chrony_conf (const SpTimesyncConfig *config)
 char *
 sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader)
 {
-  GString *out = g_string_new (HEADER);
+  GString *out;
 
+  /* The leader's address comes from the cluster: a line of its own only
+   * once it is a host and nothing else. */
+  if (leader && !valid_host (leader))
+    return NULL;
+  out = g_string_new (HEADER);
   if (leader)
     /* prefer: the leader wins over the admin's own sources that agree. */
     g_string_append_printf (out, "server %s iburst minpoll %d maxpoll %d prefer\n", leader,
@@ -204,8 +209,11 @@ sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader)
 char *
 sp_timesync_ntpd_conf (const SpTimesyncConfig *config, const char *leader)
 {
-  GString *out = g_string_new (HEADER);
+  GString *out;
 
+  if (leader && !valid_host (leader))
+    return NULL;
+  out = g_string_new (HEADER);
   g_string_append_printf (out, "includefile %s\n", SP_TIMESYNC_NTPD_ADMIN_CONF);
   if (leader)
     /* One source is enough here (Debian's file asks for 3); ntpd polls
@@ -292,13 +300,18 @@ char *
 sp_timesync_host_of (const char *address)
 {
   const char *colon;
+  g_autofree char *host = NULL;
 
   if (address[0] == '[')
     {
       const char *end = strchr (address, ']');
 
-      return end ? g_strndup (address + 1, end - address - 1) : NULL;
+      host = end ? g_strndup (address + 1, end - address - 1) : NULL;
     }
-  colon = strrchr (address, ':');
-  return colon ? g_strndup (address, colon - address) : g_strdup (address);
+  else
+    {
+      colon = strrchr (address, ':');
+      host = colon ? g_strndup (address, colon - address) : g_strdup (address);
+    }
+  return host && valid_host (host) ? g_steal_pointer (&host) : NULL;
 }

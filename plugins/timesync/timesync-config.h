@@ -47,7 +47,10 @@ char *sp_timesync_chrony_conf (const SpTimesyncConfig *config);
  * drop-in's "local stratum N [distance 0]", off elsewhere. */
 GStrv sp_timesync_chrony_local (const SpTimesyncConfig *config, gboolean leading);
 /* chrony's sources file (sourcedir): the upstream servers on the leader
- * (leader NULL), the leader's address elsewhere. */
+ * (leader NULL), the leader's address elsewhere.  This and
+ * sp_timesync_ntpd_conf return NULL for a leader that is not a plain host
+ * name or address (a space, a newline, anything that would add an option
+ * or a directive): nothing from the cluster reaches a file unchecked. */
 char *sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *leader);
 /* ntpd (ntpsec) cannot change its sources at run time: its whole
  * configuration for the role (the admin's file included first, then the
@@ -65,7 +68,8 @@ gboolean sp_timesync_chrony_parse_sources (const char *output, char **source, gu
 gboolean sp_timesync_ntpq_parse_peers (const char *output, char **source, guint *stratum,
                                        double *offset);
 
-/* The host part of a member address ("10.77.0.1:7400", "[fd77::1]:7400"). */
+/* The host part of a member address ("10.77.0.1:7400", "[fd77::1]:7400"),
+ * or NULL when it is not a plain host name or address. */
 char *sp_timesync_host_of (const char *address);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpTimesyncConfig, sp_timesync_config_free)
