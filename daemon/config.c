@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "address.h"
 #include "raft/raft.h"
 
 #define DROP_IN_DIR          "sparrow.conf.d"
@@ -17,7 +18,7 @@
 #define ELECTION_MAX         60000
 #define SNAPSHOT_ENTRIES_MIN 10
 #define FENCE_PART_MAX       60000
-#define ADDRESS_EXPECTS      "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
+#define ADDRESS_EXPECTS      SP_ADDRESS_EXPECTS
 
 typedef struct
 {
@@ -410,53 +411,6 @@ sp_config_valid_name (const char *s)
 }
 
 static gboolean
-valid_host_name (const char *s)
-{
-  if (!*s)
-    return FALSE;
-  for (; *s; s++)
-    if (!g_ascii_isalnum (*s) && !strchr ("_.-", *s))
-      return FALSE;
-  return TRUE;
-}
-
-/* host:port or [ipv6]:port; host comes back without brackets. */
-static gboolean
-parse_address (const char *s, char **host_out, guint16 *port_out)
-{
-  g_autofree char *host = NULL;
-  const char *colon;
-  guint64 port;
-
-  if (s[0] == '[')
-    {
-      const char *end = strchr (s, ']');
-
-      if (!end || end[1] != ':')
-        return FALSE;
-      host = g_strndup (s + 1, end - s - 1);
-      if (!strchr (host, ':') || !g_hostname_is_ip_address (host))
-        return FALSE;
-      colon = end + 1;
-    }
-  else
-    {
-      colon = strrchr (s, ':');
-      if (!colon)
-        return FALSE;
-      host = g_strndup (s, colon - s);
-      /* a bare IPv6 address has colons in it: its port would be a guess */
-      if (!valid_host_name (host))
-        return FALSE;
-    }
-  if (!g_ascii_string_to_unsigned (colon + 1, 10, 1, G_MAXUINT16, &port, NULL))
-    return FALSE;
-  *host_out = g_steal_pointer (&host);
-  *port_out = (guint16)port;
-  return TRUE;
-}
-
-static gboolean
 get_path (Loader *l, const char *group, const char *key, char **out, GError **error)
 {
   if (!get_string (l, group, key, out, error))
@@ -488,7 +442,7 @@ load_node (Loader *l, SpConfig *c, GError **error)
   if (!listen)
     return key_error (l, error, SP_CONFIG_ERROR_MISSING, "node", "listen",
                       "missing; expected the " ADDRESS_EXPECTS " to listen on");
-  if (!parse_address (listen, &c->listen_host, &c->listen_port))
+  if (!sp_address_parse (listen, &c->listen_host, &c->listen_port))
     return key_error (l, error, SP_CONFIG_ERROR_INVALID, "node", "listen",
                       "expected " ADDRESS_EXPECTS ", got \"%s\"", listen);
 
@@ -536,7 +490,7 @@ load_members (Loader *l, SpConfig *c, GError **error)
           if (!sp_config_valid_name (m->name))
             what = g_strdup_printf (
                 "\"%s\": expected a name of " SP_CONFIG_NAME_RULE ", got \"%s\"", item, m->name);
-          else if (!parse_address (g_strstrip (eq + 1), &m->host, &m->port))
+          else if (!sp_address_parse (g_strstrip (eq + 1), &m->host, &m->port))
             what = g_strdup_printf ("\"%s\": expected " ADDRESS_EXPECTS ", got \"%s\"", item,
                                     eq + 1);
         }

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "address.h"
 #include "storage.h"
 #include "store.h"
 #include "text.h"
@@ -50,6 +51,10 @@ struct _SpNode
   /* The configuration as of the applied index, the same on every node (the
    * one appended last, sp_raft_conf, may be ahead of it). */
   SpRaftConf applied_conf;
+  /* Committed entries and snapshot records the rules refused (see
+   * apply_entry), and the count as last published. */
+  guint64 refused;
+  guint64 refused_published;
 
   /* The core ticks every tick_ms, lazily: the clock source sleeps until
    * the next tick the core says may act (or a request expires), and every
@@ -120,6 +125,7 @@ enum
   PROP_COMMIT_INDEX,
   PROP_LEASE_VALID,
   PROP_HOLDER,
+  PROP_REFUSED_ENTRIES,
   N_PROPS
 };
 
@@ -180,16 +186,12 @@ learn_member (SpNode *node, const char *name, const char *address)
     g_hash_table_replace (node->addresses, g_strdup (name), g_strdup (address));
 }
 
+/* Every address comes through the one parser before it is dialled,
+ * wherever it was read (the configuration, the store, an entry). */
 static gboolean
 split_address (const char *address, char **host, guint16 *port)
 {
-  g_autoptr (GSocketConnectable) c = g_network_address_parse (address, 0, NULL);
-
-  if (!c)
-    return FALSE;
-  *host = g_strdup (g_network_address_get_hostname (G_NETWORK_ADDRESS (c)));
-  *port = g_network_address_get_port (G_NETWORK_ADDRESS (c));
-  return *port != 0;
+  return sp_address_parse (address, host, port);
 }
 
 /* added: addresses by id from configuration entries not applied yet (see
@@ -455,6 +457,11 @@ publish (SpNode *node)
       node->holder = holder;
       property_changed (node, props[PROP_HOLDER], &frozen);
     }
+  if (node->refused != node->refused_published)
+    {
+      node->refused_published = node->refused;
+      property_changed (node, props[PROP_REFUSED_ENTRIES], &frozen);
+    }
   if (frozen)
     g_object_thaw_notify (G_OBJECT (node));
   if (members_moved (node))
@@ -608,9 +615,15 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
   if (e->data)
     {
       ok = sp_store_apply (node->store, e->data, &revision, &error);
+      /* The rules are the proposer's, so only a buggy or hostile leader
+       * commits this; every node refuses it alike. */
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID))
-        g_warning ("entry %" G_GUINT64_FORMAT " is not a valid store command, skipped: %s",
-                   e->index, error->message);
+        {
+          node->refused++;
+          g_warning ("entry %" G_GUINT64_FORMAT " (term %" G_GUINT64_FORMAT
+                     ") refused, nothing applied: %s",
+                     e->index, e->term, error->message);
+        }
       /* Only an older leader proposes these (this one checks first). */
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED))
         g_warning ("entry %" G_GUINT64_FORMAT ": address record ignored: %s", e->index,
@@ -726,6 +739,23 @@ maybe_compact (SpNode *node)
 
 static void settle_transfer (SpNode *node, GError *error);
 
+/* Records of a snapshot the rules refuse are left out (as their entries
+ * would have been refused), said once and counted. */
+static gboolean
+restore_store (SpNode *node, const SpRaftSnapshot *snapshot, GError **error)
+{
+  g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func (g_free);
+
+  if (!sp_store_restore (node->store, snapshot->data, refused, error))
+    return FALSE;
+  for (guint i = 0; i < refused->len; i++)
+    g_warning ("snapshot at index %" G_GUINT64_FORMAT " (term %" G_GUINT64_FORMAT
+               "): record refused, left out: %s",
+               snapshot->index, snapshot->term, (const char *)refused->pdata[i]);
+  node->refused += refused->len;
+  return TRUE;
+}
+
 /* Fail-stop: without durable storage this node must not vote, ack or lead.
  * It gives up its role and lease at once, publishes that, and tells its
  * owner, who stops it (the process then exits for systemd to restart it).
@@ -776,7 +806,7 @@ finish_ready (SpNode *node, SpRaftReady *rd)
     {
       g_autoptr (GError) error = NULL;
 
-      if (!sp_store_restore (node->store, rd->snapshot->data, &error))
+      if (!restore_store (node, rd->snapshot, &error))
         {
           fail_node (node, "cannot load the snapshot from the leader", error);
           sp_raft_ready_free (rd);
@@ -1174,8 +1204,7 @@ sp_node_new (SpConfig *config, GError **error)
   sp_store_set_watch (node->store, on_store_changed, node);
   sp_store_set_member_watch (node->store, on_store_member, node);
   sp_store_set_member_check (node->store, is_applied_member, node);
-  if (state.snapshot && state.snapshot->data
-      && !sp_store_restore (node->store, state.snapshot->data, error))
+  if (state.snapshot && state.snapshot->data && !restore_store (node, state.snapshot, error))
     {
       g_prefix_error (error, "%s/snapshot: ", config->data_dir);
       return NULL;
@@ -1293,6 +1322,9 @@ sp_node_get_property (GObject *object, guint id, GValue *value, GParamSpec *pspe
       case PROP_HOLDER:
         g_value_set_boolean (value, node->holder);
         break;
+      case PROP_REFUSED_ENTRIES:
+        g_value_set_uint64 (value, node->refused_published);
+        break;
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, id, pspec);
     }
@@ -1316,6 +1348,8 @@ sp_node_class_init (SpNodeClass *klass)
       = g_param_spec_uint64 ("commit-index", NULL, NULL, 0, G_MAXUINT64, 0, ro);
   props[PROP_LEASE_VALID] = g_param_spec_boolean ("lease-valid", NULL, NULL, FALSE, ro);
   props[PROP_HOLDER] = g_param_spec_boolean ("holder", NULL, NULL, FALSE, ro);
+  props[PROP_REFUSED_ENTRIES]
+      = g_param_spec_uint64 ("refused-entries", NULL, NULL, 0, G_MAXUINT64, 0, ro);
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   signals[SIGNAL_MEMBERS_CHANGED]
@@ -1396,6 +1430,12 @@ gboolean
 sp_node_get_holder (SpNode *node)
 {
   return node->holder;
+}
+
+guint64
+sp_node_get_refused_entries (SpNode *node)
+{
+  return node->refused_published;
 }
 
 void
@@ -1762,7 +1802,7 @@ check_address (SpNode *node, const char *name, const char *address)
 
   if (!split_address (address, &host, &port))
     return g_error_new (SP_NODE_ERROR, SP_NODE_ERROR_INVALID_ARGUMENT,
-                        "address \"%s\" is not host:port", echo);
+                        "address \"%s\" is not " SP_ADDRESS_EXPECTS, echo);
   for (guint i = 0; i < conf->n_voters + conf->n_learners; i++)
     {
       guint64 other = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];

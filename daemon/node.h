@@ -55,7 +55,9 @@ guint64 sp_member_id (const char *name);
  * "lease-valid" (b), "holder" (b: leader, lease valid, and the previous
  * holder's fence time (sp_node_fence_ms) has passed since the voters that
  * elected this node last heard it, unless a transfer elected it: what
- * plugins follow to hold addresses and units).  Signals: "members-changed" () when a
+ * plugins follow to hold addresses and units), "refused-entries" (t:
+ * committed entries and snapshot records refused since start, see
+ * sp_store_apply).  Signals: "members-changed" () when a
  * member joins, leaves, or its reachability or match index moves (see sp_node_get_members),
  * "store-changed" (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every change
  * of one applied batch, in order, before the writes in it return), "failed" (s: why) once, see
@@ -93,6 +95,7 @@ const char *sp_node_get_leader_address (SpNode *node);
 guint64 sp_node_get_commit_index (SpNode *node);
 gboolean sp_node_get_lease_valid (SpNode *node);
 gboolean sp_node_get_holder (SpNode *node);
+guint64 sp_node_get_refused_entries (SpNode *node);
 
 /* The previous holder's worst case, counted from the last time a voter
  * that elected the new leader heard it (0 with [cluster] fence = false);

@@ -207,7 +207,7 @@ cmd_status (gboolean leader_only)
   GError *error = NULL;
   const char *name = "", *role = "", *leader = "", *leader_address = "";
   const char *p_name, *p_state, *p_error;
-  guint64 term = 0, commit = 0;
+  guint64 term = 0, commit = 0, refused = 0;
   gboolean lease = FALSE, holder = FALSE;
 
   props = get_all (OBJECT_PATH, MANAGER_IFACE, &error);
@@ -221,6 +221,7 @@ cmd_status (gboolean leader_only)
   g_variant_lookup (props, "CommitIndex", "t", &commit);
   g_variant_lookup (props, "LeaseValid", "b", &lease);
   g_variant_lookup (props, "Holder", "b", &holder);
+  g_variant_lookup (props, "RefusedEntries", "t", &refused);
   members = g_variant_lookup_value (props, "Members", G_VARIANT_TYPE ("a(ssbbt)"));
 
   if (leader_only)
@@ -277,6 +278,8 @@ cmd_status (gboolean leader_only)
       json_builder_add_boolean_value (b, lease);
       json_builder_set_member_name (b, "holder");
       json_builder_add_boolean_value (b, holder);
+      json_builder_set_member_name (b, "refused_entries");
+      json_builder_add_int_value (b, (gint64)refused);
       json_builder_set_member_name (b, "plugins");
       json_builder_begin_array (b);
       for (guint i = 0; i < plugins->len; i++)
@@ -334,8 +337,14 @@ cmd_status (gboolean leader_only)
            : !lease                      ? ", NO LEASE"
            : holder                      ? ", lease valid, holder"
                                          : ", lease valid, fencing");
-  g_print ("Leader:  %s%s%s\n\n", *leader ? leader : "(none known)", *leader ? " at " : "",
+  g_print ("Leader:  %s%s%s\n", *leader ? leader : "(none known)", *leader ? " at " : "",
            leader_address);
+  /* Only a buggy or hostile leader makes this happen: said only then. */
+  if (refused > 0)
+    g_print ("REFUSED: %" G_GUINT64_FORMAT
+             " committed entries broke the rules and were not applied (see the log)\n",
+             refused);
+  g_print ("\n");
   g_print ("%-16s %-28s %-9s %-8s %-10s %s\n", "MEMBER", "ADDRESS", "ROLE", "VOTER", "REACHABLE",
            "MATCH");
   if (members)

@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "address.h"
+#include "config.h"
 #include "text.h"
 
 #define STORE_VERSION 1
@@ -222,11 +224,34 @@ sp_store_cmd_cas (const char *key, guint64 expected_revision, const char *value,
   return encode (OP_CAS, key, value, expected_revision);
 }
 
+/* A member record: a name of the configuration's rule, an address of the
+ * one address parser.  Checked alike when proposed, applied and restored. */
+static gboolean
+check_member (const char *name, const char *address, GError **error)
+{
+  g_autofree char *echo = NULL;
+
+  if (!sp_config_valid_name (name))
+    {
+      echo = sp_text_echo (name);
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                   "member name \"%s\" is not " SP_CONFIG_NAME_RULE, echo);
+      return FALSE;
+    }
+  if (!sp_address_parse (address, NULL, NULL))
+    {
+      echo = sp_text_echo (address);
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
+                   "address \"%s\" of member %s is not " SP_ADDRESS_EXPECTS, echo, name);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 static GBytes *
 member_record (const char *name, const char *address, guint64 move, GError **error)
 {
-  if (!check_key ("member name", name, FALSE, error)
-      || !check_key ("member address", address, FALSE, error))
+  if (!check_member (name, address, error))
     return NULL;
   return encode (OP_MEMBER, name, address, move);
 }
@@ -285,8 +310,7 @@ sp_store_cmd_member_parse (GBytes *cmd, char **name, char **address)
   if (!v)
     return FALSE;
   g_variant_get (v, "(qy&s&st)", &version, &op, &key, &value, &move);
-  if (op != OP_MEMBER || move != 0 || !check_string ("key", key, SP_STORE_MAX_KEY, FALSE, NULL)
-      || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, NULL))
+  if (op != OP_MEMBER || move != 0 || !check_member (key, value, NULL))
     return FALSE;
   *name = g_strdup (key);
   *address = g_strdup (value);
@@ -298,6 +322,32 @@ notify (SpStore *store, const char *key, const char *value)
 {
   if (store->watch)
     store->watch (key, value, store->revision, store->watch_data);
+}
+
+static gboolean
+apply_member (SpStore *store, const char *name, const char *address, gboolean move,
+              guint64 *revision, GError **error)
+{
+  /* Every member record advances the revision, refused or not, as it did
+   * before records could be refused: the same log gives the same
+   * revisions to every version. */
+  store->revision++;
+  if (!check_member (name, address, error))
+    return FALSE;
+  if (store->is_member && store->is_member (name, store->is_member_data) != move)
+    {
+      g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED,
+                   move ? "%s is not a member; no address is recorded"
+                        : "%s is already a member; its address stays as it is",
+                   name);
+      return FALSE;
+    }
+  g_hash_table_insert (store->members, g_strdup (name), g_strdup (address));
+  if (store->member_watch)
+    store->member_watch (name, address, store->member_watch_data);
+  if (revision)
+    *revision = store->revision;
+  return TRUE;
 }
 
 gboolean
@@ -323,7 +373,9 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
   key = g_variant_get_string (key_v, NULL);
   value = g_variant_get_string (value_v, NULL);
   expected = g_variant_get_uint64 (expected_v);
-  if (!check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
+  if (op == OP_MEMBER)
+    return apply_member (store, key, value, expected == 1, revision, error);
+  if (!sp_store_check_key (key, error)
       || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error))
     return FALSE;
   item = g_hash_table_lookup (store->items, key);
@@ -364,25 +416,6 @@ sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error)
         g_hash_table_remove (store->items, key);
         store->revision++;
         notify (store, key, NULL);
-        break;
-      case OP_MEMBER:
-        /* Every member record advances the revision, refused or not, as
-         * it did before records could be refused: the same log gives the
-         * same revisions to every version. */
-        store->revision++;
-        if (store->is_member && store->is_member (key, store->is_member_data) != (expected == 1))
-          {
-            g_autofree char *echo = sp_text_echo (key);
-
-            g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED,
-                         expected == 1 ? "%s is not a member; no address is recorded"
-                                       : "%s is already a member; its address stays as it is",
-                         echo);
-            return FALSE;
-          }
-        g_hash_table_insert (store->members, g_strdup (key), g_strdup (value));
-        if (store->member_watch)
-          store->member_watch (key, value, store->member_watch_data);
         break;
       default:
         g_set_error (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID,
@@ -482,8 +515,17 @@ sp_store_snapshot (const SpStore *store)
   return g_variant_get_data_as_bytes (v);
 }
 
+/* A record of a snapshot the rules refuse: said once, then left out. */
+static void
+refuse_record (GPtrArray *refused, GError *error)
+{
+  if (refused)
+    g_ptr_array_add (refused, g_strdup (error->message));
+  g_error_free (error);
+}
+
 gboolean
-sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
+sp_store_restore (SpStore *store, GBytes *snapshot, GPtrArray *refused, GError **error)
 {
   g_autoptr (GVariant) v = decode (snapshot, G_VARIANT_TYPE (SNAP_TYPE), "store snapshot", error);
   g_autoptr (GHashTable) items = items_new ();
@@ -499,11 +541,16 @@ sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
   g_variant_get (v, SNAP_TYPE, &version, &revision, &item_iter, &member_iter);
   while (g_variant_iter_next (item_iter, "(&s&st)", &key, &value, &item_revision))
     {
+      GError *bad = NULL;
       Item *item;
 
-      if (item_revision > revision || !check_string ("key", key, SP_STORE_MAX_KEY, FALSE, error)
-          || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, error)
-          || g_hash_table_contains (items, key))
+      if (!sp_store_check_key (key, &bad)
+          || !check_string ("value", value, SP_STORE_MAX_VALUE, TRUE, &bad))
+        {
+          refuse_record (refused, bad);
+          continue;
+        }
+      if (item_revision > revision || g_hash_table_contains (items, key))
         {
           g_autofree char *echo = sp_text_echo (key);
 
@@ -518,7 +565,14 @@ sp_store_restore (SpStore *store, GBytes *snapshot, GError **error)
       g_hash_table_insert (items, g_strdup (key), item);
     }
   while (g_variant_iter_next (member_iter, "(&s&s)", &key, &value))
-    g_hash_table_insert (members, g_strdup (key), g_strdup (value));
+    {
+      GError *bad = NULL;
+
+      if (check_member (key, value, &bad))
+        g_hash_table_insert (members, g_strdup (key), g_strdup (value));
+      else
+        refuse_record (refused, bad);
+    }
 
   g_hash_table_unref (store->items);
   store->items = g_steal_pointer (&items);

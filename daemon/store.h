@@ -39,8 +39,11 @@ void sp_store_set_watch (SpStore *store, SpStoreWatch watch, gpointer user_data)
 /* Keys: 1 to SP_STORE_MAX_KEY bytes of UTF-8 without the characters of
  * sp_text_is_unsafe (control characters, DEL, bidi overrides and isolates),
  * so that a listing shows every key as it is.  The one rule for every
- * request naming a key; a prefix may also be empty.  Applying and restoring
- * check only UTF-8 and size, so that data written before the rule loads. */
+ * request naming a key, and for every key applied or restored: a leader
+ * that builds its own entries gets no further than one that asks.  A
+ * prefix may also be empty.  Member records: a name of sp_config_valid_name
+ * and an address of sp_address_parse, alike when proposed, applied and
+ * restored. */
 gboolean sp_store_check_key (const char *key, GError **error);
 gboolean sp_store_check_prefix (const char *prefix, GError **error);
 
@@ -58,9 +61,11 @@ GBytes *sp_store_cmd_member_address (const char *name, const char *address, GErr
 gboolean sp_store_cmd_member_parse (GBytes *cmd, char **name, char **address);
 
 /* Applies a committed command.  On success *revision is the store revision
- * after it.  A failed CAS or delete changes nothing; a malformed command
- * (it can only come from a buggy or hostile peer) changes nothing either;
- * a refused member record: see sp_store_set_member_check. */
+ * after it.  A failed CAS or delete changes nothing; a command that is
+ * malformed or breaks the rules above (SP_STORE_ERROR_INVALID: it can only
+ * come from a buggy or hostile leader) changes nothing either, except that
+ * a member record still advances the revision (see
+ * sp_store_set_member_check); a refused member record: see there. */
 gboolean sp_store_apply (SpStore *store, GBytes *cmd, guint64 *revision, GError **error);
 
 guint64 sp_store_revision (const SpStore *store);
@@ -87,8 +92,11 @@ typedef gboolean (*SpStoreMemberCheck) (const char *name, gpointer user_data);
 void sp_store_set_member_check (SpStore *store, SpStoreMemberCheck is_member, gpointer user_data);
 
 GBytes *sp_store_snapshot (const SpStore *store);
-/* Replaces the state; on error the store is unchanged. */
-gboolean sp_store_restore (SpStore *store, GBytes *snapshot, GError **error);
+/* Replaces the state; on error (a snapshot that is malformed as a whole)
+ * the store is unchanged.  A record that breaks the rules above is left
+ * out, the same on every node, as applying its command would have refused
+ * it; refused (may be NULL) gets one message per record left out. */
+gboolean sp_store_restore (SpStore *store, GBytes *snapshot, GPtrArray *refused, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpStore, sp_store_free)
 
