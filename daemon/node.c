@@ -2293,3 +2293,40 @@ sp_node_stop_finish (SpNode *node, GAsyncResult *result, GError **error)
 {
   return g_task_propagate_boolean (G_TASK (result), error);
 }
+
+#ifdef SP_NODE_TESTING
+/* ---- tests only (node-testing.h) ---------------------------------------- */
+
+#include "node-testing.h"
+
+gboolean
+sp_node_testing_propose_raw (SpNode *node, const char *add_learner, GBytes *data, guint64 *index,
+                             GError **error)
+{
+  gboolean ok;
+
+  advance_clock (node);
+  ok = add_learner ? sp_raft_change_membership_with_data (
+           node->raft, SP_RAFT_CONF_ADD_LEARNER, sp_member_id (add_learner), data, index, error)
+                   : sp_raft_propose (node->raft, data, index, error);
+  schedule_ready (node);
+  return ok;
+}
+
+GBytes *
+sp_node_testing_store_snapshot (SpNode *node)
+{
+  return sp_store_snapshot (node->store);
+}
+
+gboolean
+sp_node_testing_compact_raw (SpNode *node, GBytes *data, guint64 *index, GError **error)
+{
+  *index = sp_raft_applied_index (node->raft);
+  if (!sp_raft_compact (node->raft, *index, data, error))
+    return FALSE;
+  sp_storage_compact (node->storage, sp_raft_snapshot (node->raft), NULL, NULL);
+  schedule_ready (node);
+  return TRUE;
+}
+#endif
