@@ -9,6 +9,9 @@
 #include "text.h"
 #include "tls-files.h"
 #include "transport.h"
+#ifdef SP_NODE_TESTING
+#include "node-testing.h"
+#endif
 
 typedef enum
 {
@@ -620,9 +623,12 @@ apply_entry (SpNode *node, const SpRaftEntry *e, GPtrArray *done)
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_INVALID))
         {
           node->refused++;
-          g_warning ("entry %" G_GUINT64_FORMAT " (term %" G_GUINT64_FORMAT
-                     ") refused, nothing applied: %s",
-                     e->index, e->term, error->message);
+          g_warning ("entry %" G_GUINT64_FORMAT " (term %" G_GUINT64_FORMAT ") refused, %s: %s",
+                     e->index, e->term,
+                     e->type == SP_RAFT_ENTRY_CONF
+                         ? "its membership change stands without the record"
+                         : "nothing applied",
+                     error->message);
         }
       /* Only an older leader proposes these (this one checks first). */
       if (!ok && g_error_matches (error, SP_STORE_ERROR, SP_STORE_ERROR_REFUSED))
@@ -2296,8 +2302,6 @@ sp_node_stop_finish (SpNode *node, GAsyncResult *result, GError **error)
 
 #ifdef SP_NODE_TESTING
 /* ---- tests only (node-testing.h) ---------------------------------------- */
-
-#include "node-testing.h"
 
 gboolean
 sp_node_testing_propose_raw (SpNode *node, const char *add_learner, GBytes *data, guint64 *index,
