@@ -26,9 +26,10 @@
  * Always on: pre-vote (it never moves anyone's term), check-quorum, leader
  * stickiness (a voter that heard from a leader, started or stopped leading
  * within the minimum election timeout refuses votes and pre-votes of any
- * term, unless a transfer forced the campaign), and the leader lease
- * (sp_raft_lease_valid).  Membership changes are single-server
- * and take effect when appended (Raft thesis §4.1); one may be in flight.
+ * term, unless a transfer its leader announced forced the campaign), and
+ * the leader lease (sp_raft_lease_valid).  Membership changes are
+ * single-server and take effect when appended (Raft thesis §4.1); one may
+ * be in flight.  Only members speak Raft (sp_raft_step).
  */
 #pragma once
 
