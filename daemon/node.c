@@ -295,6 +295,7 @@ sync_peers (SpNode *node)
 }
 
 static gboolean advance_clock (SpNode *node);
+static void schedule_ready (SpNode *node);
 
 /* Only members get past the transport's hello (see transport.h for the
  * stranger a lagging member takes as its leader). */
@@ -307,8 +308,8 @@ admit_peer (guint64 id, const char *name, gpointer user_data)
     return FALSE;
   /* At a hello the core catches up with the time (a follower whose leader
    * is gone may sleep long); a recheck runs within a batch, in time. */
-  if (!node->rechecking)
-    advance_clock (node);
+  if (!node->rechecking && advance_clock (node))
+    schedule_ready (node);
   return sp_raft_is_member (node->raft, id) || id == sp_raft_leader (node->raft)
          || sp_raft_accepts_strangers (node->raft);
 }

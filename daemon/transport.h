@@ -22,10 +22,11 @@
  * member may be its leader by now.  The node's admit takes such a stranger
  * only while it accepts strangers' leader messages (sp_raft_accepts_strangers:
  * no configuration yet, or no leader heard for an election timeout), then
- * the leader it follows: a lagging member catches up with a new leader after
- * one election timeout, while a removed member's certificate gets nowhere
- * in a cluster whose leader holds.  Revoke a removed member's certificate
- * (options.revoked) so it gets nowhere ever.
+ * the leader it follows: a lagging member hears a new leader after one
+ * election timeout (it answers once it knows its address), while a removed
+ * member's certificate gets nowhere in a cluster whose leader holds.
+ * Revoke a removed member's certificate (options.revoked) so it gets
+ * nowhere ever.
  * Insecure mode (plaintext) exists for tests and is warned about: it has
  * no authentication at all, anyone who reaches the port can claim any id.
  * It only never lets a second connection claiming an id replace an
