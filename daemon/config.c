@@ -31,7 +31,7 @@ static const SchemaGroup schema[] = {
   { "cluster",
     { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", "fence",
       "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
-  { "tls", { "ca", "cert", "key", "insecure", NULL } },
+  { "tls", { "ca", "cert", "key", "insecure", "revoked", NULL } },
 };
 
 GQuark
@@ -65,6 +65,7 @@ sp_config_free (SpConfig *config)
   g_free (config->tls_ca);
   g_free (config->tls_cert);
   g_free (config->tls_key);
+  g_strfreev (config->tls_revoked);
   g_clear_pointer (&config->loader, loader_free);
   g_free (config);
 }
@@ -555,6 +556,39 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
   return load_members (l, c, error);
 }
 
+/* SHA-256 fingerprints as openssl x509 -fingerprint -sha256 prints them
+ * (colons, any case) or bare: 64 hex digits. */
+static gboolean
+load_revoked (Loader *l, SpConfig *c, GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  g_auto (GStrv) items = NULL;
+
+  if (!g_key_file_has_key (l->merged, "tls", "revoked", NULL))
+    return TRUE;
+  items = g_key_file_get_string_list (l->merged, "tls", "revoked", NULL, &local);
+  if (!items)
+    return key_error (l, error, SP_CONFIG_ERROR_INVALID, "tls", "revoked", "%s", local->message);
+  for (guint i = 0; items[i]; i++)
+    {
+      guint digits = 0;
+      gboolean ok = TRUE;
+
+      g_strstrip (items[i]);
+      for (const char *p = items[i]; *p && ok; p++)
+        if (g_ascii_isxdigit (*p))
+          digits++;
+        else
+          ok = *p == ':';
+      if (!ok || digits != 64)
+        return key_error (l, error, SP_CONFIG_ERROR_INVALID, "tls", "revoked",
+                          "\"%s\" is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                          items[i]);
+    }
+  c->tls_revoked = g_steal_pointer (&items);
+  return TRUE;
+}
+
 static gboolean
 load_tls (Loader *l, SpConfig *c, GError **error)
 {
@@ -580,7 +614,7 @@ load_tls (Loader *l, SpConfig *c, GError **error)
                           "missing; expected the path of %s (PEM), or set insecure = true",
                           files[i].what);
     }
-  return TRUE;
+  return load_revoked (l, c, error);
 }
 
 guint

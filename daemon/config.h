@@ -25,6 +25,8 @@
  *   cert = /etc/sparrow/tls/node.pem
  *   key = /etc/sparrow/tls/node.key
  *   insecure = false                 true: plaintext (warned at every start)
+ *   revoked = FP;FP...               SHA-256 fingerprints of certificates refused
+ *                                    though the CA signed them (removed members')
  *
  * Plugins read their own groups through the accessors at the end.
  *
@@ -81,6 +83,7 @@ typedef struct
   char *tls_ca;
   char *tls_cert;
   char *tls_key;
+  GStrv tls_revoked; /* normalized by the transport; NULL when none */
   gboolean insecure;
   struct _SpConfigLoader *loader; /* the merged files, for the accessors below */
 } SpConfig;

@@ -50,7 +50,11 @@ struct _SpNode
   GHashTable *addresses; /* name -> host:port */
   GHashTable *peers;     /* ids (guint64*) the transport currently dials */
   SpRaftConf peers_conf; /* the configuration peers were synced to */
-  gboolean learned;      /* a member record was applied since peers were synced */
+  gint64 drops_since;    /* log_drop's window */
+  guint drops_logged;
+  guint drops_suppressed;
+  gboolean rechecking; /* admit_peer is asked by sp_transport_recheck */
+  gboolean learned;    /* a member record was applied since peers were synced */
   /* The configuration as of the applied index, the same on every node (the
    * one appended last, sp_raft_conf, may be ahead of it). */
   SpRaftConf applied_conf;
@@ -149,17 +153,6 @@ GQuark
 sp_node_error_quark (void)
 {
   return g_quark_from_static_string ("sp-node-error-quark");
-}
-
-guint64
-sp_member_id (const char *name)
-{
-  /* FNV-1a: stable across hosts and releases, never 0 (reserved). */
-  guint64 h = 0xcbf29ce484222325ULL;
-
-  for (const guchar *p = (const guchar *)name; *p; p++)
-    h = (h ^ *p) * 0x100000001b3ULL;
-  return h ? h : 1;
 }
 
 void
@@ -301,6 +294,29 @@ sync_peers (SpNode *node)
   node->peers = g_steal_pointer (&wanted);
   node->peers_conf = *conf;
   node->learned = FALSE;
+  node->rechecking = TRUE;
+  sp_transport_recheck (node->transport);
+  node->rechecking = FALSE;
+}
+
+static gboolean advance_clock (SpNode *node);
+static void schedule_ready (SpNode *node);
+
+/* Only members get past the transport's hello (see transport.h for the
+ * stranger a lagging member takes as its leader). */
+static gboolean
+admit_peer (guint64 id, const char *name, gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  if (id != sp_member_id (name))
+    return FALSE;
+  /* At a hello the core catches up with the time (a follower whose leader
+   * is gone may sleep long); a recheck runs within a batch, in time. */
+  if (!node->rechecking && advance_clock (node))
+    schedule_ready (node);
+  return sp_raft_is_member (node->raft, id) || id == sp_raft_leader (node->raft)
+         || sp_raft_accepts_strangers (node->raft);
 }
 
 /* ---- publishing state --------------------------------------------------- */
@@ -1075,6 +1091,36 @@ stop_clock (SpNode *node)
 
 /* ---- inputs ------------------------------------------------------------- */
 
+/* What the core drops by rule (a non-member, a TimeoutNow not from the
+ * leader) is logged, at most SP_DROP_BURST lines per window, then a count:
+ * a peer must not grow the log as it likes. */
+#define SP_DROP_BURST     10
+#define SP_DROP_WINDOW_US (10 * G_USEC_PER_SEC)
+
+static void
+log_drop (SpNode *node, const SpRaftMsg *m, const GError *error)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  if (now - node->drops_since >= SP_DROP_WINDOW_US)
+    {
+      if (node->drops_suppressed > 0)
+        g_message ("(%u similar messages suppressed)", node->drops_suppressed);
+      node->drops_since = now;
+      node->drops_logged = 0;
+      node->drops_suppressed = 0;
+    }
+  if (node->drops_logged >= SP_DROP_BURST)
+    {
+      node->drops_suppressed++;
+      return;
+    }
+  node->drops_logged++;
+  g_message ("dropped %s from %s%s%016" G_GINT64_MODIFIER "x: %s",
+             sp_raft_msg_type_to_string (m->type), id_name (node, m->from),
+             *id_name (node, m->from) ? " " : "", m->from, error->message);
+}
+
 static void
 on_receive (const SpRaftMsg *m, gpointer user_data)
 {
@@ -1091,8 +1137,14 @@ on_receive (const SpRaftMsg *m, gpointer user_data)
              id_name (node, m->from), m->term, node->name,
              sp_raft_role_to_string (sp_raft_role (node->raft)), sp_raft_term (node->raft));
   if (!sp_raft_step (node->raft, m, &error))
-    g_warning ("dropped %s from %s: %s", sp_raft_msg_type_to_string (m->type),
-               id_name (node, m->from), error->message);
+    {
+      if (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER)
+          || g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED))
+        log_drop (node, m, error);
+      else
+        g_warning ("dropped %s from %s: %s", sp_raft_msg_type_to_string (m->type),
+                   id_name (node, m->from), error->message);
+    }
   schedule_ready (node);
 }
 
@@ -1240,6 +1292,8 @@ sp_node_new (SpConfig *config, GError **error)
   topts.name = node->name;
   topts.certificate = cert;
   topts.ca = ca;
+  topts.revoked = (const char *const *)config->tls_revoked;
+  topts.admit = admit_peer;
   node->transport = sp_transport_new (&topts, on_receive, node);
 
   /* Members added at run time are in the store (restored above). */

@@ -25,6 +25,7 @@
 #include <gio/gio.h>
 
 #include "config.h"
+#include "member-id.h"
 #include "raft/raft.h"
 
 G_BEGIN_DECLS
@@ -45,9 +46,6 @@ typedef enum
 
 #define SP_TYPE_NODE (sp_node_get_type ())
 G_DECLARE_FINAL_TYPE (SpNode, sp_node, SP, NODE, GObject)
-
-/* Member ids are derived from names, identically on every node. */
-guint64 sp_member_id (const char *name);
 
 /* Properties (all emit notify on change): "name" (s), "role" (s:
  * follower, candidate (pre-vote included), leader, learner), "term" (t),

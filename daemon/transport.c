@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "member-id.h"
 #include "wire.h"
 
 #define SP_QUEUE_LIMIT_DEFAULT 4096
@@ -128,6 +129,7 @@ typedef struct
   gsize in_size;
   gboolean reading; /* conn_decode is running */
   guint64 peer_id;  /* accepted connections: from the hello, 0 before */
+  char *peer_name;  /* ... and the name it claimed */
   gboolean warned_misaddressed;
   char *source;         /* accepted: the remote IP address (rate-limited warnings) */
   GList *unidentified;  /* accepted, until the hello: link in transport->unidentified */
@@ -166,6 +168,8 @@ struct _SpTransport
   GTlsDatabase *ca;
   guint queue_limit;
   SpTransportReceive receive;
+  SpTransportAdmit admit;
+  GHashTable *revoked; /* set of normalized fingerprints */
   gpointer user_data;
   GMainContext *context; /* where timeouts go, like GIO's callbacks */
   GSocketListener *listener;
@@ -351,6 +355,7 @@ conn_unref (gpointer data)
   g_clear_object (&conn->socket);
   g_object_unref (conn->cancellable);
   g_free (conn->address);
+  g_free (conn->peer_name);
   g_free (conn);
 }
 
@@ -578,13 +583,24 @@ on_handshake (GObject *source, GAsyncResult *result, gpointer data)
                  conn->refusal ? conn->refusal : error->message);
       return;
     }
+  cert = g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream));
+  if (g_hash_table_size (conn->transport->revoked) > 0)
+    {
+      g_autofree char *fp = sp_transport_cert_fingerprint (cert);
+
+      if (g_hash_table_contains (conn->transport->revoked, fp))
+        {
+          conn_fail (conn, G_LOG_LEVEL_WARNING,
+                     "certificate refused: revoked (SHA-256 %s); closing", fp);
+          return;
+        }
+    }
   if (!conn->peer)
     {
       conn_read_start (conn); /* the hello */
       return;
     }
 
-  cert = g_tls_connection_get_peer_certificate (G_TLS_CONNECTION (conn->stream));
   if (!sp_transport_cert_has_name (cert, conn->peer->name))
     {
       conn_fail (conn, G_LOG_LEVEL_WARNING, "certificate refused: not issued to %s",
@@ -765,6 +781,14 @@ conn_hello (SpConn *conn, GBytes *bytes)
                  name);
       return;
     }
+  if (t->certificate && id != sp_member_id (name))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING,
+                 "certificate refused: claims the id %016" G_GINT64_MODIFIER
+                 "x, %s's is %016" G_GINT64_MODIFIER "x; closing",
+                 id, name, sp_member_id (name));
+      return;
+    }
   known = g_hash_table_lookup (t->peers, &id);
   if (known && !g_str_equal (known->name, name))
     {
@@ -784,14 +808,21 @@ conn_hello (SpConn *conn, GBytes *bytes)
       return;
     }
 
+  if (t->admit && !t->admit (id, name, t->user_data))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "%s is not a member; closing", name);
+      return;
+    }
+
   source_clear (&conn->deadline);
-  /* With TLS the certificate proves a member, perhaps one this node does
-   * not know of yet: a new leader whose entries would teach us its address.
-   * In plaintext an id that is not a peer's stays among the unidentified:
-   * evicted like them, and held to small frames. */
+  /* With TLS the certificate proves an admitted member, perhaps one this
+   * node has no address of yet: a new leader whose entries would teach us
+   * its address.  In plaintext an id that is not a peer's stays among the
+   * unidentified: evicted like them, and held to small frames. */
   if (known || t->certificate)
     conn_unlink_unidentified (conn);
   conn->peer_id = id;
+  conn->peer_name = g_strdup (name);
   address = g_strdup_printf ("%s (%s)", name, conn->address);
   g_free (conn->address);
   conn->address = address;
@@ -1578,6 +1609,15 @@ sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gp
     g_tls_backend_set_default_database (g_tls_backend_get_default (), t->ca);
   t->queue_limit = opts->queue_limit ? opts->queue_limit : SP_QUEUE_LIMIT_DEFAULT;
   t->receive = receive;
+  t->admit = opts->admit;
+  t->revoked = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  for (guint i = 0; opts->revoked && opts->revoked[i]; i++)
+    {
+      char *fp = sp_transport_normalize_fingerprint (opts->revoked[i]);
+
+      g_return_val_if_fail (fp, NULL);
+      g_hash_table_add (t->revoked, fp);
+    }
   t->user_data = user_data;
   t->context = g_main_context_ref_thread_default ();
   t->client = g_socket_client_new ();
@@ -1620,8 +1660,63 @@ sp_transport_free (SpTransport *t)
   g_main_context_unref (t->context);
   g_clear_object (&t->certificate);
   g_clear_object (&t->ca);
+  g_hash_table_destroy (t->revoked);
   g_free (t->name);
   g_free (t);
+}
+
+void
+sp_transport_recheck (SpTransport *t)
+{
+  g_autoptr (GPtrArray) gone = g_ptr_array_new_with_free_func (conn_unref);
+  GHashTableIter iter;
+  SpConn *conn;
+
+  if (!t->admit)
+    return;
+  g_hash_table_iter_init (&iter, t->incoming);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&conn, NULL))
+    if (conn->peer_id != 0 && !t->admit (conn->peer_id, conn->peer_name, t->user_data))
+      g_ptr_array_add (gone, conn_ref (conn));
+  for (guint i = 0; i < gone->len; i++)
+    {
+      conn = g_ptr_array_index (gone, i);
+      if (conn->transport)
+        conn_fail (conn, G_LOG_LEVEL_WARNING, "no longer a member; closing");
+    }
+}
+
+char *
+sp_transport_cert_fingerprint (GTlsCertificate *cert)
+{
+  g_autoptr (GByteArray) der = NULL;
+
+  g_object_get (cert, "certificate", &der, NULL);
+  return g_compute_checksum_for_data (G_CHECKSUM_SHA256, der->data, der->len);
+}
+
+char *
+sp_transport_normalize_fingerprint (const char *fingerprint)
+{
+  GString *out = g_string_new (NULL);
+
+  for (const char *p = fingerprint; *p; p++)
+    {
+      if (*p == ':')
+        continue;
+      if (!g_ascii_isxdigit (*p) || out->len == 64)
+        {
+          g_string_free (out, TRUE);
+          return NULL;
+        }
+      g_string_append_c (out, g_ascii_tolower (*p));
+    }
+  if (out->len != 64)
+    {
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+  return g_string_free (out, FALSE);
 }
 
 /* A host name is resolved synchronously: this is a start-up call. */

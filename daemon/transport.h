@@ -6,10 +6,27 @@
  * [u32 big-endian length][GVariant message] (wire.h).
  *
  * Security: with TLS (the default) both sides present a certificate signed
- * by the cluster CA, and the name in the certificate (subject CN or a DNS
+ * by the cluster CA and not revoked (its SHA-256 fingerprint is not in the
+ * options' list), and the name in the certificate (subject CN or a DNS
  * subjectAltName) must equal the member name the peer claims in its hello
- * and, when dialing, the name of the member we meant to reach.  Anything
- * else closes the connection with a warning naming the address.
+ * and, when dialing, the name of the member we meant to reach.  The hello
+ * binds the connection: the id it claims must be sp_member_id () of that
+ * name, and the options' admit callback must take that member (the node
+ * admits the members of its configurations).  Anything else closes the
+ * connection with a warning naming the address, before any message is
+ * read.  sp_transport_recheck () closes the incoming connections of ids
+ * admit no longer takes (a member removed).
+ *
+ * Trade-off: a member that has not yet replicated the entry adding a new
+ * member does not know it, and refuses it at the hello, though that new
+ * member may be its leader by now.  The node's admit takes such a stranger
+ * only while it accepts strangers' leader messages (sp_raft_accepts_strangers:
+ * no configuration yet, or no leader heard for an election timeout), then
+ * the leader it follows: a lagging member hears a new leader after one
+ * election timeout (it answers once it knows its address), while a removed
+ * member's certificate gets nowhere in a cluster whose leader holds.
+ * Revoke a removed member's certificate (options.revoked) so it gets
+ * nowhere ever.
  * Insecure mode (plaintext) exists for tests and is warned about: it has
  * no authentication at all, anyone who reaches the port can claim any id.
  * It only never lets a second connection claiming an id replace an
@@ -52,6 +69,11 @@ typedef struct _SpTransport SpTransport;
  * frees it after the call returns. */
 typedef void (*SpTransportReceive) (const SpRaftMsg *m, gpointer user_data);
 
+/* Whether the peer that said hello as (id, name) may speak (id and name
+ * checked: with TLS, the certificate proves name and id is its member
+ * id). */
+typedef gboolean (*SpTransportAdmit) (guint64 id, const char *name, gpointer user_data);
+
 typedef struct
 {
   guint64 id;
@@ -60,6 +82,10 @@ typedef struct
   GTlsCertificate *certificate; /* this node's certificate with its key */
   GTlsDatabase *ca;             /* the cluster CA */
   guint queue_limit;            /* messages per peer; 0 = 4096 */
+  /* SHA-256 fingerprints of refused certificates (64 hex digits, colons
+   * and case ignored); NULL-terminated, may be NULL. */
+  const char *const *revoked;
+  SpTransportAdmit admit; /* given receive's user_data; NULL admits everyone */
 } SpTransportOptions;
 
 SpTransport *sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive,
@@ -87,6 +113,14 @@ void sp_transport_send (SpTransport *transport, const SpRaftMsg *m);
 void sp_transport_set_eager (SpTransport *transport, gboolean eager);
 /* Reads, without blocking, what the incoming connections hold now. */
 void sp_transport_receive_pending (SpTransport *transport);
+
+/* Closes the incoming connections whose peers admit no longer takes. */
+void sp_transport_recheck (SpTransport *transport);
+
+/* The SHA-256 fingerprint of cert as 64 lowercase hex digits (free it). */
+char *sp_transport_cert_fingerprint (GTlsCertificate *cert);
+/* fingerprint without colons, lowercase; NULL unless 64 hex digits. */
+char *sp_transport_normalize_fingerprint (const char *fingerprint);
 
 /* Whether the outgoing connection to id is established (for status). */
 gboolean sp_transport_peer_connected (SpTransport *transport, guint64 id);

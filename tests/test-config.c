@@ -387,6 +387,25 @@ START_TEST (test_tls_required)
 }
 END_TEST
 
+/* Revoked certificates: SHA-256 fingerprints, with colons or bare. */
+START_TEST (test_tls_revoked)
+{
+  g_autoptr (SpConfig) c
+      = load_ok (NODE INSECURE "revoked = AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:"
+                               "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89;"
+                               "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+                 NULL);
+
+  ck_assert_uint_eq (g_strv_length (c->tls_revoked), 2);
+  assert_key_error (NODE INSECURE "revoked = abcd\n", SP_CONFIG_ERROR_INVALID, "[tls] revoked",
+                    "\"abcd\" is not a SHA-256 fingerprint");
+  assert_key_error (NODE INSECURE
+                    "revoked = "
+                    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeefg\n",
+                    SP_CONFIG_ERROR_INVALID, "[tls] revoked", "not a SHA-256 fingerprint");
+}
+END_TEST
+
 START_TEST (test_bad_initial_members)
 {
   const struct
@@ -447,6 +466,7 @@ main (void)
   tcase_add_test (tc, test_plugin_groups);
   tcase_add_test (tc, test_fence_keys);
   tcase_add_test (tc, test_tls_required);
+  tcase_add_test (tc, test_tls_revoked);
   tcase_add_test (tc, test_bad_initial_members);
   tcase_add_test (tc, test_node_not_in_members);
   suite_add_tcase (s, tc);

@@ -52,6 +52,19 @@ net_clear (Net *net)
     sp_raft_free (net->n[i]);
 }
 
+/* Steps m into r: the core may drop a non-member's messages and a
+ * TimeoutNow its leader no longer vouches for; anything else must pass. */
+static void
+net_step (SpRaft *r, const SpRaftMsg *m)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!sp_raft_step (r, m, &error))
+    ck_assert_msg (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER)
+                       || g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED),
+                   "%s", error->message);
+}
+
 /* Processes readies and delivers messages until nothing moves. */
 static void
 net_settle (Net *net)
@@ -85,7 +98,7 @@ net_settle (Net *net)
 
               net->sent[i][m->type]++;
               if (m->to <= net->count && net->n[m->to] && !net->cut[i][m->to])
-                ck_assert (sp_raft_step (net->n[m->to], m, NULL));
+                net_step (net->n[m->to], m);
             }
         }
     }
@@ -125,20 +138,43 @@ net_leader (Net *net)
 }
 
 /* Makes id campaign now, as a leadership transfer would, so that tests do
- * not depend on which election timeout the PRNG drew. */
+ * not depend on which election timeout the PRNG drew: a leader hands over,
+ * and without one the messages of a transfer are made up (a heartbeat of
+ * another node naming id, then its TimeoutNow). */
 static void
 elect (Net *net, guint64 id)
 {
   guint64 other = id == 1 ? 2 : 1;
-  SpRaftMsg m = {
-    .type = SP_RAFT_MSG_TIMEOUT_NOW, .from = other, .to = id, .term = sp_raft_term (net->n[id])
-  };
+  guint64 term = sp_raft_term (net->n[id]);
+  guint64 leader;
+  SpRaftMsg m = { .type = SP_RAFT_MSG_HEARTBEAT, .to = id, .from = other, .term = term };
 
   net_settle (net);
+  leader = net_leader (net);
   if (net->count == 1)
-    net_tick (net, id, 20);
+    {
+      net_tick (net, id, 20);
+    }
+  else if (leader && leader != id)
+    {
+      ck_assert (sp_raft_transfer_leadership (net->n[leader], id, NULL));
+    }
   else
-    ck_assert (sp_raft_step (net->n[id], &m, NULL));
+    {
+      ck_assert (sp_raft_step (net->n[id], &m, NULL));
+      m.type = SP_RAFT_MSG_TIMEOUT_NOW;
+      ck_assert (sp_raft_step (net->n[id], &m, NULL));
+      m.type = SP_RAFT_MSG_HEARTBEAT;
+      m.force = TRUE;
+      m.hint_index = id;
+      for (guint j = 1; j <= net->count; j++)
+        if (j != id && net->n[j])
+          {
+            m.to = j;
+            m.from = j == other ? id : other;
+            net_step (net->n[j], &m);
+          }
+    }
   net_settle (net);
   ck_assert_uint_eq (net_leader (net), id);
   net_tick (net, 0, 2);
@@ -436,9 +472,12 @@ START_TEST (test_transfer_request)
 
   /* Ignored: a stranger, an older or a newer term (which moves nothing),
    * and any follower asked. */
+  g_clear_error (&error);
   m.from = 7;
   m.term = term;
-  ck_assert (sp_raft_step (net.n[1], &m, NULL));
+  ck_assert (!sp_raft_step (net.n[1], &m, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER));
+  g_clear_error (&error);
   m.from = 2;
   m.term = term - 1;
   ck_assert (sp_raft_step (net.n[1], &m, NULL));
@@ -759,6 +798,250 @@ END_TEST
 
 /* Only an answer from a node that reset its election timer on the message
  * carries the leader's stamp: one to a stale term does not. */
+/* ---- only members speak Raft -------------------------------------------- */
+
+/* Steps m into the node it is addressed to; returns the error code, or -1
+ * when it was taken. */
+static int
+step_code (Net *net, const SpRaftMsg *m)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (sp_raft_step (net->n[m->to], m, &error))
+    return -1;
+  ck_assert (error->domain == SP_RAFT_ERROR);
+  return error->code;
+}
+
+static void
+assert_unmoved (Net *net, guint64 leader, guint64 term)
+{
+  net_settle (net);
+  ck_assert_uint_eq (net_leader (net), leader);
+  ck_assert (sp_raft_lease_valid (net->n[leader]));
+  for (guint i = 1; i <= net->count; i++)
+    {
+      ck_assert_uint_eq (sp_raft_term (net->n[i]), term);
+      ck_assert_uint_eq (sp_raft_leader (net->n[i]), leader);
+    }
+}
+
+START_TEST (test_non_member_dropped)
+{
+  static const SpRaftMsgType types[] = {
+    SP_RAFT_MSG_PREVOTE,          SP_RAFT_MSG_VOTE,      SP_RAFT_MSG_TIMEOUT_NOW,
+    SP_RAFT_MSG_APPEND,           SP_RAFT_MSG_HEARTBEAT, SP_RAFT_MSG_SNAPSHOT,
+    SP_RAFT_MSG_TRANSFER_REQUEST, SP_RAFT_MSG_VOTE_RESP, SP_RAFT_MSG_APPEND_RESP,
+    SP_RAFT_MSG_HEARTBEAT_RESP,
+  };
+  Net net;
+  guint64 term;
+  SpRaftSnapshot snap = { .index = 100, .term = 1 };
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  net_tick (&net, 0, 3);
+  term = sp_raft_term (net.n[1]);
+  snap.conf.voters[snap.conf.n_voters++] = 9;
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    for (guint to = 1; to <= 3; to++)
+      for (guint64 t = term; t <= term + 5; t += 5)
+        {
+          SpRaftMsg m = {
+            .type = types[i],
+            .from = 9,
+            .to = to,
+            .term = t,
+            .force = TRUE,
+            .index = 1000,
+            .log_term = t,
+            .commit = 1000,
+          };
+
+          if (m.type == SP_RAFT_MSG_SNAPSHOT)
+            m.snapshot = &snap;
+          ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
+        }
+  assert_unmoved (&net, 1, term);
+  net_clear (&net);
+}
+END_TEST
+
+/* A node that has no configuration yet (joining) takes its leader's
+ * messages from anyone, never a vote request; a lagging node takes them
+ * from a leader it does not know of once it heard no leader for an
+ * election timeout, then follows that leader. */
+START_TEST (test_strangers_leader_messages)
+{
+  SpRaftOptions o = options (5);
+  SpRaftRestore rs = { 0 };
+  g_autoptr (GError) error = NULL;
+  SpRaft *joiner = sp_raft_new (&o, &rs, &error);
+  Net net;
+  guint64 term;
+  SpRaftMsg m = { .type = SP_RAFT_MSG_VOTE, .from = 4, .to = 5, .term = 3, .force = TRUE };
+
+  ck_assert_ptr_nonnull (joiner);
+  ck_assert (sp_raft_accepts_strangers (joiner));
+  ck_assert (!sp_raft_step (joiner, &m, &error));
+  ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER));
+  g_clear_error (&error);
+  m.type = SP_RAFT_MSG_TIMEOUT_NOW;
+  ck_assert (!sp_raft_step (joiner, &m, NULL));
+  m.type = SP_RAFT_MSG_HEARTBEAT;
+  m.force = FALSE;
+  ck_assert (sp_raft_step (joiner, &m, NULL));
+  ck_assert_uint_eq (sp_raft_leader (joiner), 4);
+  ck_assert_uint_eq (sp_raft_term (joiner), 3);
+  sp_raft_free (joiner);
+
+  net_init (&net, 3, 0);
+  elect_first (&net);
+  term = sp_raft_term (net.n[2]);
+  m = (SpRaftMsg){ .type = SP_RAFT_MSG_HEARTBEAT, .from = 9, .to = 2, .term = term + 1 };
+  ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
+  ck_assert (!sp_raft_accepts_strangers (net.n[2]));
+  net_isolate (&net, 2, TRUE);
+  net_tick (&net, 2, 10);
+  ck_assert (sp_raft_accepts_strangers (net.n[2]));
+  ck_assert_int_eq (step_code (&net, &m), -1);
+  ck_assert_uint_eq (sp_raft_leader (net.n[2]), 9);
+  /* In lease again, with the leader it follows. */
+  ck_assert (!sp_raft_accepts_strangers (net.n[2]));
+  ck_assert_int_eq (step_code (&net, &m), -1);
+  m.from = 8;
+  ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
+  net_clear (&net);
+}
+END_TEST
+
+/* A member that sets force without a transfer its leader announced moves
+ * nobody: the leader keeps its lease and term; a TimeoutNow from anyone but
+ * the leader is refused. */
+START_TEST (test_forced_vote_needs_notice)
+{
+  for (guint n = 3; n <= 5; n += 2)
+    {
+      Net net;
+      guint64 term;
+      SpRaftMsg m;
+
+      net_init (&net, n, 0);
+      elect_first (&net);
+      net_tick (&net, 0, 3);
+      term = sp_raft_term (net.n[1]);
+      net_isolate (&net, 3, TRUE);
+      for (guint to = 1; to <= n; to++)
+        {
+          if (to == 3)
+            continue;
+          m = vote_request (net.n[to], 3, SP_RAFT_MSG_VOTE, term + 1);
+          m.force = TRUE;
+          ck_assert_int_eq (step_code (&net, &m), -1);
+          m.type = SP_RAFT_MSG_PREVOTE;
+          ck_assert_int_eq (step_code (&net, &m), -1);
+          m = (SpRaftMsg){ .type = SP_RAFT_MSG_TIMEOUT_NOW, .from = 3, .to = to, .term = term };
+          ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_REFUSED);
+          /* Not even the leader's, of another term. */
+          if (to != 1)
+            {
+              m.from = 1;
+              m.term = term + 1;
+              ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_REFUSED);
+            }
+        }
+      net_isolate (&net, 3, FALSE);
+      net_tick (&net, 0, 1);
+      assert_unmoved (&net, 1, term);
+      /* The held forced Vote goes at the lease's end, unanswered. */
+      net_tick (&net, 0, 30);
+      ck_assert_uint_eq (net_leader (&net), 1);
+      ck_assert_uint_eq (sp_raft_term (net.n[1]), term);
+
+      /* A planned transfer still takes one round: no tick. */
+      ck_assert (sp_raft_transfer_leadership (net.n[1], 3, NULL));
+      net_settle (&net);
+      ck_assert_uint_eq (net_leader (&net), 3);
+      ck_assert_uint_eq (sp_raft_term (net.n[3]), term + 1);
+      ck_assert (sp_raft_won_by_transfer (net.n[3]));
+      net_clear (&net);
+    }
+}
+END_TEST
+
+/* Takes a node's ready, keeping its messages for the test to deliver. */
+static GPtrArray *
+take_messages (Net *net, guint64 id)
+{
+  g_autoptr (SpRaftReady) rd = sp_raft_ready (net->n[id]);
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+
+  sp_raft_advance (net->n[id], rd);
+  for (guint i = 0; i < rd->messages->len; i++)
+    g_ptr_array_add (out, sp_raft_msg_copy (g_ptr_array_index (rd->messages, i)));
+  return out;
+}
+
+/* The candidate's Vote travels two hops, the leader's notice one, on other
+ * connections: a Vote that arrives first waits for the notice. */
+START_TEST (test_forced_vote_before_notice)
+{
+  Net net;
+  g_autoptr (GPtrArray) from_leader = NULL;
+  g_autoptr (GPtrArray) from_candidate = NULL;
+  guint notices = 0;
+  guint64 term;
+
+  net_init (&net, 5, 0);
+  elect_first (&net);
+  net_tick (&net, 0, 3);
+  term = sp_raft_term (net.n[1]);
+  ck_assert (sp_raft_transfer_leadership (net.n[1], 3, NULL));
+  from_leader = take_messages (&net, 1);
+  for (guint i = 0; i < from_leader->len; i++)
+    {
+      SpRaftMsg *m = g_ptr_array_index (from_leader, i);
+
+      if (m->type == SP_RAFT_MSG_TIMEOUT_NOW)
+        ck_assert_int_eq (step_code (&net, m), -1);
+      else if (m->type == SP_RAFT_MSG_HEARTBEAT && m->force)
+        {
+          ck_assert_uint_eq (m->hint_index, 3);
+          notices++;
+        }
+    }
+  ck_assert_uint_eq (notices, 3);
+  /* The votes reach 2, 4 and 5 (not 1) before the notices: held. */
+  from_candidate = take_messages (&net, 3);
+  for (guint i = 0; i < from_candidate->len; i++)
+    {
+      SpRaftMsg *m = g_ptr_array_index (from_candidate, i);
+
+      ck_assert_int_eq (m->type, SP_RAFT_MSG_VOTE);
+      ck_assert (m->force);
+      if (m->to != 1)
+        ck_assert_int_eq (step_code (&net, m), -1);
+    }
+  for (guint i = 2; i <= 5; i++)
+    if (i != 3)
+      {
+        ck_assert_uint_eq (sp_raft_term (net.n[i]), term);
+        ck_assert (!sp_raft_has_ready (net.n[i]));
+      }
+  for (guint i = 0; i < from_leader->len; i++)
+    {
+      SpRaftMsg *m = g_ptr_array_index (from_leader, i);
+
+      if (m->type == SP_RAFT_MSG_HEARTBEAT && m->force)
+        ck_assert_int_eq (step_code (&net, m), -1);
+    }
+  net_settle (&net);
+  ck_assert_uint_eq (net_leader (&net), 3);
+  ck_assert_uint_eq (sp_raft_term (net.n[3]), term + 1);
+  net_clear (&net);
+}
+END_TEST
+
 START_TEST (test_stale_term_answer_carries_no_stamp)
 {
   Net net;
@@ -1023,6 +1306,10 @@ raft_suite (void)
   tcase_add_test (tc, test_conflicting_snapshot_discards_log);
   tcase_add_test (tc, test_learner_never_campaigns);
   tcase_add_test (tc, test_conf_entry_carries_data);
+  tcase_add_test (tc, test_non_member_dropped);
+  tcase_add_test (tc, test_strangers_leader_messages);
+  tcase_add_test (tc, test_forced_vote_needs_notice);
+  tcase_add_test (tc, test_forced_vote_before_notice);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "transport.h"
+#include "member-id.h"
 #include "wire.h"
 #include "test-util.h"
 
@@ -187,7 +188,8 @@ static Node *
 node_new (guint64 id, const char *name, GTlsCertificate *cert, GTlsDatabase *ca, guint limit)
 {
   Node *n = g_new0 (Node, 1);
-  SpTransportOptions opts = { id, name, cert, ca, limit };
+  SpTransportOptions opts
+      = { .id = id, .name = name, .certificate = cert, .ca = ca, .queue_limit = limit };
 
   n->id = id;
   n->got = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
@@ -370,6 +372,8 @@ exchange (Node *a, Node *b)
 /* ---- certificates ---------------------------------------------------------- */
 
 static char *certs_dir; /* NULL: openssl is missing */
+/* With TLS a member's id is the one of the name its certificate proves. */
+static guint64 ALPHA, BETA, GAMMA;
 
 static void
 run_certs (const char *dir, const char *name)
@@ -407,6 +411,7 @@ make_certs (void)
   run_certs (certs_dir, "alpha");
   run_certs (certs_dir, "beta");
   run_certs (certs_dir, "gamma");
+  run_certs (certs_dir, "mallory");
   run_certs (other, NULL);
   run_certs (other, "beta");
 }
@@ -550,8 +555,8 @@ START_TEST (test_tls_exchange)
 
   if (!have_certs ())
     return;
-  a = tls_node (1, "alpha", NULL, "alpha", NULL);
-  b = tls_node (2, "beta", NULL, "beta", NULL);
+  a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+  b = tls_node (BETA, "beta", NULL, "beta", NULL);
   connect_to (a, b, "beta", "127.0.0.1");
   connect_to (b, a, "alpha", "127.0.0.1");
   exchange (a, b);
@@ -571,12 +576,12 @@ START_TEST (test_tls_foreign_ca)
 
   if (!have_certs ())
     return;
-  a = tls_node (1, "alpha", NULL, "alpha", NULL);
-  impostor = tls_node (2, "beta", "other", "beta", NULL);
+  a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+  impostor = tls_node (BETA, "beta", "other", "beta", NULL);
   connect_to (impostor, a, "alpha", "127.0.0.1");
   for (guint i = 0; i < 5; i++)
     {
-      g_autoptr (SpRaftMsg) m = heartbeat (2, 1, i);
+      g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, i);
 
       sp_transport_send (impostor->t, m);
     }
@@ -585,10 +590,10 @@ START_TEST (test_tls_foreign_ca)
                                            "by the cluster CA"),
                      1);
 
-  stranger = tls_node (3, "beta", "other", "beta", "other");
+  stranger = tls_node (BETA, "beta", "other", "beta", "other");
   connect_to (stranger, a, "alpha", "127.0.0.1");
   {
-    g_autoptr (SpRaftMsg) m = heartbeat (3, 1, 9);
+    g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, 9);
 
     sp_transport_send (stranger->t, m);
   }
@@ -609,30 +614,31 @@ START_TEST (test_tls_impersonation)
   g_autoptr (Node) claims_beta = NULL;
   g_autoptr (Node) takes_id = NULL;
   g_autofree char *dialed = NULL;
+  g_autofree char *bound = NULL;
 
   if (!have_certs ())
     return;
-  a = tls_node (1, "alpha", NULL, "alpha", NULL);
-  gamma = tls_node (3, "gamma", NULL, "gamma", NULL);
+  a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+  gamma = tls_node (GAMMA, "gamma", NULL, "gamma", NULL);
 
   /* alpha means to reach beta (id 2) but finds gamma there */
   connect_to (a, gamma, "beta", "127.0.0.1");
-  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", sp_transport_local_port (gamma->t));
+  sp_transport_set_peer (a->t, BETA, "beta", "127.0.0.1", sp_transport_local_port (gamma->t));
   {
-    g_autoptr (SpRaftMsg) m = heartbeat (1, 2, 1);
+    g_autoptr (SpRaftMsg) m = heartbeat (ALPHA, BETA, 1);
 
     sp_transport_send (a->t, m);
   }
   dialed = g_strdup_printf ("beta (127.0.0.1:%u)", sp_transport_local_port (gamma->t));
   WAIT_UNTIL (warned (dialed, "not issued to beta"), WAIT_MS);
   ck_assert_uint_ge (warned (dialed, "certificate refused: not issued to beta"), 1);
-  ck_assert (!sp_transport_peer_connected (a->t, 2));
+  ck_assert (!sp_transport_peer_connected (a->t, BETA));
 
   /* gamma's certificate, but the hello says beta */
-  claims_beta = tls_node (2, "beta", NULL, "gamma", NULL);
+  claims_beta = tls_node (BETA, "beta", NULL, "gamma", NULL);
   connect_to (claims_beta, a, "alpha", "127.0.0.1");
   {
-    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 2);
+    g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, 2);
 
     sp_transport_send (claims_beta->t, m);
   }
@@ -640,17 +646,18 @@ START_TEST (test_tls_impersonation)
   ck_assert_uint_ge (warned ("127.0.0.1:", "certificate refused: claims to be beta"), 1);
 
   /* gamma's certificate and name, but beta's id */
-  takes_id = tls_node (2, "gamma", NULL, "gamma", NULL);
+  takes_id = tls_node (BETA, "gamma", NULL, "gamma", NULL);
   connect_to (takes_id, a, "alpha", "127.0.0.1");
   {
-    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 3);
+    g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, 3);
 
     sp_transport_send (takes_id->t, m);
   }
-  WAIT_UNTIL (warned ("127.0.0.1:", "claims to be gamma with the id 0000000000000002 of beta"),
-              WAIT_MS);
-  ck_assert_uint_ge (
-      warned ("127.0.0.1:", "claims to be gamma with the id 0000000000000002 of beta"), 1);
+  bound = g_strdup_printf ("certificate refused: claims the id %016" G_GINT64_MODIFIER
+                           "x, gamma's is %016" G_GINT64_MODIFIER "x",
+                           BETA, GAMMA);
+  WAIT_UNTIL (warned ("127.0.0.1:", bound), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", bound), 1);
 
   run_for (300);
   ck_assert_uint_eq (a->got->len, 0);
@@ -1146,8 +1153,8 @@ START_TEST (test_free_in_flight)
 
       if (certs_dir)
         {
-          a = tls_node (1, "alpha", NULL, "alpha", NULL);
-          b = tls_node (2, "beta", NULL, "beta", NULL);
+          a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+          b = tls_node (BETA, "beta", NULL, "beta", NULL);
         }
       else
         {
@@ -1157,7 +1164,7 @@ START_TEST (test_free_in_flight)
         }
       connect_to (a, b, "beta", "127.0.0.1");
       {
-        g_autoptr (GPtrArray) msgs = sample (1, 2);
+        g_autoptr (GPtrArray) msgs = sample (a->id, b->id);
 
         send_all (a, msgs);
       }
@@ -1205,8 +1212,8 @@ START_TEST (test_tls_silent_flood)
 
   if (!have_certs ())
     return;
-  a = tls_node (1, "alpha", NULL, "alpha", NULL);
-  b = tls_node (2, "beta", NULL, "beta", NULL);
+  a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+  b = tls_node (BETA, "beta", NULL, "beta", NULL);
   for (guint i = 0; i < 120; i++)
     {
       GSocketConnection *c = raw_connect (b);
@@ -1219,7 +1226,7 @@ START_TEST (test_tls_silent_flood)
     }
   plain = raw_connect (b);
   {
-    g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 1, "alpha");
+    g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, ALPHA, "alpha");
 
     write_frame (g_io_stream_get_output_stream (G_IO_STREAM (plain)), h);
   }
@@ -1268,8 +1275,8 @@ START_TEST (test_tls_handshake_cap)
     return;
   hello_bytes = client_hello ();
   ck_assert_uint_gt (g_bytes_get_size (hello_bytes), 5);
-  a = tls_node (1, "alpha", NULL, "alpha", NULL);
-  b = tls_node (2, "beta", NULL, "beta", NULL);
+  a = tls_node (ALPHA, "alpha", NULL, "alpha", NULL);
+  b = tls_node (BETA, "beta", NULL, "beta", NULL);
   for (guint i = 0; i < 12; i++)
     {
       GSocketConnection *c = raw_connect (b);
@@ -1288,6 +1295,144 @@ START_TEST (test_tls_handshake_cap)
 }
 END_TEST
 
+/* Only members get past the hello: alpha admits beta, not mallory, whose
+ * certificate the same CA signed; once beta is no member either, its
+ * connection closes. */
+static gboolean admit_beta = TRUE;
+
+static gboolean
+admit_members (guint64 id, const char *name, gpointer data)
+{
+  return id == BETA && admit_beta;
+}
+
+START_TEST (test_tls_admit)
+{
+  g_autofree char *pem = NULL, *key = NULL, *ca_file = NULL;
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) trusted = NULL;
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) b = NULL;
+  g_autoptr (Node) mallory = NULL;
+  SpTransportOptions opts = { .id = 0, .name = "alpha", .admit = admit_members };
+
+  if (!have_certs ())
+    return;
+  pem = cert_path (NULL, "alpha.pem");
+  key = cert_path (NULL, "alpha.key");
+  ca_file = cert_path (NULL, "ca.pem");
+  cert = g_tls_certificate_new_from_files (pem, key, NULL);
+  trusted = g_tls_file_database_new (ca_file, NULL);
+  ck_assert (cert && trusted);
+  opts.id = ALPHA;
+  opts.certificate = cert;
+  opts.ca = trusted;
+  a = g_new0 (Node, 1);
+  a->id = ALPHA;
+  a->got = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  a->t = sp_transport_new (&opts, on_receive, a);
+  node_listen (a, "127.0.0.1", 0);
+  b = tls_node (BETA, "beta", NULL, "beta", NULL);
+  mallory = tls_node (sp_member_id ("mallory"), "mallory", NULL, "mallory", NULL);
+
+  connect_to (mallory, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (mallory->id, ALPHA, 1);
+
+    sp_transport_send (mallory->t, m);
+  }
+  WAIT_UNTIL (warned ("127.0.0.1:", "mallory is not a member; closing"), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", "mallory is not a member; closing"), 1);
+
+  connect_to (b, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, 2);
+
+    sp_transport_send (b->t, m);
+  }
+  WAIT_UNTIL (a->got->len == 1, WAIT_MS);
+  ck_assert_uint_eq (a->got->len, 1);
+  admit_beta = FALSE;
+  sp_transport_recheck (a->t);
+  ck_assert_uint_ge (warned ("beta (127.0.0.1:", "no longer a member; closing"), 1);
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (BETA, ALPHA, 3);
+
+    sp_transport_send (b->t, m);
+  }
+  WAIT_UNTIL (warned ("127.0.0.1:", "beta is not a member; closing"), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", "beta is not a member; closing"), 1);
+  ck_assert_uint_eq (a->got->len, 1);
+  admit_beta = TRUE;
+}
+END_TEST
+
+/* A revoked certificate is refused whoever signed it, either way. */
+START_TEST (test_tls_revoked)
+{
+  g_autofree char *pem = NULL, *key = NULL, *ca_file = NULL, *fp = NULL, *colons = NULL;
+  g_autoptr (GTlsCertificate) beta_cert = NULL;
+  g_autoptr (GTlsCertificate) cert = NULL;
+  g_autoptr (GTlsDatabase) trusted = NULL;
+  g_autoptr (Node) a = NULL;
+  g_autoptr (Node) b = NULL;
+  g_autoptr (GString) upper = g_string_new (NULL);
+  const char *revoked[2] = { NULL, NULL };
+  SpTransportOptions opts = { .name = "alpha", .revoked = revoked };
+  g_autofree char *beta_pem = NULL, *expected = NULL, *normal = NULL;
+
+  if (!have_certs ())
+    return;
+  beta_pem = cert_path (NULL, "beta.pem");
+  beta_cert = g_tls_certificate_new_from_file (beta_pem, NULL);
+  ck_assert_ptr_nonnull (beta_cert);
+  fp = sp_transport_cert_fingerprint (beta_cert);
+  ck_assert_uint_eq (strlen (fp), 64);
+  /* as openssl x509 -fingerprint -sha256 prints it */
+  for (guint i = 0; fp[i]; i += 2)
+    g_string_append_printf (upper, "%s%c%c", i ? ":" : "", g_ascii_toupper (fp[i]),
+                            g_ascii_toupper (fp[i + 1]));
+  colons = g_strdup (upper->str);
+  normal = sp_transport_normalize_fingerprint (colons);
+  ck_assert_str_eq (normal, fp);
+  ck_assert_ptr_null (sp_transport_normalize_fingerprint ("abc"));
+  revoked[0] = colons;
+
+  pem = cert_path (NULL, "alpha.pem");
+  key = cert_path (NULL, "alpha.key");
+  ca_file = cert_path (NULL, "ca.pem");
+  cert = g_tls_certificate_new_from_files (pem, key, NULL);
+  trusted = g_tls_file_database_new (ca_file, NULL);
+  opts.id = ALPHA;
+  opts.certificate = cert;
+  opts.ca = trusted;
+  a = g_new0 (Node, 1);
+  a->id = ALPHA;
+  a->got = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  a->t = sp_transport_new (&opts, on_receive, a);
+  node_listen (a, "127.0.0.1", 0);
+  b = tls_node (BETA, "beta", NULL, "beta", NULL);
+  connect_to (b, a, "alpha", "127.0.0.1");
+  connect_to (a, b, "beta", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) to_a = heartbeat (BETA, ALPHA, 1);
+    g_autoptr (SpRaftMsg) to_b = heartbeat (ALPHA, BETA, 1);
+
+    sp_transport_send (b->t, to_a);
+    sp_transport_send (a->t, to_b);
+  }
+  expected = g_strdup_printf ("certificate refused: revoked (SHA-256 %s)", fp);
+  /* accepting beta's connection, and dialing beta */
+  WAIT_UNTIL (warned ("127.0.0.1:", expected) && warned ("beta (127.0.0.1:", expected), WAIT_MS);
+  ck_assert_uint_ge (warned ("127.0.0.1:", expected), 1);
+  ck_assert_uint_ge (warned ("beta (127.0.0.1:", expected), 1);
+  run_for (100);
+  ck_assert_uint_eq (a->got->len, 0);
+  ck_assert_uint_eq (b->got->len, 0);
+  ck_assert (!sp_transport_peer_connected (a->t, BETA));
+}
+END_TEST
+
 int
 main (void)
 {
@@ -1298,6 +1443,9 @@ main (void)
   int failed;
 
   g_log_set_writer_func (record_writer, NULL, NULL);
+  ALPHA = sp_member_id ("alpha");
+  BETA = sp_member_id ("beta");
+  GAMMA = sp_member_id ("gamma");
   s = suite_create ("transport");
   tcase_add_checked_fixture (plain, setup, teardown);
   tcase_set_timeout (plain, 60);
@@ -1324,6 +1472,8 @@ main (void)
   tcase_add_test (tls, test_free_in_flight);
   tcase_add_test (tls, test_tls_silent_flood);
   tcase_add_test (tls, test_tls_handshake_cap);
+  tcase_add_test (tls, test_tls_admit);
+  tcase_add_test (tls, test_tls_revoked);
   suite_add_tcase (s, tls);
 
   sr = srunner_create (s);

@@ -504,6 +504,31 @@ START_TEST (test_msg_layout)
 }
 END_TEST
 
+/* A leader's notice of a transfer (a heartbeat with force and the target
+ * in hint_index) stays a header alone, read and written in place, and
+ * keeps both fields. */
+START_TEST (test_transfer_notice)
+{
+  SpRaftMsg notice = {
+    .type = SP_RAFT_MSG_HEARTBEAT,
+    .from = 1,
+    .to = 2,
+    .term = 9,
+    .commit = 4,
+    .context = 77,
+    .force = TRUE,
+    .hint_index = 0xfedcba9876543210,
+  };
+  g_autoptr (GBytes) bytes = sp_wire_msg_to_bytes (&notice);
+  g_autoptr (SpRaftMsg) back = decode_ok (bytes);
+
+  ck_assert_uint_eq (g_bytes_get_size (bytes), HEADER_LEN * sizeof (guint64));
+  ck_assert (back->force);
+  ck_assert_uint_eq (back->hint_index, notice.hint_index);
+  sp_test_assert_msg_eq (&notice, back);
+}
+END_TEST
+
 /* Entry records put together by hand: what earlier versions wrote (no
  * data in a CONF entry) and a CONF entry carrying data both read. */
 START_TEST (test_entry_record_conf_data)
@@ -865,6 +890,7 @@ main (void)
   int failed;
 
   tcase_add_test (round_trip, test_msg_round_trip);
+  tcase_add_test (round_trip, test_transfer_notice);
   tcase_add_test (round_trip, test_msg_empty_append_and_null_snapshot_data);
   tcase_add_test (round_trip, test_entry_round_trip);
   tcase_add_test (round_trip, test_entry_record_conf_data);

@@ -46,6 +46,18 @@ struct _SpRaft
   guint64 heard_at;
   gboolean forced;
 
+  /* The latest leadership transfer this node knows its leader (or itself,
+   * leading) started: TimeoutNow went to notice_to in notice_term.  Only
+   * that candidate's forced campaign, in the next term, may override the
+   * promise of stickiness. */
+  guint64 notice_to;
+  guint64 notice_term;
+  /* A forced Vote that came before its notice (it travels two hops, the
+   * notice one, on other connections): answered when the notice comes,
+   * dropped when the lease ends or another replaces it. */
+  SpRaftMsg pending_vote;
+  gboolean has_pending_vote;
+
   /* (pre-)candidate */
   guint64 votes_from[SP_RAFT_MAX_NODES];
   gboolean votes_granted[SP_RAFT_MAX_NODES];
@@ -606,6 +618,25 @@ static void
 send_timeout_now (SpRaft *r, guint64 to)
 {
   send (r, new_msg (r, SP_RAFT_MSG_TIMEOUT_NOW, to));
+  /* The other voters learn of the transfer in the same batch, on a
+   * heartbeat (force, hint_index = the target): only then may they grant
+   * its forced campaign.  The old leader knows it itself. */
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      SpProgress *pr = &r->prs[i];
+      SpRaftMsg *m;
+
+      if (pr->id == r->id || pr->id == to || !pr->voter)
+        continue;
+      m = new_msg (r, SP_RAFT_MSG_HEARTBEAT, pr->id);
+      m->commit = MIN (pr->match, r->log.committed);
+      m->context = r->now;
+      m->force = TRUE;
+      m->hint_index = to;
+      send (r, m);
+    }
+  r->notice_to = to;
+  r->notice_term = r->term;
   /* Step down at once: the target campaigns ignoring stickiness, so this
    * leader's lease must end now, not when the new leader is heard of. */
   become_follower (r, r->term, SP_RAFT_NONE);
@@ -686,8 +717,19 @@ in_lease (const SpRaft *r)
   return r->state == STATE_LEADER || r->since_leader < r->opts.election_ticks;
 }
 
+/* A (pre-)vote request's force counts only from the candidate this node's
+ * leader (or itself) sent TimeoutNow to, for the term that follows: any
+ * member could set the flag, and it overrides the promise the leader's
+ * lease rests on. */
+static gboolean
+force_counts (const SpRaft *r, const SpRaftMsg *m)
+{
+  return m->force && r->notice_to != SP_RAFT_NONE && m->from == r->notice_to
+         && m->term == r->notice_term + 1;
+}
+
 static void
-handle_vote_request (SpRaft *r, const SpRaftMsg *m)
+handle_vote_request (SpRaft *r, const SpRaftMsg *m, gboolean force)
 {
   gboolean pre = m->type == SP_RAFT_MSG_PREVOTE;
   gboolean can_vote = r->vote == m->from || (r->vote == SP_RAFT_NONE && r->lead == SP_RAFT_NONE)
@@ -699,7 +741,7 @@ handle_vote_request (SpRaft *r, const SpRaftMsg *m)
    * or made it forget its leader (a higher-term answer, a step-down, a
    * configuration change), it helps no one else while it is in lease.  A
    * repeated vote for the same candidate changes nothing. */
-  if (!m->force && in_lease (r) && (pre || r->vote != m->from))
+  if (!force && in_lease (r) && (pre || r->vote != m->from))
     can_vote = FALSE;
 
   resp = reply (r, m, pre ? SP_RAFT_MSG_PREVOTE_RESP : SP_RAFT_MSG_VOTE_RESP);
@@ -842,6 +884,22 @@ handle_snapshot (SpRaft *r, const SpRaftMsg *m)
   resp->index = s->index;
 }
 
+/* The leader names the target of its transfer: a forced Vote that was
+ * waiting for this is answered now. */
+static void
+take_notice (SpRaft *r, const SpRaftMsg *m)
+{
+  SpRaftMsg vote;
+
+  r->notice_to = m->hint_index;
+  r->notice_term = m->term;
+  if (!r->has_pending_vote || !force_counts (r, &r->pending_vote))
+    return;
+  vote = r->pending_vote;
+  r->has_pending_vote = FALSE;
+  sp_raft_step (r, &vote, NULL);
+}
+
 static void
 step_follower (SpRaft *r, const SpRaftMsg *m)
 {
@@ -859,6 +917,8 @@ step_follower (SpRaft *r, const SpRaftMsg *m)
           handle_heartbeat (r, m);
         else
           handle_snapshot (r, m);
+        if (m->type == SP_RAFT_MSG_HEARTBEAT && m->force && m->hint_index != SP_RAFT_NONE)
+          take_notice (r, m);
         break;
       case SP_RAFT_MSG_TIMEOUT_NOW:
         if (is_voter (r))
@@ -1050,18 +1110,87 @@ validate (const SpRaft *r, const SpRaftMsg *m, GError **error)
   return TRUE;
 }
 
+static gboolean
+conf_has (const SpRaftConf *conf, guint64 id)
+{
+  return sp_raft_conf_is_voter (conf, id) || sp_raft_conf_is_learner (conf, id);
+}
+
+gboolean
+sp_raft_is_member (const SpRaft *r, guint64 id)
+{
+  SpRaftConf committed;
+  guint64 index, term;
+
+  if (conf_has (&r->conf, id))
+    return TRUE;
+  if (r->conf_index <= r->log.committed)
+    return FALSE;
+  recompute_conf ((SpRaft *)r, &committed, &index, &term, r->log.committed);
+  return conf_has (&committed, id);
+}
+
+gboolean
+sp_raft_accepts_strangers (const SpRaft *r)
+{
+  return r->conf.n_voters + r->conf.n_learners == 0 || !in_lease (r);
+}
+
+/* Only members speak Raft: the sender must be in the configuration in
+ * force or, while a change is pending, the committed one.  Except a
+ * leader's Append, Heartbeat and Snapshot, taken from anyone by a node
+ * with no configuration (joining: nothing replicated yet) or none heard
+ * from a leader within the election timeout (it may have missed the entry
+ * that added its new leader), and then from that leader: no leader in
+ * lease is disturbed, and the transport vouches for who sends. */
+static gboolean
+check_member (const SpRaft *r, const SpRaftMsg *m, GError **error)
+{
+  if (sp_raft_is_member (r, m->from))
+    return TRUE;
+  if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+       || m->type == SP_RAFT_MSG_SNAPSHOT)
+      && (m->from == r->lead || sp_raft_accepts_strangers (r)))
+    return TRUE;
+  g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER,
+               "%s from %" G_GUINT64_FORMAT ", not a member of the configuration",
+               sp_raft_msg_type_to_string (m->type), m->from);
+  return FALSE;
+}
+
 gboolean
 sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
 {
-  if (!validate (r, m, error))
+  gboolean vote_req = m->type == SP_RAFT_MSG_VOTE || m->type == SP_RAFT_MSG_PREVOTE;
+  gboolean force;
+
+  if (!validate (r, m, error) || !check_member (r, m, error))
     return FALSE;
+  /* Only the leader this node follows, in its term, makes it campaign: a
+   * TimeoutNow from anyone else would move its term and, through it, its
+   * leader's. */
+  if (m->type == SP_RAFT_MSG_TIMEOUT_NOW && (m->term != r->term || m->from != r->lead))
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED,
+                   "TimeoutNow from %" G_GUINT64_FORMAT " of term %" G_GUINT64_FORMAT
+                   ", not this node's leader (%" G_GUINT64_FORMAT ") in term %" G_GUINT64_FORMAT,
+                   m->from, m->term, r->lead, r->term);
+      return FALSE;
+    }
+  force = vote_req && force_counts (r, m);
 
   if (m->term > r->term)
     {
-      gboolean vote_req = m->type == SP_RAFT_MSG_VOTE || m->type == SP_RAFT_MSG_PREVOTE;
-
-      if (vote_req && !m->force && in_lease (r))
-        return TRUE;
+      if (vote_req && !force && in_lease (r))
+        {
+          /* Perhaps the transfer's notice is still on its way. */
+          if (m->type == SP_RAFT_MSG_VOTE && m->force)
+            {
+              r->pending_vote = *m;
+              r->has_pending_vote = TRUE;
+            }
+          return TRUE;
+        }
       /* From a member of a newer term: this node is not the leader it
        * means, and a request is no sign of a newer leader: the term stays. */
       if (m->type == SP_RAFT_MSG_TRANSFER_REQUEST)
@@ -1095,9 +1224,9 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
       return TRUE;
     }
 
-  if (m->type == SP_RAFT_MSG_PREVOTE || m->type == SP_RAFT_MSG_VOTE)
+  if (vote_req)
     {
-      handle_vote_request (r, m);
+      handle_vote_request (r, m, force);
       return TRUE;
     }
 
@@ -1133,6 +1262,8 @@ sp_raft_tick (SpRaft *r)
   r->now++;
   if (r->since_leader < G_MAXUINT)
     r->since_leader++;
+  if (!in_lease (r))
+    r->has_pending_vote = FALSE;
 
   if (r->state != STATE_LEADER)
     {

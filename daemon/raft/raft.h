@@ -26,9 +26,10 @@
  * Always on: pre-vote (it never moves anyone's term), check-quorum, leader
  * stickiness (a voter that heard from a leader, started or stopped leading
  * within the minimum election timeout refuses votes and pre-votes of any
- * term, unless a transfer forced the campaign), and the leader lease
- * (sp_raft_lease_valid).  Membership changes are single-server
- * and take effect when appended (Raft thesis §4.1); one may be in flight.
+ * term, unless a transfer its leader announced forced the campaign), and
+ * the leader lease (sp_raft_lease_valid).  Membership changes are
+ * single-server and take effect when appended (Raft thesis §4.1); one may
+ * be in flight.  Only members speak Raft (sp_raft_step).
  */
 #pragma once
 
@@ -51,6 +52,8 @@ typedef enum
   SP_RAFT_ERROR_INVALID,       /* bad argument: unknown node, bad index... */
   SP_RAFT_ERROR_NOT_CAUGHT_UP, /* learner too far behind to be promoted */
   SP_RAFT_ERROR_CORRUPT,       /* restore state is inconsistent */
+  SP_RAFT_ERROR_NOT_MEMBER,    /* step: the sender is not a member (dropped) */
+  SP_RAFT_ERROR_REFUSED,       /* step: TimeoutNow not from this node's leader (dropped) */
 } SpRaftError;
 
 typedef enum
@@ -137,7 +140,8 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
 
 /* One message.  Field meaning per type:
  *  (PRE)VOTE:       index/log_term = candidate's last log entry; force = the
- *                   campaign follows a leadership transfer (ignores stickiness)
+ *                   campaign follows a leadership transfer (ignores stickiness
+ *                   where the transfer is known: see sp_raft_step)
  *  (PRE)VOTE_RESP:  reject; a granted VOTE_RESP: context = ticks since the
  *                   voter last heard a leader (0 from older versions)
  *  APPEND:          index/log_term = entry preceding entries; commit
@@ -145,7 +149,8 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
  *                   reject: index = the rejected prev index, hint_index and
  *                   log_term = follower's conflict hint (fast back-off);
  *                   context echoed, 0 when answering a stale term
- *  HEARTBEAT:       commit; context = leader's tick stamp (lease)
+ *  HEARTBEAT:       commit; context = leader's tick stamp (lease); force =
+ *                   the leader just sent TimeoutNow to hint_index
  *  HEARTBEAT_RESP:  context echoed
  *  SNAPSHOT:        snapshot
  *  TIMEOUT_NOW:     —
@@ -243,8 +248,23 @@ void sp_raft_tick (SpRaft *r);
  * that long and then catch up with that many ticks in a row. */
 guint sp_raft_ticks_until_due (const SpRaft *r);
 /* Messages for another node, from a stale term or malformed are dropped
- * (returns FALSE with error set for malformed ones only, to be logged). */
+ * (returns FALSE with error set for malformed ones, to be logged).  So are,
+ * returning FALSE with NOT_MEMBER, messages from a node outside the
+ * configuration in force and the committed one (but see
+ * sp_raft_accepts_strangers), and, with REFUSED, a
+ * TimeoutNow that does not come from the leader this node follows in its
+ * term.  A (pre-)vote's force counts only from the candidate this node's
+ * leader named in a Heartbeat (force, hint_index = target) sent with its
+ * TimeoutNow, or that this node sent TimeoutNow to itself; one forced Vote
+ * that comes first waits for that notice until the lease ends. */
 gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);
+/* Whether step takes a leader's Append, Heartbeat and Snapshot from a
+ * node outside the configuration now: this node has none (it is joining),
+ * or has heard no leader within the election timeout (it may have missed
+ * the entry that added its new leader, which it then follows). */
+gboolean sp_raft_accepts_strangers (const SpRaft *r);
+/* Whether id is in the configuration in force or the committed one. */
+gboolean sp_raft_is_member (const SpRaft *r, guint64 id);
 
 /* Appends data (ref taken) to the leader's log; index_out gets its index. */
 gboolean sp_raft_propose (SpRaft *r, GBytes *data, guint64 *index_out, GError **error);

@@ -160,10 +160,14 @@ typedef enum
   ACT_PROMOTE,
   ACT_REMOVE,
   ACT_TRANSFER,
+  ACT_FORGE, /* not in plain schedules: they replay as recorded */
   N_ACTIONS
 } Action;
 
-static const guint base_weight[N_ACTIONS] = { 40, 10, 5, 3, 2, 3, 3, 3, 4, 3, 4 };
+static const guint base_weight[N_ACTIONS] = { 40, 10, 5, 3, 2, 3, 3, 3, 4, 3, 4, 3 };
+
+/* Event.dup of a message no node sent: made up by ACT_FORGE. */
+#define FORGED 2
 
 typedef enum
 {
@@ -240,6 +244,7 @@ struct _SpSim
   /* (voter, pre, candidate, term) -> how many (pre-)votes the voter may
    * grant: one per request it took while free of its promise */
   GHashTable *grants;
+  GHashTable *timeouts; /* (target, term) of every TimeoutNow a node sent */
   guint64 payload_seq;
 
   Rec ring[TRACE_RING];
@@ -1183,6 +1188,22 @@ drain (SpSim *s, Node *n, const char *cause)
 
 /* ---- network ------------------------------------------------------------ */
 
+static guint64
+timeout_key (guint64 to, guint64 term)
+{
+  return term << 8 | to;
+}
+
+/* A (pre-)vote's force may override the promise only for the target of a
+ * TimeoutNow some node (a leader handing over) sent in the term before. */
+static gboolean
+force_sent (SpSim *s, const SpRaftMsg *m)
+{
+  guint64 key = timeout_key (m->from, m->term - 1);
+
+  return m->force && m->term > 0 && g_hash_table_contains (s->timeouts, &key);
+}
+
 static void
 net_send (SpSim *s, const SpRaftMsg *m)
 {
@@ -1198,8 +1219,14 @@ net_send (SpSim *s, const SpRaftMsg *m)
       guint64 key = grant_key (from->id, m->type == SP_RAFT_MSG_PREVOTE_RESP, m->to, m->term);
       guint left = grants_left (s, key);
 
+      guint64 transfer = timeout_key (m->to, m->term - 1);
+
       if (left > 0)
         set_grants (s, key, left - 1);
+      /* A forced Vote that came before its leader's notice of the transfer
+       * is answered when the notice comes. */
+      else if (m->type == SP_RAFT_MSG_VOTE_RESP && g_hash_table_contains (s->timeouts, &transfer))
+        ;
       else
         fail (s,
               "stickiness: n" U64 " granted a %s to n" U64 " for term " U64
@@ -1214,6 +1241,12 @@ net_send (SpSim *s, const SpRaftMsg *m)
     check_vote (s, from, m->term, m->to);
   if (m->type == SP_RAFT_MSG_VOTE && from)
     check_vote (s, from, m->term, from->id);
+  if (m->type == SP_RAFT_MSG_TIMEOUT_NOW)
+    {
+      guint64 key = timeout_key (m->to, m->term);
+
+      g_hash_table_add (s->timeouts, g_memdup2 (&key, sizeof key));
+    }
   if (!to || to->state == NODE_GONE)
     lost = "no such node";
   else if (m->from <= MAX_ID && s->cut[m->from][m->to])
@@ -1243,7 +1276,7 @@ before_step (SpSim *s, Node *n, const SpRaftMsg *m)
   if ((pre || m->type == SP_RAFT_MSG_VOTE) && m->from <= MAX_ID)
     {
       /* The same vote again may be granted again. */
-      gboolean repeat = m->force || (!pre && n->free_ask[m->from] == m->term);
+      gboolean repeat = force_sent (s, m) || (!pre && n->free_ask[m->from] == m->term);
 
       guint64 key = grant_key (n->id, pre, m->from, m->term);
 
@@ -1307,14 +1340,37 @@ step_received (SpSim *s, Node *n, const Event *ev)
   guint64 old_commit = sp_raft_commit_index (n->raft);
   g_autoptr (GError) error = NULL;
 
+  /* A forged message (a member's or a stranger's identity, no transfer
+   * behind it) must not move a node bound by its promise: a forced vote
+   * or a TimeoutNow from anyone but its leader. */
+  gboolean bound = ev->dup == FORGED && !force_sent (s, m)
+                   && !(m->type == SP_RAFT_MSG_TIMEOUT_NOW && m->from == sp_raft_leader (n->raft));
+
+  /* Made up only against nodes bound by their promise: a member's
+   * identity may move the others' terms (as any member's votes may). */
+  if (ev->dup == FORGED && !promised (s, n, 0, 0))
+    {
+      rec_msg (s, REC_LOST, m->to, m, "forged, receiver not bound", FALSE);
+      return TRUE;
+    }
   rec_msg (s, REC_RECV, m->to, m, NULL, ev->dup);
   before_step (s, n, m);
-  if (!sp_raft_step (n->raft, m, &error))
+  /* The core drops, by design, what a non-member sends and a TimeoutNow
+   * that its leader no longer vouches for (it arrived late). */
+  if (!sp_raft_step (n->raft, m, &error)
+      && !g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER)
+      && !g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED))
     {
       fail (s, "well-formed messages: n" U64 " rejected a %s from n" U64 ": %s", n->id,
             sp_raft_msg_type_to_string (m->type), m->from, error->message);
       return FALSE;
     }
+  if (bound && sp_raft_term (n->raft) != old_term)
+    fail (s,
+          "forged messages: a %s of term " U64 " made up with n" U64 "'s identity moved n" U64
+          " from term " U64 " to " U64 " while it was bound",
+          sp_raft_msg_type_to_string (m->type), m->term, m->from, n->id, old_term,
+          sp_raft_term (n->raft));
   after_step (s, n, m, old_term, old_commit);
   return TRUE;
 }
@@ -1642,6 +1698,40 @@ request_transfer (SpSim *s)
   drain (s, f, "transfer request");
 }
 
+/* Messages no node sent: forced (pre-)votes and a TimeoutNow with the
+ * identity of a member (any state) or a stranger, as a hostile peer with a
+ * valid certificate would send them. */
+static void
+forge (SpSim *s)
+{
+  static const SpRaftMsgType types[]
+      = { SP_RAFT_MSG_PREVOTE, SP_RAFT_MSG_VOTE, SP_RAFT_MSG_TIMEOUT_NOW };
+  Node *to = pick_up (s);
+  guint64 from, term, last;
+
+  if (!to)
+    return;
+  from = chance (s, 250000) ? MAX_ID + 1 + rnd_below (s, 100) : 1 + rnd_below (s, s->next_id - 1);
+  term = sp_raft_term (to->raft);
+  last = sp_raft_last_index (to->raft);
+  if (from == to->id || from == sp_raft_leader (to->raft))
+    return;
+  note (s, to->id, "forged messages from n" U64, from);
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      SpRaftMsg *m = g_new0 (SpRaftMsg, 1);
+
+      m->type = types[i];
+      m->from = from;
+      m->to = to->id;
+      m->term = types[i] == SP_RAFT_MSG_TIMEOUT_NOW ? term : term + 1;
+      m->force = types[i] != SP_RAFT_MSG_TIMEOUT_NOW;
+      m->index = last;
+      m->log_term = sp_raft_term_at (to->raft, last);
+      push (s, rnd_between (s, 1000, s->max_delay_us), EV_DELIVER, 0, m, FORGED);
+    }
+}
+
 static void
 client_transfer (SpSim *s)
 {
@@ -1848,6 +1938,9 @@ chaos (SpSim *s)
             break;
           case ACT_TRANSFER:
             client_transfer (s);
+            break;
+          case ACT_FORGE:
+            forge (s);
             break;
           case N_ACTIONS:
           default:
@@ -2132,6 +2225,7 @@ sp_sim_new (const SpSimOptions *opts)
   s->sight_head = g_array_new (FALSE, TRUE, sizeof (guint));
   s->pending = g_array_new (FALSE, FALSE, sizeof (PendingChange));
   s->grants = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+  s->timeouts = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
   return s;
 }
 
@@ -2159,6 +2253,7 @@ sp_sim_free (SpSim *s)
   g_array_unref (s->sight_head);
   g_array_unref (s->pending);
   g_hash_table_unref (s->grants);
+  g_hash_table_unref (s->timeouts);
   g_free (s->failure);
   g_free (s);
 }
@@ -2185,12 +2280,18 @@ sp_sim_run (SpSim *s)
   s->quick_restart_ppm = (guint[]){ 100000, 300000, 900000 }[rnd_below (s, 3)];
   chaos_us = rnd_between (s, 3000000, 8000000);
   s->chaos_gap_us = (guint64[]){ 5000, 20000, 60000 }[rnd_below (s, 3)];
-  for (guint a = 0; a < N_ACTIONS; a++)
+  for (guint a = 0; a < ACT_FORGE; a++)
     {
       /* off, normal, twice or three times as often */
       s->weight[a] = base_weight[a] * (guint)rnd_below (s, 4);
       s->weight_sum += s->weight[a];
       g_string_append_printf (mix, " %u", s->weight[a]);
+    }
+  if (!s->opts.plain)
+    {
+      s->weight[ACT_FORGE] = base_weight[ACT_FORGE] * (guint)rnd_knob (s, 0, 3);
+      s->weight_sum += s->weight[ACT_FORGE];
+      g_string_append_printf (mix, " %u", s->weight[ACT_FORGE]);
     }
   /* sparrowd ticks in milliseconds: heartbeats are many ticks apart. */
   s->heartbeat_ticks = (guint)rnd_between (s, 1, 4);
