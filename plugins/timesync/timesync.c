@@ -234,8 +234,9 @@ on_replaced (GObject *source, GAsyncResult *res, gpointer user_data)
   /* chronyd reads its sources after it dropped root: readable by all, as
    * the rest of /etc/chrony (sparrowd's umask is 0077). */
   g_file_info_set_attribute_uint32 (info, G_FILE_ATTRIBUTE_UNIX_MODE, 0644);
-  g_file_set_attributes_async (G_FILE (source), info, G_FILE_QUERY_INFO_NONE, G_PRIORITY_DEFAULT,
-                               g_task_get_cancellable (task), on_mode_set, g_steal_pointer (&task));
+  g_file_set_attributes_async (G_FILE (source), info, G_FILE_QUERY_INFO_NOFOLLOW_SYMLINKS,
+                               G_PRIORITY_DEFAULT, g_task_get_cancellable (task), on_mode_set,
+                               g_steal_pointer (&task));
 }
 
 typedef struct
@@ -267,9 +268,11 @@ on_dir_made (GObject *source, GAsyncResult *res, gpointer user_data)
       return;
     }
   g_clear_error (&error);
-  g_file_replace_contents_bytes_async (w->file, w->bytes, NULL, FALSE, G_FILE_CREATE_NONE,
-                                       g_task_get_cancellable (task), on_replaced,
-                                       g_steal_pointer (&task));
+  /* REPLACE_DESTINATION: a new file renamed over the path, never written
+   * through whatever is there (a symlink planted there is replaced). */
+  g_file_replace_contents_bytes_async (
+      w->file, w->bytes, NULL, FALSE, G_FILE_CREATE_REPLACE_DESTINATION,
+      g_task_get_cancellable (task), on_replaced, g_steal_pointer (&task));
 }
 
 static void

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <glib-unix.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -9,6 +10,7 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/ip6.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -39,6 +41,11 @@ typedef struct __attribute__ ((packed))
 #define ND_OPT_LEN 8
 
 #define NA_OVERRIDE 0x20000000u
+
+/* Packets the probe reads per wake-up: past this it lets the loop run (its
+ * window, the node's ticks) and reads on at the next iteration, so a flood
+ * that passes the filter cannot hold the main loop. */
+#define PROBE_READ_MAX 32
 
 static gboolean
 fail_errno (GError **error, const SpVipAddress *address, const char *what)
@@ -71,19 +78,87 @@ link_of (const SpVipAddress *address, int *ifindex, guint8 mac[ETH_ALEN], GError
   return TRUE;
 }
 
-static int
-packet_socket (const SpVipAddress *address, int ifindex, GError **error)
+/* The kernel's classic BPF filter on the probe's socket: what could be an
+ * answer about address, nothing else (a SOCK_DGRAM packet socket's filter
+ * sees the packet from its network header on).  IPv4: an ARP packet for
+ * IPv4 over Ethernet whose sender is the address.  IPv6: an ICMPv6
+ * neighbour advertisement right after the IPv6 header (what answer_of
+ * reads) whose target is the address.  Returns the number of instructions. */
+static guint
+answer_filter (const SpVipAddress *address, struct sock_filter *code)
 {
-  int protocol = htons (address->family == AF_INET ? ETH_P_ARP : ETH_P_IPV6);
+  guint n = 0, reject;
+  guint32 word;
+
+#define LOAD(size, at) code[n++] = (struct sock_filter)BPF_STMT (BPF_LD | (size) | BPF_ABS, (at))
+#define EXPECT(value)                                                                              \
+  code[n++] = (struct sock_filter)BPF_JUMP (BPF_JMP | BPF_JEQ | BPF_K, (value), 0, 0)
+  if (address->family == AF_INET)
+    {
+      LOAD (BPF_H, offsetof (ArpPacket, ptype));
+      EXPECT (ETH_P_IP);
+      LOAD (BPF_B, offsetof (ArpPacket, hlen));
+      EXPECT (ETH_ALEN);
+      LOAD (BPF_B, offsetof (ArpPacket, plen));
+      EXPECT (4);
+      memcpy (&word, address->addr, 4);
+      LOAD (BPF_W, offsetof (ArpPacket, spa));
+      EXPECT (g_ntohl (word));
+    }
+  else
+    {
+      LOAD (BPF_B, offsetof (struct ip6_hdr, ip6_nxt));
+      EXPECT (IPPROTO_ICMPV6);
+      LOAD (BPF_B, offsetof (NdPacket, type));
+      EXPECT (ND_NEIGHBOR_ADVERT);
+      for (guint i = 0; i < 16; i += 4)
+        {
+          memcpy (&word, address->addr + i, 4);
+          LOAD (BPF_W, offsetof (NdPacket, target) + i);
+          EXPECT (g_ntohl (word));
+        }
+    }
+#undef LOAD
+#undef EXPECT
+  code[n++] = (struct sock_filter)BPF_STMT (BPF_RET | BPF_K, G_MAXUINT16);
+  reject = n;
+  code[n++] = (struct sock_filter)BPF_STMT (BPF_RET | BPF_K, 0);
+  /* Each failed comparison jumps to the rejection. */
+  for (guint i = 0; i < reject; i++)
+    if (BPF_CLASS (code[i].code) == BPF_JMP)
+      code[i].jf = (guint8)(reject - i - 1);
+  return n;
+}
+
+/* A packet socket on the address's interface.  It is created with protocol
+ * 0, which receives nothing, and given its protocol only in bind, with the
+ * interface: it never sees another interface's packets.  To send only,
+ * it stays at protocol 0; to read answers, it reads through answer_filter. */
+static int
+packet_socket (const SpVipAddress *address, int ifindex, gboolean answers, GError **error)
+{
+  struct sock_filter code[16];
+  struct sock_fprog filter = { .filter = code };
   struct sockaddr_ll sll = {
     .sll_family = AF_PACKET,
-    .sll_protocol = protocol,
+    .sll_protocol = answers ? htons (address->family == AF_INET ? ETH_P_ARP : ETH_P_IPV6) : 0,
     .sll_ifindex = ifindex,
   };
-  int fd = socket (AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+  int fd = socket (AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
   if (fd < 0)
     return fail_errno (error, address, "packet socket"), -1;
+  if (answers)
+    {
+      filter.len = (unsigned short)answer_filter (address, code);
+      g_assert (filter.len <= G_N_ELEMENTS (code));
+      if (setsockopt (fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0)
+        {
+          fail_errno (error, address, "packet socket filter");
+          close (fd);
+          return -1;
+        }
+    }
   if (bind (fd, (struct sockaddr *)&sll, sizeof sll) < 0)
     {
       fail_errno (error, address, "packet socket");
@@ -91,6 +166,12 @@ packet_socket (const SpVipAddress *address, int ifindex, GError **error)
       return -1;
     }
   return fd;
+}
+
+int
+sp_announce_answer_socket (const SpVipAddress *address, int ifindex, GError **error)
+{
+  return packet_socket (address, ifindex, TRUE, error);
 }
 
 /* An ARP request to broadcast: a probe when spa is 0.0.0.0, an
@@ -198,7 +279,7 @@ sp_announce_once (const SpVipAddress *address, GError **error)
 
   if (!link_of (address, &ifindex, mac, error))
     return FALSE;
-  fd = packet_socket (address, ifindex, error);
+  fd = packet_socket (address, ifindex, FALSE, error);
   if (fd < 0)
     return FALSE;
   ok = address->family == AF_INET ? send_arp (fd, address, ifindex, mac, FALSE, error)
@@ -287,8 +368,10 @@ probe_readable (int fd, GIOCondition condition, gpointer user_data)
   struct sockaddr_ll from;
   socklen_t from_len = sizeof from;
   gssize n;
+  guint read = 0;
 
-  while ((n = recvfrom (fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len)) >= 0)
+  while (read++ < PROBE_READ_MAX
+         && (n = recvfrom (fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len)) >= 0)
     {
       const guint8 *mac = answer_of (p, buf, n, &from);
 
@@ -346,7 +429,7 @@ sp_announce_probe_async (const SpVipAddress *address, guint window_ms, GCancella
       return;
     }
   /* Listening before asking, so no answer is missed. */
-  p->fd = packet_socket (address, ifindex, &error);
+  p->fd = packet_socket (address, ifindex, TRUE, &error);
   if (p->fd < 0
       || !(address->family == AF_INET ? send_arp (p->fd, address, ifindex, p->mac, TRUE, &error)
                                       : send_nd (p->fd, address, ifindex, p->mac, TRUE, &error)))

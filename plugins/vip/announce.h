@@ -18,7 +18,8 @@
  * Both families go through AF_PACKET sockets: the IPv6 packets are built
  * here, since the kernel would refuse a source address still in DAD.
  * Everything is non-blocking (the wait is a timeout source on the
- * thread-default main context).  Needs CAP_NET_RAW. */
+ * thread-default main context), and the probe reads at most a few packets
+ * per wake-up.  Needs CAP_NET_RAW. */
 #pragma once
 
 #include "vip-config.h"
@@ -34,5 +35,11 @@ void sp_announce_probe_async (const SpVipAddress *address, guint window_ms,
                               GCancellable *cancellable, GAsyncReadyCallback callback,
                               gpointer user_data);
 gboolean sp_announce_probe_finish (GAsyncResult *result, char **conflict_mac, GError **error);
+
+/* The socket a probe reads answers from (non-blocking): bound to the
+ * interface ifindex, it receives only what could answer a probe of address
+ * (ARP from the address, or a neighbour advertisement for it), filtered by
+ * the kernel.  -1 with error set on failure.  For tests. */
+int sp_announce_answer_socket (const SpVipAddress *address, int ifindex, GError **error);
 
 G_END_DECLS

@@ -23,6 +23,10 @@ VIP = "10.77.0.100"
 ADMIN_SOURCE = "10.77.0.250"
 DROP_IN = "/etc/chrony/conf.d/sparrow.conf"
 SOURCES = "/etc/chrony/sources.d/sparrow.sources"
+# What a symlink planted at SOURCES points to: sparrowd must replace the
+# link, never write through it.
+VICTIM = "/etc/sparrow-victim"
+VICTIM_TEXT = "# not sparrow's\n"
 NTPD_WRAPPER = """#!/bin/sh
 skip=
 for a do
@@ -93,6 +97,8 @@ class Timesync(sparrowlab.ClassLabCase):
         if cls.backend == "chrony":
             lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
                       "server %s iburst\n" % ADMIN_SOURCE)
+            lab.write(os.path.join(node.root, VICTIM.lstrip("/")), VICTIM_TEXT)
+            os.symlink(VICTIM, os.path.join(node.root, SOURCES.lstrip("/")))
         else:
             # As the lab does for chronyd (-x): ntpd without CAP_SYS_TIME,
             # which it could not keep when it drops root (-u): it stays root.
@@ -142,6 +148,16 @@ class Timesync(sparrowlab.ClassLabCase):
         return out.split(" ", 1)[1].strip().strip('"')
 
     # -- the tests, in order ------------------------------------------------
+
+    def test_0_symlink_replaced_not_followed(self):
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
+        for n in self.lab.members:
+            path = os.path.join(n.root, SOURCES.lstrip("/"))
+            self.wait("%s's %s written" % (n.name, SOURCES),
+                      lambda: not os.path.islink(path) and os.path.isfile(path), 30)
+            with open(os.path.join(n.root, VICTIM.lstrip("/"))) as f:
+                self.assertEqual(f.read(), VICTIM_TEXT)
 
     def test_1_followers_select_the_leader(self):
         if self.backend != "chrony":
