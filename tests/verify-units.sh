@@ -1,10 +1,11 @@
 #!/bin/sh
 # systemd-analyze verify on every unit we install, with ExecStart= pointing
-# at the sparrowd just built (and ExecStopPost= at the vip clean-up, when
-# built).  Usage: verify-units.sh SRCDIR SBINDIR [VIP_CLEANUP]
+# at the sparrowd just built (and ExecStartPre= and ExecStopPost= at the
+# vip clean-up, when built).  Usage: verify-units.sh SRCDIR SBINDIR [VIP_CLEANUP]
 set -eu
 src=$1
 sbindir=$2
+record=${3:+ExecStartPre=-$3 --record}
 cleanup=${3:+ExecStopPost=-$3}
 if ! command -v systemd-analyze >/dev/null; then
     echo "skipped: systemd-analyze is not installed"
@@ -12,7 +13,8 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-sed -e "s|@sbindir@|$sbindir|" -e "s|@vip_cleanup@|$cleanup|" -e "s|@libexecdir@|$src/plugins/timesync|" \
+sed -e "s|@sbindir@|$sbindir|" -e "s|@vip_record@|$record|" -e "s|@vip_cleanup@|$cleanup|" \
+    -e "s|@libexecdir@|$src/plugins/timesync|" \
     "$src/units/sparrow.service.in" \
     >"$dir/sparrow.service"
 cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
