@@ -20,7 +20,9 @@
  * is there (the package's drop-in: sparrow-ntpd), and every change
  * restarts the unit (RestartUnit); its status comes from ntpq.
  * sparrow-timesync-cleanup (ExecStopPost) removes the files however
- * sparrowd ends. */
+ * sparrowd ends.  Writing them takes sparrow.service's timesync drop-in
+ * (sparrowd runs as user sparrow); systemd and chronyc let it do the
+ * rest (the package's polkit rules, CAP_DAC_OVERRIDE). */
 #pragma once
 
 #include "plugin.h"
