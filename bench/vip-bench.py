@@ -78,6 +78,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(here, ".."))
 sys.path.insert(0, os.path.join(SOURCE, "tests", "lab"))
 import lab  # noqa: E402
+import sparrowlab  # noqa: E402
 
 VIP = "10.77.0.100"
 PRIORITIES = (150, 100, 50)
@@ -135,11 +136,9 @@ def write_sparrow(node, ctx, fast, vip=True):
               "key = /etc/sparrow/tls/node.key\n%s"
               % (node.name, node.ip, members, timing,
                  "[vip]\naddresses = %s/24@eth0\n" % VIP if vip else ""))
-    tls = os.path.join(node.root, "etc/sparrow/tls")
-    os.makedirs(tls, exist_ok=True)
-    for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
-                     (node.name + ".key", "node.key")):
-        lab.run("cp", os.path.join(ctx.certs, src), os.path.join(tls, dst))
+    # sparrowd's user, as the package's postinst creates it.
+    lab.run("systemd-sysusers", "--root=" + node.root)
+    sparrowlab.install_tls(node, ctx.certs)
 
 
 class Context:

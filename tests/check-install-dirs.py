@@ -1,7 +1,9 @@
-"""`meson install` puts the bus policy, the polkit actions and the units
-where dbus-daemon, polkitd and systemd read them, whatever the prefix (as
-their pkg-config files say, or as the options name), and installs no D-Bus
-activation file: nothing may start sparrowd by calling it.
+"""`meson install` puts the bus policy, the polkit actions and rules, the
+units (ntpsec's drop-in among them) and sparrowd's system user where
+dbus-daemon, polkitd, systemd and systemd-sysusers read them, whatever the
+prefix (as their pkg-config files say, or as the options name), and
+installs no D-Bus activation file: nothing may start sparrowd by calling
+it.
 
 Usage: check-install-dirs.py BUILDDIR"""
 
@@ -38,6 +40,16 @@ files = {
     "sparrow.service": expected("systemd_unit_dir", "systemd", "systemdsystemunitdir"),
     "sparrow.target": expected("systemd_unit_dir", "systemd", "systemdsystemunitdir"),
     "sparrow-leader.target": expected("systemd_unit_dir", "systemd", "systemdsystemunitdir"),
+    "sparrow.rules": expected("polkit_rules_dir", "polkit-gobject-1", "datadir",
+                              "polkit-1/rules.d"),
+}
+# Installed under a name other files share: their whole destination.
+paths = {
+    "sysusers.d/sparrow.conf": os.path.join(expected("sysusers_dir", "systemd", "sysusersdir"),
+                                            "sparrow.conf"),
+    "ntpsec.service.d/sparrow.conf": os.path.join(
+        expected("systemd_unit_dir", "systemd", "systemdsystemunitdir"),
+        "ntpsec.service.d", "sparrow.conf"),
 }
 failures = []
 dests = {os.path.basename(d): os.path.dirname(d) for d in installed.values()}
@@ -49,6 +61,12 @@ for name, want in files.items():
         failures.append("%s goes to %s, not %s" % (name, got, want))
     else:
         print("%s -> %s" % (name, got))
+normalized = {os.path.normpath(d) for d in installed.values()}
+for name, want in paths.items():
+    if os.path.normpath(want) not in normalized:
+        failures.append("%s is not installed as %s" % (name, want))
+    else:
+        print("%s -> %s" % (name, want))
 for dest in installed.values():
     if "/dbus-1/system-services/" in dest or "/dbus-1/services/" in dest:
         failures.append("a D-Bus activation file is installed: %s" % dest)

@@ -53,5 +53,58 @@ if [ $got != 0 ] || [ -n "$out" ]; then
     printf 'sparrow-vip-cleanup without [vip]: exit %s, output: %s\n' "$got" "$out" >&2
     fail=1
 fi
-[ $fail = 0 ] && echo "vip-config: 10 checks passed"
+# --record: the configured addresses, in a file only its writer can write.
+record="$dir/record/vip-addresses"
+printf '[node]\nname = a\nlisten = 127.0.0.1:7400\n[tls]\ninsecure = true\n[vip]\naddresses = 10.0.0.1/24@sptest0\n' \
+    >"$dir/vip.conf"
+out=$("$cleanup" --record --config "$dir/vip.conf" --record-file "$record" 2>&1)
+got=$?
+if [ $got != 0 ] || [ "$(cat "$record" 2>&1)" != "10.0.0.1/24@sptest0" ] ||
+    [ "$(stat -c %a "$record")" != 600 ] || [ "$(stat -c %a "$dir/record")" != 700 ]; then
+    printf 'sparrow-vip-cleanup --record: exit %s, output: %s, record: %s\n' "$got" "$out" \
+        "$(ls -la "$dir/record" 2>&1; cat "$record" 2>&1)" >&2
+    fail=1
+fi
+
+# expect_untrusted NAME TEXT ARGS...: the clean-up (as root, sparrowd not)
+# refuses a file others than its owner could have written, and says so.
+expect_untrusted() {
+    name=$1 text=$2
+    shift 2
+    out=$("$cleanup" "$@" 2>&1)
+    got=$?
+    if [ $got != 1 ] || ! printf '%s' "$out" | grep -qF -- "$text"; then
+        printf '%s: exit %s (expected 1), output:\n%s\nexpected: %s\n' "$name" "$got" "$out" \
+            "$text" >&2
+        fail=1
+    fi
+}
+
+# A configuration others may write records nothing (the old record goes).
+chmod 664 "$dir/vip.conf"
+expect_untrusted record-from-writable-config \
+    "$dir/vip.conf: writable by group or others (mode 0664): not trusted; nothing recorded" \
+    --record --config "$dir/vip.conf" --record-file "$record"
+if [ -e "$record" ]; then
+    echo "record-from-writable-config: the old record was left" >&2
+    fail=1
+fi
+# A record others may write is not used (its addresses are not removed).
+printf '10.0.0.1/24@sptest0\n' >"$record"
+chmod 620 "$record"
+expect_untrusted writable-record "$record: writable by group or others (mode 0620): not trusted" \
+    --config "$dir/plain.conf" --record-file "$record"
+checks=13
+if [ "$(id -u)" = 0 ]; then
+    chmod 600 "$record"
+    chown 65534 "$record"
+    expect_untrusted foreign-record "$record: owned by uid 65534, not root: not trusted" \
+        --config "$dir/plain.conf" --record-file "$record"
+    chown 65534 "$dir/record"
+    chown 0 "$record"
+    expect_untrusted foreign-directory "$dir/record: owned by uid 65534, not root: not trusted" \
+        --config "$dir/plain.conf" --record-file "$record"
+    checks=15
+fi
+[ $fail = 0 ] && echo "vip-config: $checks checks passed"
 exit $fail

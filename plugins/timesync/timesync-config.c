@@ -233,17 +233,6 @@ sp_timesync_ntpd_conf (const SpTimesyncConfig *config, const char *leader)
   return g_string_free (out, FALSE);
 }
 
-char *
-sp_timesync_ntpd_unit (const char *conf_path)
-{
-  /* The admin's wrapper would pass their own file: ntpd is started on
-   * sparrow's, which includes theirs. */
-  return g_strdup_printf (HEADER
-                          "[Service]\nExecStart=\n"
-                          "ExecStart=/usr/sbin/ntpd -p /run/ntpd.pid -c %s -u ntpsec:ntpsec\n",
-                          conf_path);
-}
-
 gboolean
 sp_timesync_chrony_parse_sources (const char *output, char **source, guint *stratum, double *offset)
 {

@@ -55,10 +55,9 @@ char *sp_timesync_chrony_sources (const SpTimesyncConfig *config, const char *le
 /* ntpd (ntpsec) cannot change its sources at run time: its whole
  * configuration for the role (the admin's file included first, then the
  * leader as a server, or the upstream servers and orphan mode on the
- * leader), and the unit drop-in that has ntpsec.service read it. */
+ * leader); ntpsec.service reads it through the package's drop-in. */
 #define SP_TIMESYNC_NTPD_ADMIN_CONF "/etc/ntpsec/ntp.conf"
 char *sp_timesync_ntpd_conf (const SpTimesyncConfig *config, const char *leader);
-char *sp_timesync_ntpd_unit (const char *conf_path);
 
 /* The source chronyd selected, from `chronyc -c -n sources`: FALSE when
  * none is; offset in seconds. */

@@ -24,7 +24,7 @@ struct _SpTimesyncPlugin
   gulong leader_handler;
   gulong address_handler;
 
-  gboolean ready; /* the drop-in is in place and the unit was started */
+  gboolean ready; /* chrony's drop-in is in place and the unit was started */
   gboolean busy;  /* a step (set-up or applying the sources) is in flight */
   char *wanted;   /* the sources file as it should be; NULL until a leader is known */
   char *applying; /* what the step in flight writes */
@@ -49,7 +49,7 @@ typedef struct
 {
   const char *name;
   const char *unit;
-  const char *fixed_path; /* what never changes with leadership */
+  const char *fixed_path; /* what never changes with leadership (chrony only) */
   const char *role_path;  /* what does */
   const char *tool;       /* asks the daemon for its status */
   const char *const *status_args;
@@ -63,8 +63,8 @@ static const Backend backends[] = {
   [SP_TIMESYNC_CHRONY]
   = { "chrony", SP_TIMESYNC_CHRONY_UNIT, SP_TIMESYNC_CHRONY_CONF, SP_TIMESYNC_CHRONY_SOURCES,
       "chronyc", chronyc_status, sp_timesync_chrony_parse_sources },
-  [SP_TIMESYNC_NTPD] = { "ntpd", SP_TIMESYNC_NTPD_UNIT, SP_TIMESYNC_NTPD_DROP_IN,
-                         SP_TIMESYNC_NTPD_CONF, "ntpq", ntpq_status, sp_timesync_ntpq_parse_peers },
+  [SP_TIMESYNC_NTPD] = { "ntpd", SP_TIMESYNC_NTPD_UNIT, NULL, SP_TIMESYNC_NTPD_CONF, "ntpq",
+                         ntpq_status, sp_timesync_ntpq_parse_peers },
 };
 
 static const Backend *
@@ -260,7 +260,6 @@ on_dir_made (GObject *source, GAsyncResult *res, gpointer user_data)
   Write *w = g_task_get_task_data (task);
   GError *error = NULL;
 
-  /* ntpsec.service.d in /run is made at first use. */
   if (!g_file_make_directory_finish (G_FILE (source), res, &error)
       && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_EXISTS))
     {
@@ -294,6 +293,16 @@ static gboolean
 write_public_finish (GAsyncResult *res, GError **error)
 {
   return g_task_propagate_boolean (G_TASK (res), error);
+}
+
+/* What an admin does when sparrowd may not write the time service's files. */
+static const char *
+write_hint (const GError *error)
+{
+  return g_error_matches (error, G_IO_ERROR, G_IO_ERROR_READ_ONLY)
+                 || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED)
+             ? " (enable sparrow.service's timesync drop-in: see sparrow.conf(5), [timesync])"
+             : "";
 }
 
 /* ---- status ------------------------------------------------------------- */
@@ -451,7 +460,7 @@ on_role_written (GObject *source, GAsyncResult *res, gpointer user_data)
   if (!still_wanted (t))
     return;
   if (!written)
-    fail (t, "cannot write %s: %s", backend (t)->role_path, error->message);
+    fail (t, "cannot write %s: %s%s", backend (t)->role_path, error->message, write_hint (error));
   else if (t->config->backend == SP_TIMESYNC_CHRONY)
     /* chronyd's command socket: no restart, its measurements stay. */
     chronyc (t, args, on_reloaded);
@@ -546,31 +555,6 @@ run_unit (SpTimesync *t, gboolean restart)
 }
 
 static void
-on_daemon_reloaded (GObject *source, GAsyncResult *res, gpointer user_data)
-{
-  SpTimesync *t = user_data;
-  g_autoptr (GError) error = NULL;
-
-  if (!still_wanted (t))
-    return;
-  if (!sp_systemd_call_finish (res, &error))
-    fail (t, "systemd did not reload its units: %s", error->message);
-  else
-    set_ready (t);
-  g_object_unref (t);
-}
-
-/* ntpd's unit drop-in takes effect at the restart the role's file gets. */
-static void
-fixed_changed (SpTimesync *t)
-{
-  if (t->config->backend == SP_TIMESYNC_CHRONY)
-    run_unit (t, TRUE);
-  else
-    sp_systemd_call_async (t->bus, "Reload", t->cancellable, on_daemon_reloaded, g_object_ref (t));
-}
-
-static void
 on_fixed_written (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   SpTimesync *t = user_data;
@@ -580,18 +564,11 @@ on_fixed_written (GObject *source, GAsyncResult *res, gpointer user_data)
   if (!still_wanted (t))
     return;
   if (!written)
-    fail (t, "cannot write %s (is %s installed?): %s", backend (t)->fixed_path, backend (t)->name,
-          error->message);
+    fail (t, "cannot write %s (is %s installed?): %s%s", backend (t)->fixed_path, backend (t)->name,
+          error->message, write_hint (error));
   else
-    fixed_changed (t);
+    run_unit (t, TRUE);
   g_object_unref (t);
-}
-
-static char *
-fixed_text (SpTimesync *t)
-{
-  return t->config->backend == SP_TIMESYNC_CHRONY ? sp_timesync_chrony_conf (t->config)
-                                                  : sp_timesync_ntpd_unit (SP_TIMESYNC_NTPD_CONF);
 }
 
 static void
@@ -605,24 +582,30 @@ on_fixed_loaded (GObject *source, GAsyncResult *res, gpointer user_data)
 
   if (!still_wanted (t))
     return;
-  wanted = fixed_text (t);
+  wanted = sp_timesync_chrony_conf (t->config);
   if (!loaded || len != strlen (wanted) || memcmp (text, wanted, len) != 0)
     write_public_async (backend (t)->fixed_path, wanted, t->cancellable, on_fixed_written,
                         g_object_ref (t));
-  else if (t->config->backend == SP_TIMESYNC_CHRONY)
-    run_unit (t, FALSE);
   else
-    set_ready (t);
+    run_unit (t, FALSE);
   g_object_unref (t);
 }
 
 static void
 setup (SpTimesync *t)
 {
-  g_autoptr (GFile) fixed = g_file_new_for_path (backend (t)->fixed_path);
+  g_autoptr (GFile) fixed = NULL;
 
   if (t->busy)
     return;
+  /* ntpd: the package's ntpsec.service drop-in has it read the role's
+   * file whenever it is there (sparrow-ntpd): nothing to set up. */
+  if (!backend (t)->fixed_path)
+    {
+      set_ready (t);
+      return;
+    }
+  fixed = g_file_new_for_path (backend (t)->fixed_path);
   t->busy = TRUE;
   t->ready = FALSE;
   g_file_load_contents_async (fixed, t->cancellable, on_fixed_loaded, g_object_ref (t));

@@ -16,10 +16,13 @@
  * synchronised) is refreshed every few seconds after a change, then every
  * 30 s.  Failures are reported (State failed) and everything is retried
  * every 10 s.  ntpd cannot change its sources at run time: its whole
- * configuration is the role's file, a runtime unit drop-in has
- * ntpsec.service read it, and every change restarts the unit
- * (RestartUnit); its status comes from ntpq.  sparrow-timesync-cleanup
- * (ExecStopPost) removes the files however sparrowd ends. */
+ * configuration is the role's file, which ntpsec.service reads while it
+ * is there (the package's drop-in: sparrow-ntpd), and every change
+ * restarts the unit (RestartUnit); its status comes from ntpq.
+ * sparrow-timesync-cleanup (ExecStopPost) removes the files however
+ * sparrowd ends.  Writing them takes sparrow.service's timesync drop-in
+ * (sparrowd runs as user sparrow); systemd and chronyc let it do the
+ * rest (the package's polkit rules, CAP_DAC_OVERRIDE). */
 #pragma once
 
 #include "plugin.h"
@@ -29,11 +32,10 @@ G_BEGIN_DECLS
 #define SP_TIMESYNC_CHRONY_CONF    "/etc/chrony/conf.d/sparrow.conf"
 #define SP_TIMESYNC_CHRONY_SOURCES "/etc/chrony/sources.d/sparrow.sources"
 #define SP_TIMESYNC_CHRONY_UNIT    "chrony.service"
-/* ntpd: its configuration, and the runtime unit drop-in that points
- * ntpsec.service at it (gone at a reboot, like sparrow's role). */
-#define SP_TIMESYNC_NTPD_CONF    "/etc/ntpsec/sparrow.conf"
-#define SP_TIMESYNC_NTPD_DROP_IN "/run/systemd/system/ntpsec.service.d/sparrow.conf"
-#define SP_TIMESYNC_NTPD_UNIT    "ntpsec.service"
+/* ntpd: its configuration, which ntpsec.service reads while sparrowd
+ * runs (sparrow-ntpd). */
+#define SP_TIMESYNC_NTPD_CONF "/etc/ntpsec/sparrow.conf"
+#define SP_TIMESYNC_NTPD_UNIT "ntpsec.service"
 
 #define SP_TYPE_TIMESYNC_PLUGIN (sp_timesync_plugin_get_type ())
 G_DECLARE_FINAL_TYPE (SpTimesyncPlugin, sp_timesync_plugin, SP, TIMESYNC_PLUGIN, SpPlugin)

@@ -159,7 +159,8 @@ sp_vip_record_save (const char *path, GPtrArray *addresses, GError **error)
 
   for (guint i = 0; i < addresses->len; i++)
     g_string_append_printf (text, "%s\n", ((SpVipAddress *)addresses->pdata[i])->text);
-  return g_file_set_contents (path, text->str, text->len, error);
+  return g_file_set_contents_full (path, text->str, text->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                                   error);
 }
 
 GPtrArray *

@@ -51,12 +51,13 @@ void sp_vip_address_free (SpVipAddress *address);
 SpVipConfig *sp_vip_config_read (SpConfig *config, GPtrArray *warnings, GError **error);
 void sp_vip_config_free (SpVipConfig *config);
 
-/* What a running sparrowd may hold, recorded in its runtime directory
- * ($RUNTIME_DIRECTORY/vip-addresses, one address a line) when the plugin
- * starts: sparrow-vip-cleanup removes those whatever the configuration
- * file has become since (edited, broken).  load: NULL without error when
- * there is no record. */
-#define SP_VIP_RECORD "vip-addresses"
+/* What a run of sparrowd may hold, recorded from its configuration by
+ * sparrow-vip-cleanup --record (as root, before sparrowd starts), one
+ * address a line: the clean-up after the run removes those whatever the
+ * configuration file has become since (edited, broken).  In a directory
+ * of root's own, mode 0700: sparrowd, user sparrow, can neither write
+ * nor replace it.  load: NULL without error when there is no record. */
+#define SP_VIP_RECORD_PATH "/run/sparrow-cleanup/vip-addresses"
 gboolean sp_vip_record_save (const char *path, GPtrArray *addresses, GError **error);
 GPtrArray *sp_vip_record_load (const char *path, GError **error);
 

@@ -737,18 +737,10 @@ sp_vip_plugin_start (SpPlugin *plugin)
 {
   SpVipPlugin *self = SP_VIP_PLUGIN (plugin);
 
+  /* What this run may hold was recorded for the clean-up after it before
+   * sparrowd started (sparrow-vip-cleanup --record): not here, since the
+   * clean-up, root, trusts nothing sparrowd can write. */
   self->started = TRUE;
-  /* Under systemd: what this run may hold, for the clean-up after it
-   * (a small file on a tmpfs, once, before anything is held). */
-  if (g_getenv ("RUNTIME_DIRECTORY"))
-    {
-      g_autofree char *record
-          = g_build_filename (g_getenv ("RUNTIME_DIRECTORY"), SP_VIP_RECORD, NULL);
-      g_autoptr (GError) error = NULL;
-
-      if (!sp_vip_record_save (record, self->config->addresses, &error))
-        g_warning ("vip: %s; the clean-up will go by the configuration file", error->message);
-    }
   /* Stale copies go from the kernel now, from NetworkManager once the
    * client is there. */
   for (guint k = 0; k < self->ifaces->len; k++)

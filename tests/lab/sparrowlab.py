@@ -18,6 +18,18 @@ TARGET = "sparrow-leader.target"
 MARKER = "/run/sparrow/leader"
 
 
+# Capability numbers (linux/capability.h), as /proc/PID/status counts them.
+CAP_DAC_OVERRIDE = 1
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+# What sparrowd needs as shipped (the vip plugin's); the timesync drop-in
+# adds CAP_DAC_OVERRIDE.
+DAEMON_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)
+# A command's prefix that runs it as sparrowd's user, as a compromised
+# sparrowd would.
+AS_SPARROW = "setpriv --reuid=sparrow --regid=sparrow --init-groups "
+
+
 def make_certs(work):
     """A CA and the certificates of n1..n3 in work/certs (tools/sparrow-certs);
     returns that directory."""
@@ -29,20 +41,41 @@ def make_certs(work):
     return certs
 
 
+def group_id(node, name):
+    """The gid of group name in node's /etc/group."""
+    with open(os.path.join(node.root, "etc/group")) as f:
+        for line in f:
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2])
+    raise lab.LabError("%s: no group %s" % (node.name, name))
+
+
+def install_tls(node, certs):
+    """node's /etc/sparrow/tls from certs (make_certs): ca.pem, node.pem and
+    node.key, as doc/deploy.md has them: the key readable by group sparrow
+    (sparrowd's user's, created by the package), nobody else."""
+    tls = os.path.join(node.root, "etc/sparrow/tls")
+    os.makedirs(tls, exist_ok=True)
+    for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
+                     (node.name + ".key", "node.key")):
+        lab.run("cp", os.path.join(certs, src), os.path.join(tls, dst))
+    gid = group_id(node, "sparrow")
+    for path, mode in ((tls, 0o750), (os.path.join(tls, "node.key"), 0o640)):
+        os.chown(path, 0, gid)
+        os.chmod(path, mode)
+
+
 def write_config(node, certs, extra=""):
     """node's /etc/sparrow: a sparrow.conf naming every member of its lab,
-    TLS on with its certificate from certs (make_certs), then extra (more
+    TLS on with its certificate from certs (install_tls), then extra (more
     groups)."""
     members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in node.lab.members)
     lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
               "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n"
               "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
               "key = /etc/sparrow/tls/node.key\n%s" % (node.name, node.ip, members, extra))
-    tls = os.path.join(node.root, "etc/sparrow/tls")
-    os.makedirs(tls, exist_ok=True)
-    for src, dst in (("ca.pem", "ca.pem"), (node.name + ".pem", "node.pem"),
-                     (node.name + ".key", "node.key")):
-        lab.run("cp", os.path.join(certs, src), os.path.join(tls, dst))
+    install_tls(node, certs)
 
 
 def with_units(units):
@@ -78,6 +111,30 @@ class ClassLabCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.lab.down()
         lab.run("rm", "-rf", cls.work)
+
+
+def assert_least_privilege(test, node, caps=DAEMON_CAPS):
+    """node's sparrowd runs as user sparrow, not root, with exactly caps as
+    its effective, permitted, ambient and bounding capabilities, and can
+    gain no others (no_new_privs, a seccomp filter)."""
+    pid = node.sh("systemctl show --property=MainPID --value sparrow.service").stdout.strip()
+    test.assertNotIn(pid, ("", "0"))
+    status = dict(line.split(":", 1) for line in node.sh("cat /proc/%s/status" % pid)
+                  .stdout.splitlines())
+    status = {k: v.strip() for k, v in status.items()}
+    uid = node.sh("id -u sparrow").stdout.strip()
+    gid = node.sh("id -g sparrow").stdout.strip()
+    test.assertNotEqual(uid, "0")
+    test.assertEqual(status["Uid"].split(), [uid] * 4)
+    test.assertEqual(status["Gid"].split(), [gid] * 4)
+    test.assertLessEqual(set(status["Groups"].split()), {gid})
+    want = sum(1 << c for c in caps)
+    for field in ("CapEff", "CapPrm", "CapAmb", "CapBnd"):
+        test.assertEqual(int(status[field], 16), want,
+                         "%s %s: %s, not %#x" % (node.name, field, status[field], want))
+    test.assertEqual(status["NoNewPrivs"], "1")
+    test.assertEqual(status["Seccomp"], "2")
+    print("%s: sparrowd (pid %s) uid %s, CapEff %s" % (node.name, pid, uid, status["CapEff"]))
 
 
 class SparrowLabCase(unittest.TestCase):

@@ -19,6 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
+import sparrowlab  # noqa: E402
 
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DOC = os.path.join(SOURCE, "doc", "deploy.md")
@@ -160,6 +161,10 @@ class Deploy(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(os.path.join(n.root, "etc/sparrow/tls"))),
                              sorted(["ca.pem", HOSTS[self.lab.members.index(n)] + ".pem",
                                      HOSTS[self.lab.members.index(n)] + ".key"]))
+            # The key: root's and group sparrow's (sparrowd's), nobody else's.
+            key = "/etc/sparrow/tls/%s.key" % HOSTS[self.lab.members.index(n)]
+            self.assertEqual(n.sh("stat -c '%U:%G %a' " + key).stdout.strip(), "root:sparrow 640")
+            sparrowlab.assert_least_privilege(self, n)
 
     def test_2_upgrade_leaves_nodes_as_they_are_removal_stops(self):
         """Reinstalling (an upgrade's maintainer scripts) neither restarts a

@@ -5,6 +5,7 @@ follower.  Opt-in: SPARROW_LAB=1."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
 
-from sparrowlab import EXAMPLE, TARGET, SparrowLabCase, with_units  # noqa: E402
+from sparrowlab import (AS_SPARROW, EXAMPLE, TARGET, SparrowLabCase,  # noqa: E402
+                        assert_least_privilege, with_units)
 
 # A unit the target waits for, slow to start: the target's start job stays
 # pending for a minute.
@@ -210,6 +212,37 @@ class SparrowLab(SparrowLabCase):
                 status = json.loads(n.sh("sparrowctl --json status").stdout)
                 self.assertEqual([(p["name"], p["state"]) for p in status["plugins"]],
                                  [("leader-target", "inactive")])
+
+    def test_8_least_privilege(self):
+        """sparrowd runs as user sparrow with CAP_NET_ADMIN and CAP_NET_RAW
+        only, and that user may start and stop the leader target but
+        nothing else: no transient unit (a command of its choice as root),
+        no other unit, no unit file written."""
+        holder = self.wait_one_holder()
+        follower = next(n for n in self.lab.members if n is not holder)
+        for n in self.lab.members:
+            assert_least_privilege(self, n)
+        out = holder.sh("systemd-analyze security --no-pager sparrow.service keepalived.service"
+                        " | grep 'Overall exposure'").stdout
+        print(out.strip())
+        exposure = float(re.search(r"for sparrow\.service: ([0-9.]+)", out).group(1))
+        self.assertLessEqual(exposure, 2.0)
+        # As a compromised sparrowd would (its user, its bus policy).
+        for command in ("systemd-run --unit=lab-evil /bin/true",
+                        "systemctl start keepalived.service",
+                        "systemctl stop sparrow.service",
+                        "touch /run/systemd/system/lab-evil.service"):
+            r = follower.sh(AS_SPARROW + command, check=False)
+            self.assertNotEqual(r.returncode, 0, command)
+            print("as sparrow, %s: %s" % (command, r.stderr.strip().splitlines()[0]))
+        self.assertEqual(follower.sh("systemctl is-active sparrow.service").stdout.strip(),
+                         "active")
+        # What its rules do grant: the leader target (on a follower its
+        # condition keeps it inactive).
+        follower.sh(AS_SPARROW + "systemctl stop " + TARGET)
+        follower.sh(AS_SPARROW + "systemctl start " + TARGET)
+        self.assertFalse(self.active(follower, TARGET))
+        self.assertEqual(self.holders(), [holder])
 
 
 if __name__ == "__main__":

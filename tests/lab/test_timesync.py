@@ -22,6 +22,9 @@ VIP = "10.77.0.100"
 # (unreachable in the lab): what chronyd uses again once sparrow stops.
 ADMIN_SOURCE = "10.77.0.250"
 DROP_IN = "/etc/chrony/conf.d/sparrow.conf"
+TIMESYNC_DROP_IN = "/usr/share/sparrow/sparrow.service.d/timesync.conf"
+# sparrowd's capabilities with that drop-in.
+CAPS = sparrowlab.DAEMON_CAPS + (sparrowlab.CAP_DAC_OVERRIDE,)
 SOURCES = "/etc/chrony/sources.d/sparrow.sources"
 # What a symlink planted at SOURCES points to: sparrowd must replace the
 # link, never write through it.
@@ -94,6 +97,10 @@ class Timesync(sparrowlab.ClassLabCase):
                                 "[timesync]\nbackend = %s\nallow = 10.77.0.0/24\n%s%s"
                                 % (cls.backend, cls.poll, "[vip]\naddresses = %s/24@eth0\n" % VIP
                                    if cls.has_vip() else ""))
+        # The plugin's rights, as sparrow.conf(5) has the admin enable them.
+        drop_ins = os.path.join(node.root, "etc/systemd/system/sparrow.service.d")
+        os.makedirs(drop_ins, exist_ok=True)
+        os.symlink(TIMESYNC_DROP_IN, os.path.join(drop_ins, "timesync.conf"))
         if cls.backend == "chrony":
             lab.write(os.path.join(node.root, "etc/chrony/sources.d/admin.sources"),
                       "server %s iburst\n" % ADMIN_SOURCE)
@@ -184,6 +191,8 @@ class Timesync(sparrowlab.ClassLabCase):
         self.assertIn("TIME (chrony, follower): synchronised to %s, stratum 10" % leader.ip,
                       status)
         print(status)
+        for n in self.lab.members:
+            sparrowlab.assert_least_privilege(self, n, CAPS)
 
     def test_2_leader_crash(self):
         if self.backend != "chrony":
@@ -258,6 +267,29 @@ class Timesync(sparrowlab.ClassLabCase):
         if self.has_vip():
             self.assertIn(VIP + "/", leader.sh("ip -br addr show dev eth0").stdout)
 
+    def test_7_without_the_drop_in(self):
+        """The plugin's rights are the drop-in's: a node without it runs
+        sparrowd with the vip plugin's capabilities only, and the plugin
+        says what is missing."""
+        if self.backend != "chrony":
+            self.skipTest("chrony only")
+        leader = self.leader()
+        # Not test_6's node, which has no chronyd.
+        f = next(n for n in self.lab.members if n is not leader
+                 and n.sh("test -x /usr/sbin/chronyd", check=False).returncode == 0)
+        link = "/etc/systemd/system/sparrow.service.d/timesync.conf"
+        f.sh("rm %s && systemctl daemon-reload && systemctl restart sparrow" % link)
+        try:
+            sparrowlab.assert_least_privilege(self, f)
+            self.wait("the failure on D-Bus", lambda: self.prop(f, "State") == "failed", 15)
+            error = self.prop(f, "LastError")
+            print("%s reports: %s" % (f.name, error))
+            self.assertIn("timesync drop-in", error)
+        finally:
+            f.sh("ln -s %s %s && systemctl daemon-reload && systemctl restart sparrow"
+                 % (TIMESYNC_DROP_IN, link))
+        self.wait_following([f], self.leader(), timeout=30)
+
 
 class Ntpd(Timesync):
     """Test 4: ntpd cannot change its sources at run time, so every
@@ -283,6 +315,7 @@ class Ntpd(Timesync):
               % (leader.name, self.wait_ntp(followers, leader)))
         f = followers[0]
         self.assertIn("-c /etc/ntpsec/sparrow.conf", f.sh("ps -o args= -C ntpd").stdout)
+        sparrowlab.assert_least_privilege(self, f, CAPS)
         self.wait("the status on D-Bus", lambda: '"synchronised" b true' in self.details(f), 40)
         self.assertIn("TIME (ntpd, follower): synchronised to %s" % leader.ip,
                       f.sh("sparrowctl status").stdout)

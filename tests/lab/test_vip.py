@@ -184,6 +184,36 @@ class Vip(sparrowlab.ClassLabCase):
         # Restarted on its good file: one holder again, the old one a follower.
         self.holder()
 
+    def test_4c_a_record_sparrowd_could_forge_is_not_used(self):
+        """sparrowd runs as user sparrow, its clean-up as root: a compromised
+        sparrowd can neither write the record the clean-up goes by nor have
+        it remove the host's own address with a record of its own."""
+        old = self.holder()
+        sparrowlab.assert_least_privilege(self, old)
+        record = "/run/sparrow-cleanup/vip-addresses"
+        self.assertEqual(old.sh("cat " + record).stdout.split(),
+                         ["%s/24@eth0" % VIP4, "%s/64@eth0" % VIP6])
+        forged = "%s/24@eth0" % old.ip
+        r = old.sh(sparrowlab.AS_SPARROW + "sh -c 'echo %s >>%s'" % (forged, record), check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("Permission denied", r.stderr)
+        # Where sparrowd can write: its runtime directory (where it kept
+        # the record when it ran as root).
+        old.sh(sparrowlab.AS_SPARROW + "sh -c 'echo %s >/run/sparrow/vip-addresses'" % forged)
+        pid = old.sh("systemctl show --property=MainPID --value sparrow.service").stdout.strip()
+        old.sh("kill -9 " + pid)
+        try:
+            self.wait("addresses gone from the killed leader", lambda: not addresses(old), 5)
+            # The clean-up is over once the unit runs a new sparrowd.
+            self.wait("sparrowd restarted", lambda: old.sh(
+                "systemctl show --property=MainPID --value sparrow.service").stdout.strip()
+                not in ("0", pid), 15)
+            self.assertIn(" %s/24" % old.ip, old.sh("ip -br addr show dev eth0").stdout)
+        finally:
+            if " %s/24" % old.ip not in old.sh("ip -br addr show dev eth0").stdout:
+                old.sh("nmcli device reapply eth0", check=False)
+        self.holder()
+
     def test_5_cleanup_is_bounded_when_networkmanager_hangs(self):
         follower = next(n for n in self.lab.members if n is not self.holder())
         timed = ("a=$(date +%%s%%N); %s; echo rc=$?; b=$(date +%%s%%N); "
