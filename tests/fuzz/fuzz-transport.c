@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <glib-unix.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -93,9 +94,26 @@ client_connect (void)
     .sin_addr.s_addr = htonl (0x7f010000u | (1 + next++ % 0xfffe)),
   };
   int fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int status = -1;
 
-  if (fd < 0 || bind (fd, (struct sockaddr *)&from, sizeof from) < 0
-      || connect (fd, (struct sockaddr *)&sin, sizeof sin) < 0)
+  if (fd >= 0 && bind (fd, (struct sockaddr *)&from, sizeof from) == 0)
+    status = connect (fd, (struct sockaddr *)&sin, sizeof sin);
+  /* libFuzzer's timers interrupt it: the connect goes on, and ends as
+   * SO_ERROR says once the socket is writable. */
+  if (status < 0 && errno == EINTR)
+    {
+      struct pollfd p = { .fd = fd, .events = POLLOUT };
+      socklen_t len = sizeof status;
+
+      while (poll (&p, 1, 5000) < 0 && errno == EINTR)
+        ;
+      if (getsockopt (fd, SOL_SOCKET, SO_ERROR, &status, &len) == 0 && status != 0)
+        {
+          errno = status;
+          status = -1;
+        }
+    }
+  if (status < 0)
     {
       fprintf (stderr, "cannot connect to the transport: %s\n", g_strerror (errno));
       abort ();
