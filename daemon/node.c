@@ -1091,8 +1091,8 @@ stop_clock (SpNode *node)
 
 /* ---- inputs ------------------------------------------------------------- */
 
-/* What the core drops by rule (a non-member, a TimeoutNow not from the
- * leader) is logged, at most SP_DROP_BURST lines per window, then a count:
+/* What the core drops by rule (a non-member, a TimeoutNow or a leader's
+ * message not from the leader) is logged, at most SP_DROP_BURST lines per window, then a count:
  * a peer must not grow the log as it likes. */
 #define SP_DROP_BURST     10
 #define SP_DROP_WINDOW_US (10 * G_USEC_PER_SEC)

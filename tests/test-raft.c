@@ -969,6 +969,64 @@ START_TEST (test_forced_vote_needs_notice)
 }
 END_TEST
 
+/* One leader per term: a member that is not the leader cannot name itself
+ * the target of a transfer with a heartbeat of its own (force, hint_index),
+ * nor lead a node with it; the forced Vote that follows moves nobody. */
+START_TEST (test_forged_notice)
+{
+  static const SpRaftMsgType types[] = {
+    SP_RAFT_MSG_HEARTBEAT,
+    SP_RAFT_MSG_APPEND,
+    SP_RAFT_MSG_SNAPSHOT,
+  };
+
+  for (guint n = 3; n <= 5; n += 2)
+    {
+      Net net;
+      guint64 term;
+      SpRaftSnapshot snap = { .index = 100, .term = 1 };
+      SpRaftMsg m;
+
+      net_init (&net, n, 0);
+      elect_first (&net);
+      net_tick (&net, 0, 3);
+      term = sp_raft_term (net.n[1]);
+      for (guint i = 1; i <= n; i++)
+        snap.conf.voters[snap.conf.n_voters++] = i;
+      net_isolate (&net, 3, TRUE);
+      for (guint to = 1; to <= n; to++)
+        {
+          if (to == 3)
+            continue;
+          for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+            {
+              m = (SpRaftMsg){ .type = types[i],
+                               .from = 3,
+                               .to = to,
+                               .term = term,
+                               .force = TRUE,
+                               .hint_index = 3,
+                               .index = sp_raft_last_index (net.n[to]),
+                               .log_term
+                               = sp_raft_term_at (net.n[to], sp_raft_last_index (net.n[to])) };
+              if (m.type == SP_RAFT_MSG_SNAPSHOT)
+                m.snapshot = &snap;
+              ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_REFUSED);
+              ck_assert_uint_eq (sp_raft_leader (net.n[to]), 1);
+            }
+          m = vote_request (net.n[to], 3, SP_RAFT_MSG_VOTE, term + 1);
+          m.force = TRUE;
+          ck_assert_int_eq (step_code (&net, &m), -1);
+          ck_assert_uint_eq (sp_raft_term (net.n[to]), term);
+        }
+      net_isolate (&net, 3, FALSE);
+      net_tick (&net, 0, 1);
+      assert_unmoved (&net, 1, term);
+      net_clear (&net);
+    }
+}
+END_TEST
+
 /* Takes a node's ready, keeping its messages for the test to deliver. */
 static GPtrArray *
 take_messages (Net *net, guint64 id)
@@ -1310,6 +1368,7 @@ raft_suite (void)
   tcase_add_test (tc, test_strangers_leader_messages);
   tcase_add_test (tc, test_forced_vote_needs_notice);
   tcase_add_test (tc, test_forced_vote_before_notice);
+  tcase_add_test (tc, test_forged_notice);
   suite_add_tcase (s, tc);
   return s;
 }

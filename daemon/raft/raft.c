@@ -1177,6 +1177,21 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
                    m->from, m->term, r->lead, r->term);
       return FALSE;
     }
+  /* One leader per term (Raft §5.2): a leader's message of this term from
+   * another node than the member this node follows is forged, and would
+   * make its sender the leader, free to announce a transfer to itself
+   * (take_notice) or to send TimeoutNow. */
+  if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+       || m->type == SP_RAFT_MSG_SNAPSHOT)
+      && m->term == r->term && r->lead != SP_RAFT_NONE && m->from != r->lead
+      && sp_raft_is_member (r, r->lead))
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED,
+                   "%s from %" G_GUINT64_FORMAT " of term %" G_GUINT64_FORMAT
+                   ", whose leader is %" G_GUINT64_FORMAT,
+                   sp_raft_msg_type_to_string (m->type), m->from, m->term, r->lead);
+      return FALSE;
+    }
   force = vote_req && force_counts (r, m);
 
   if (m->term > r->term)

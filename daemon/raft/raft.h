@@ -53,7 +53,8 @@ typedef enum
   SP_RAFT_ERROR_NOT_CAUGHT_UP, /* learner too far behind to be promoted */
   SP_RAFT_ERROR_CORRUPT,       /* restore state is inconsistent */
   SP_RAFT_ERROR_NOT_MEMBER,    /* step: the sender is not a member (dropped) */
-  SP_RAFT_ERROR_REFUSED,       /* step: TimeoutNow not from this node's leader (dropped) */
+  SP_RAFT_ERROR_REFUSED,       /* step: TimeoutNow or a leader's message not from this
+                                * node's leader (dropped) */
 } SpRaftError;
 
 typedef enum
@@ -253,10 +254,11 @@ guint sp_raft_ticks_until_due (const SpRaft *r);
  * configuration in force and the committed one (but see
  * sp_raft_accepts_strangers), and, with REFUSED, a
  * TimeoutNow that does not come from the leader this node follows in its
- * term.  A (pre-)vote's force counts only from the candidate this node's
- * leader named in a Heartbeat (force, hint_index = target) sent with its
- * TimeoutNow, or that this node sent TimeoutNow to itself; one forced Vote
- * that comes first waits for that notice until the lease ends. */
+ * term, and an Append, Heartbeat or Snapshot of that term from another
+ * node than that leader (a member).  A (pre-)vote's force counts only from the candidate this
+ * node's leader named in a Heartbeat (force, hint_index = target) sent with its TimeoutNow, or that
+ * this node sent TimeoutNow to itself; one forced Vote that comes first waits for that notice until
+ * the lease ends. */
 gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);
 /* Whether step takes a leader's Append, Heartbeat and Snapshot from a
  * node outside the configuration now: this node has none (it is joining),
