@@ -2,7 +2,8 @@
  *
  * Each node dials every peer and uses that outgoing connection to send; it
  * receives on the connections peers dialed to it.  A connection starts
- * with a hello frame (wire version, sender id and member name); frames are
+ * with a hello frame (wire version, sender id and member name, of
+ * sp_config_valid_name, else the connection closes); frames are
  * [u32 big-endian length][GVariant message] (wire.h).
  *
  * Security: with TLS (the default) both sides present a certificate signed
