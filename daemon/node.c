@@ -316,7 +316,7 @@ admit_peer (guint64 id, const char *name, gpointer user_data)
   if (!node->rechecking && advance_clock (node))
     schedule_ready (node);
   return sp_raft_is_member (node->raft, id) || id == sp_raft_leader (node->raft)
-         || sp_raft_accepts_strangers (node->raft);
+         || sp_raft_accepts_stranger (node->raft, id);
 }
 
 /* ---- publishing state --------------------------------------------------- */
