@@ -8,10 +8,10 @@
 /* "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" */
 #define IPV6_TEXT_MAX 45
 
-static gboolean
-valid_host_name (const char *s, gsize n)
+gboolean
+sp_address_is_token (const char *s, gsize n, gsize max)
 {
-  if (n == 0 || n > SP_ADDRESS_HOST_MAX)
+  if (n == 0 || n > max)
     return FALSE;
   for (gsize i = 0; i < n; i++)
     if (!g_ascii_isalnum (s[i]) && !strchr ("_.-", s[i]))
@@ -62,7 +62,7 @@ sp_address_parse (const char *address, char **host_out, guint16 *port_out)
         return FALSE;
       host = address;
       host_len = colon - address;
-      if (!valid_host_name (host, host_len))
+      if (!sp_address_is_token (host, host_len, SP_ADDRESS_HOST_MAX))
         return FALSE;
     }
   /* g_ascii_string_to_unsigned takes neither sign nor spaces */

@@ -19,6 +19,10 @@ G_BEGIN_DECLS
 #define SP_ADDRESS_HOST_MAX 253 /* a DNS name's limit */
 #define SP_ADDRESS_EXPECTS  "host:port with a port between 1 and 65535 (IPv6 as [address]:port)"
 
+/* Whether the n bytes at s are 1 to max ASCII letters, digits, '_', '.' or
+ * '-': a host name here, and a member name (sp_config_valid_name). */
+gboolean sp_address_is_token (const char *s, gsize n, gsize max);
+
 /* host (without brackets) and port, or FALSE; host_out and port_out may
  * be NULL, and are left alone on failure. */
 gboolean sp_address_parse (const char *address, char **host_out, guint16 *port_out);

@@ -401,14 +401,7 @@ get_bool (Loader *l, const char *group, const char *key, gboolean *out, GError *
 gboolean
 sp_config_valid_name (const char *s)
 {
-  gsize n = strlen (s);
-
-  if (n == 0 || n > SP_CONFIG_NAME_MAX)
-    return FALSE;
-  for (gsize i = 0; i < n; i++)
-    if (!g_ascii_isalnum (s[i]) && !strchr ("_.-", s[i]))
-      return FALSE;
-  return TRUE;
+  return sp_address_is_token (s, strlen (s), SP_CONFIG_NAME_MAX);
 }
 
 static gboolean

@@ -316,7 +316,7 @@ admit_peer (guint64 id, const char *name, gpointer user_data)
   if (!node->rechecking && advance_clock (node))
     schedule_ready (node);
   return sp_raft_is_member (node->raft, id) || id == sp_raft_leader (node->raft)
-         || sp_raft_accepts_strangers (node->raft);
+         || sp_raft_accepts_stranger (node->raft, id);
 }
 
 /* ---- publishing state --------------------------------------------------- */
@@ -1091,8 +1091,8 @@ stop_clock (SpNode *node)
 
 /* ---- inputs ------------------------------------------------------------- */
 
-/* What the core drops by rule (a non-member, a TimeoutNow not from the
- * leader) is logged, at most SP_DROP_BURST lines per window, then a count:
+/* What the core drops by rule (a non-member, a TimeoutNow or a leader's
+ * message not from the leader) is logged, at most SP_DROP_BURST lines per window, then a count:
  * a peer must not grow the log as it likes. */
 #define SP_DROP_BURST     10
 #define SP_DROP_WINDOW_US (10 * G_USEC_PER_SEC)

@@ -10,6 +10,8 @@
 #include <locale.h>
 #include <stdio.h>
 
+#include "text.h"
+
 #define BUS_NAME      "org.sparrow.cluster1"
 #define OBJECT_PATH   "/org/sparrow/cluster1"
 #define MANAGER_IFACE "org.sparrow.cluster1.Manager"
@@ -462,7 +464,9 @@ cmd_ls (const char *prefix)
     {
       if (!opt_json)
         {
-          g_print ("%s=%s\n", key, value);
+          g_autofree char *shown = sp_text_escape (value);
+
+          g_print ("%s=%s\n", key, shown);
           continue;
         }
       json_builder_begin_object (b);
@@ -506,7 +510,9 @@ print_change (const char *key, const char *value, gboolean deleted, guint64 revi
     }
   else
     {
-      g_print ("%" G_GUINT64_FORMAT " set %s=%s\n", revision, key, value);
+      g_autofree char *shown = sp_text_escape (value);
+
+      g_print ("%" G_GUINT64_FORMAT " set %s=%s\n", revision, key, shown);
     }
 }
 

@@ -7,8 +7,9 @@ sp_text_is_unsafe (gunichar c)
          || (c >= 0x2066 && c <= 0x2069);
 }
 
-char *
-sp_text_echo (const char *text)
+/* The text valid, unsafe characters as escapes, cut after max characters. */
+static char *
+escape (const char *text, guint max)
 {
   g_autofree char *valid = g_utf8_make_valid (text, -1);
   GString *out = g_string_new (NULL);
@@ -18,7 +19,7 @@ sp_text_echo (const char *text)
     {
       gunichar c = g_utf8_get_char (p);
 
-      if (n == SP_TEXT_ECHO_MAX)
+      if (n == max)
         {
           g_string_append (out, "…");
           break;
@@ -29,4 +30,16 @@ sp_text_echo (const char *text)
         g_string_append_unichar (out, c);
     }
   return g_string_free (out, FALSE);
+}
+
+char *
+sp_text_echo (const char *text)
+{
+  return escape (text, SP_TEXT_ECHO_MAX);
+}
+
+char *
+sp_text_escape (const char *text)
+{
+  return escape (text, G_MAXUINT);
 }

@@ -18,5 +18,7 @@ gboolean sp_text_is_unsafe (gunichar c);
 
 /* The text as it can be shown in a message (invalid UTF-8 too); free it. */
 char *sp_text_echo (const char *text);
+/* The same, whole: data shown one item a line (sparrowctl ls, watch). */
+char *sp_text_escape (const char *text);
 
 G_END_DECLS

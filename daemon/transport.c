@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "config.h"
 #include "member-id.h"
 #include "wire.h"
 
@@ -764,6 +765,13 @@ conn_hello (SpConn *conn, GBytes *bytes)
       v = swapped;
     }
   g_variant_get (v, "(qt&s)", NULL, &id, &name);
+  /* The name goes into every line about this connection: a member name
+   * or nothing (not echoed, it may be anything). */
+  if (!sp_config_valid_name (name))
+    {
+      conn_fail (conn, G_LOG_LEVEL_WARNING, "hello with a malformed name; closing");
+      return;
+    }
 
   if (id == SP_RAFT_NONE || id == t->id)
     {

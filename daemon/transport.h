@@ -2,7 +2,8 @@
  *
  * Each node dials every peer and uses that outgoing connection to send; it
  * receives on the connections peers dialed to it.  A connection starts
- * with a hello frame (wire version, sender id and member name); frames are
+ * with a hello frame (wire version, sender id and member name, of
+ * sp_config_valid_name, else the connection closes); frames are
  * [u32 big-endian length][GVariant message] (wire.h).
  *
  * Security: with TLS (the default) both sides present a certificate signed
@@ -20,11 +21,13 @@
  * Trade-off: a member that has not yet replicated the entry adding a new
  * member does not know it, and refuses it at the hello, though that new
  * member may be its leader by now.  The node's admit takes such a stranger
- * only while it accepts strangers' leader messages (sp_raft_accepts_strangers:
- * no configuration yet, or no leader heard for an election timeout), then
- * the leader it follows: a lagging member hears a new leader after one
- * election timeout (it answers once it knows its address), while a removed
- * member's certificate gets nowhere in a cluster whose leader holds.
+ * only while its core takes that stranger's leader messages
+ * (sp_raft_accepts_stranger: no configuration yet, or no leader heard for
+ * an election timeout and a member named it as its leader), then the
+ * leader it follows: a lagging member hears a new leader after an election
+ * timeout and a pre-vote (it answers once it knows its address), while a
+ * removed member's certificate gets nowhere but to a joining node or a
+ * learner that lost its leader.
  * Revoke a removed member's certificate (options.revoked) so it gets
  * nowhere ever.
  * Insecure mode (plaintext) exists for tests and is warned about: it has

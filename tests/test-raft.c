@@ -867,10 +867,23 @@ START_TEST (test_non_member_dropped)
 }
 END_TEST
 
+/* Takes a node's ready, keeping its messages for the test to deliver. */
+static GPtrArray *
+take_messages (Net *net, guint64 id)
+{
+  g_autoptr (SpRaftReady) rd = sp_raft_ready (net->n[id]);
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+
+  sp_raft_advance (net->n[id], rd);
+  for (guint i = 0; i < rd->messages->len; i++)
+    g_ptr_array_add (out, sp_raft_msg_copy (g_ptr_array_index (rd->messages, i)));
+  return out;
+}
+
 /* A node that has no configuration yet (joining) takes its leader's
  * messages from anyone, never a vote request; a lagging node takes them
  * from a leader it does not know of once it heard no leader for an
- * election timeout, then follows that leader. */
+ * election timeout and a member named that leader, then follows it. */
 START_TEST (test_strangers_leader_messages)
 {
   SpRaftOptions o = options (5);
@@ -882,7 +895,7 @@ START_TEST (test_strangers_leader_messages)
   SpRaftMsg m = { .type = SP_RAFT_MSG_VOTE, .from = 4, .to = 5, .term = 3, .force = TRUE };
 
   ck_assert_ptr_nonnull (joiner);
-  ck_assert (sp_raft_accepts_strangers (joiner));
+  ck_assert (sp_raft_accepts_stranger (joiner, 4));
   ck_assert (!sp_raft_step (joiner, &m, &error));
   ck_assert (g_error_matches (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER));
   g_clear_error (&error);
@@ -900,14 +913,55 @@ START_TEST (test_strangers_leader_messages)
   term = sp_raft_term (net.n[2]);
   m = (SpRaftMsg){ .type = SP_RAFT_MSG_HEARTBEAT, .from = 9, .to = 2, .term = term + 1 };
   ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
-  ck_assert (!sp_raft_accepts_strangers (net.n[2]));
+  ck_assert (!sp_raft_accepts_stranger (net.n[2], 9));
   net_isolate (&net, 2, TRUE);
   net_tick (&net, 2, 10);
-  ck_assert (sp_raft_accepts_strangers (net.n[2]));
+  /* Out of lease, a stranger no member named is still refused: a removed
+   * member's certificate must not lead a node that lost its leader (its
+   * term would move, and through it the real leader's). */
+  ck_assert (!sp_raft_accepts_stranger (net.n[2], 9));
+  ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
+  ck_assert_uint_eq (sp_raft_term (net.n[2]), term);
+  /* A member answers a pre-vote of any term naming the leader it follows. */
+  for (guint64 t = term; t <= term + 1; t++)
+    {
+      SpRaftMsg pv = vote_request (net.n[3], 2, SP_RAFT_MSG_PREVOTE, t);
+      g_autoptr (GPtrArray) out = NULL;
+      guint answers = 0;
+
+      ck_assert_int_eq (step_code (&net, &pv), -1);
+      out = take_messages (&net, 3);
+      for (guint i = 0; i < out->len; i++)
+        {
+          SpRaftMsg *a = g_ptr_array_index (out, i);
+
+          if (a->type != SP_RAFT_MSG_PREVOTE_RESP)
+            continue;
+          ck_assert (a->reject);
+          ck_assert_uint_eq (a->hint_index, 1);
+          ck_assert_uint_ge (a->term, t);
+          answers++;
+        }
+      ck_assert_uint_eq (answers, 1);
+    }
+  /* Such an answer naming 9 (the member follows a leader this node missed
+   * the addition of) lets 9 in, and only 9. */
+  ck_assert_int_eq (step_code (&net, &(SpRaftMsg){ .type = SP_RAFT_MSG_PREVOTE_RESP,
+                                                   .from = 3,
+                                                   .to = 2,
+                                                   .term = term + 1,
+                                                   .reject = TRUE,
+                                                   .hint_index = 9 }),
+                    -1);
+  ck_assert (sp_raft_accepts_stranger (net.n[2], 9));
+  ck_assert (!sp_raft_accepts_stranger (net.n[2], 8));
+  m.from = 8;
+  ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
+  m.from = 9;
   ck_assert_int_eq (step_code (&net, &m), -1);
   ck_assert_uint_eq (sp_raft_leader (net.n[2]), 9);
   /* In lease again, with the leader it follows. */
-  ck_assert (!sp_raft_accepts_strangers (net.n[2]));
+  ck_assert (!sp_raft_accepts_stranger (net.n[2], 9));
   ck_assert_int_eq (step_code (&net, &m), -1);
   m.from = 8;
   ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_NOT_MEMBER);
@@ -969,18 +1023,63 @@ START_TEST (test_forced_vote_needs_notice)
 }
 END_TEST
 
-/* Takes a node's ready, keeping its messages for the test to deliver. */
-static GPtrArray *
-take_messages (Net *net, guint64 id)
+/* One leader per term: a member that is not the leader cannot name itself
+ * the target of a transfer with a heartbeat of its own (force, hint_index),
+ * nor lead a node with it; the forced Vote that follows moves nobody. */
+START_TEST (test_forged_notice)
 {
-  g_autoptr (SpRaftReady) rd = sp_raft_ready (net->n[id]);
-  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify)sp_raft_msg_free);
+  static const SpRaftMsgType types[] = {
+    SP_RAFT_MSG_HEARTBEAT,
+    SP_RAFT_MSG_APPEND,
+    SP_RAFT_MSG_SNAPSHOT,
+  };
 
-  sp_raft_advance (net->n[id], rd);
-  for (guint i = 0; i < rd->messages->len; i++)
-    g_ptr_array_add (out, sp_raft_msg_copy (g_ptr_array_index (rd->messages, i)));
-  return out;
+  for (guint n = 3; n <= 5; n += 2)
+    {
+      Net net;
+      guint64 term;
+      SpRaftSnapshot snap = { .index = 100, .term = 1 };
+      SpRaftMsg m;
+
+      net_init (&net, n, 0);
+      elect_first (&net);
+      net_tick (&net, 0, 3);
+      term = sp_raft_term (net.n[1]);
+      for (guint i = 1; i <= n; i++)
+        snap.conf.voters[snap.conf.n_voters++] = i;
+      net_isolate (&net, 3, TRUE);
+      for (guint to = 1; to <= n; to++)
+        {
+          if (to == 3)
+            continue;
+          for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+            {
+              m = (SpRaftMsg){ .type = types[i],
+                               .from = 3,
+                               .to = to,
+                               .term = term,
+                               .force = TRUE,
+                               .hint_index = 3,
+                               .index = sp_raft_last_index (net.n[to]),
+                               .log_term
+                               = sp_raft_term_at (net.n[to], sp_raft_last_index (net.n[to])) };
+              if (m.type == SP_RAFT_MSG_SNAPSHOT)
+                m.snapshot = &snap;
+              ck_assert_int_eq (step_code (&net, &m), SP_RAFT_ERROR_REFUSED);
+              ck_assert_uint_eq (sp_raft_leader (net.n[to]), 1);
+            }
+          m = vote_request (net.n[to], 3, SP_RAFT_MSG_VOTE, term + 1);
+          m.force = TRUE;
+          ck_assert_int_eq (step_code (&net, &m), -1);
+          ck_assert_uint_eq (sp_raft_term (net.n[to]), term);
+        }
+      net_isolate (&net, 3, FALSE);
+      net_tick (&net, 0, 1);
+      assert_unmoved (&net, 1, term);
+      net_clear (&net);
+    }
 }
+END_TEST
 
 /* The candidate's Vote travels two hops, the leader's notice one, on other
  * connections: a Vote that arrives first waits for the notice. */
@@ -1310,6 +1409,7 @@ raft_suite (void)
   tcase_add_test (tc, test_strangers_leader_messages);
   tcase_add_test (tc, test_forced_vote_needs_notice);
   tcase_add_test (tc, test_forced_vote_before_notice);
+  tcase_add_test (tc, test_forged_notice);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -1035,6 +1035,27 @@ START_TEST (test_second_hello_keeps_first)
 }
 END_TEST
 
+/* The name a hello claims goes into every line about the connection: one
+ * that is not a member name (a newline, a space) is refused, not echoed. */
+START_TEST (test_hello_name_checked)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (GSocketConnection) forger = NULL;
+  g_autoptr (GBytes) h = hello (SP_WIRE_VERSION, 2, "beta\nsparrowd: forged line");
+
+  node_listen (a, "127.0.0.1", 0);
+  /* beta a peer: its id in another name's hello would be said */
+  sp_transport_set_peer (a->t, 2, "beta", "127.0.0.1", 9);
+  forger = raw_connect (a);
+  write_frame (g_io_stream_get_output_stream (G_IO_STREAM (forger)), h);
+  WAIT_UNTIL (seen ("127.0.0.1:", "hello"), WAIT_MS);
+  ck_assert_uint_eq (warned ("127.0.0.1:", "hello with a malformed name; closing"), 1);
+  for (guint i = 0; i < logged->len; i++)
+    ck_assert_ptr_null (strstr (((Logged *)g_ptr_array_index (logged, i))->message, "forged"));
+  assert_closed (forger);
+}
+END_TEST
+
 /* 30 connections with a broken hello from one address: 10 warnings, then
  * one line with the count of the others once the 10 s window is over. */
 START_TEST (test_warnings_rate_limited)
@@ -1460,6 +1481,7 @@ main (void)
   tcase_add_test (plain, test_deadlines);
   tcase_add_test (plain, test_unidentified_cap);
   tcase_add_test (plain, test_second_hello_keeps_first);
+  tcase_add_test (plain, test_hello_name_checked);
   tcase_add_test (plain, test_warnings_rate_limited);
   suite_add_tcase (s, plain);
 

@@ -57,6 +57,10 @@ struct _SpRaft
    * dropped when the lease ends or another replaces it. */
   SpRaftMsg pending_vote;
   gboolean has_pending_vote;
+  /* The leader a member named, answering this node's pre-vote or vote,
+   * while this node heard none: the one stranger it may follow (see
+   * check_member).  Cleared when it hears a leader. */
+  guint64 vouched;
 
   /* (pre-)candidate */
   guint64 votes_from[SP_RAFT_MAX_NODES];
@@ -762,6 +766,8 @@ handle_vote_request (SpRaft *r, const SpRaftMsg *m, gboolean force)
   else
     {
       resp->reject = TRUE;
+      /* Perhaps a leader the candidate missed the addition of. */
+      resp->hint_index = r->lead;
     }
 }
 
@@ -911,6 +917,7 @@ step_follower (SpRaft *r, const SpRaftMsg *m)
         r->election_elapsed = 0;
         r->since_leader = 0;
         r->lead = m->from;
+        r->vouched = SP_RAFT_NONE;
         if (m->type == SP_RAFT_MSG_APPEND)
           handle_append (r, m);
         else if (m->type == SP_RAFT_MSG_HEARTBEAT)
@@ -1131,18 +1138,22 @@ sp_raft_is_member (const SpRaft *r, guint64 id)
 }
 
 gboolean
-sp_raft_accepts_strangers (const SpRaft *r)
+sp_raft_accepts_stranger (const SpRaft *r, guint64 id)
 {
-  return r->conf.n_voters + r->conf.n_learners == 0 || !in_lease (r);
+  /* A learner never campaigns, so no member names it a leader: it takes
+   * one on its own word, as it cannot be elected with it. */
+  return r->conf.n_voters + r->conf.n_learners == 0
+         || (!in_lease (r) && id != SP_RAFT_NONE && (id == r->vouched || !is_voter (r)));
 }
 
 /* Only members speak Raft: the sender must be in the configuration in
  * force or, while a change is pending, the committed one.  Except a
  * leader's Append, Heartbeat and Snapshot, taken from anyone by a node
- * with no configuration (joining: nothing replicated yet) or none heard
- * from a leader within the election timeout (it may have missed the entry
- * that added its new leader), and then from that leader: no leader in
- * lease is disturbed, and the transport vouches for who sends. */
+ * with no configuration (joining: nothing replicated yet), from the
+ * stranger a member named as its leader to a node that heard none within
+ * the election timeout (it missed the entry that added its new leader),
+ * and then from that leader: the transport vouches for who sends, and a
+ * member for whom it follows. */
 static gboolean
 check_member (const SpRaft *r, const SpRaftMsg *m, GError **error)
 {
@@ -1150,7 +1161,7 @@ check_member (const SpRaft *r, const SpRaftMsg *m, GError **error)
     return TRUE;
   if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
        || m->type == SP_RAFT_MSG_SNAPSHOT)
-      && (m->from == r->lead || sp_raft_accepts_strangers (r)))
+      && (m->from == r->lead || sp_raft_accepts_stranger (r, m->from)))
     return TRUE;
   g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_NOT_MEMBER,
                "%s from %" G_GUINT64_FORMAT ", not a member of the configuration",
@@ -1166,6 +1177,10 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
 
   if (!validate (r, m, error) || !check_member (r, m, error))
     return FALSE;
+  /* A member that refuses this node's (pre-)vote names its leader. */
+  if ((m->type == SP_RAFT_MSG_PREVOTE_RESP || m->type == SP_RAFT_MSG_VOTE_RESP) && m->reject
+      && m->term >= r->term && m->hint_index != SP_RAFT_NONE && m->hint_index != r->id)
+    r->vouched = m->hint_index;
   /* Only the leader this node follows, in its term, makes it campaign: a
    * TimeoutNow from anyone else would move its term and, through it, its
    * leader's. */
@@ -1175,6 +1190,21 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
                    "TimeoutNow from %" G_GUINT64_FORMAT " of term %" G_GUINT64_FORMAT
                    ", not this node's leader (%" G_GUINT64_FORMAT ") in term %" G_GUINT64_FORMAT,
                    m->from, m->term, r->lead, r->term);
+      return FALSE;
+    }
+  /* One leader per term (Raft §5.2): a leader's message of this term from
+   * another node than the member this node follows is forged, and would
+   * make its sender the leader, free to announce a transfer to itself
+   * (take_notice) or to send TimeoutNow. */
+  if ((m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT
+       || m->type == SP_RAFT_MSG_SNAPSHOT)
+      && m->term == r->term && r->lead != SP_RAFT_NONE && m->from != r->lead
+      && sp_raft_is_member (r, r->lead))
+    {
+      g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_REFUSED,
+                   "%s from %" G_GUINT64_FORMAT " of term %" G_GUINT64_FORMAT
+                   ", whose leader is %" G_GUINT64_FORMAT,
+                   sp_raft_msg_type_to_string (m->type), m->from, m->term, r->lead);
       return FALSE;
     }
   force = vote_req && force_counts (r, m);
@@ -1188,6 +1218,17 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
             {
               r->pending_vote = *m;
               r->has_pending_vote = TRUE;
+            }
+          /* A pre-candidate learns who leads (it may not know it as a
+           * member yet); the term asked about, as pre-vote answers carry,
+           * moves nothing. */
+          if (m->type == SP_RAFT_MSG_PREVOTE && r->lead != SP_RAFT_NONE)
+            {
+              SpRaftMsg *resp = reply (r, m, SP_RAFT_MSG_PREVOTE_RESP);
+
+              resp->term = m->term;
+              resp->reject = TRUE;
+              resp->hint_index = r->lead;
             }
           return TRUE;
         }
@@ -1220,7 +1261,12 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
       if (m->type == SP_RAFT_MSG_APPEND || m->type == SP_RAFT_MSG_HEARTBEAT)
         reply (r, m, SP_RAFT_MSG_APPEND_RESP)->context = 0;
       else if (m->type == SP_RAFT_MSG_PREVOTE)
-        reply (r, m, SP_RAFT_MSG_PREVOTE_RESP)->reject = TRUE;
+        {
+          SpRaftMsg *resp = reply (r, m, SP_RAFT_MSG_PREVOTE_RESP);
+
+          resp->reject = TRUE;
+          resp->hint_index = r->lead;
+        }
       return TRUE;
     }
 

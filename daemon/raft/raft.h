@@ -53,7 +53,8 @@ typedef enum
   SP_RAFT_ERROR_NOT_CAUGHT_UP, /* learner too far behind to be promoted */
   SP_RAFT_ERROR_CORRUPT,       /* restore state is inconsistent */
   SP_RAFT_ERROR_NOT_MEMBER,    /* step: the sender is not a member (dropped) */
-  SP_RAFT_ERROR_REFUSED,       /* step: TimeoutNow not from this node's leader (dropped) */
+  SP_RAFT_ERROR_REFUSED,       /* step: TimeoutNow or a leader's message not from this
+                                * node's leader (dropped) */
 } SpRaftError;
 
 typedef enum
@@ -142,8 +143,10 @@ const char *sp_raft_msg_type_to_string (SpRaftMsgType type);
  *  (PRE)VOTE:       index/log_term = candidate's last log entry; force = the
  *                   campaign follows a leadership transfer (ignores stickiness
  *                   where the transfer is known: see sp_raft_step)
- *  (PRE)VOTE_RESP:  reject; a granted VOTE_RESP: context = ticks since the
- *                   voter last heard a leader (0 from older versions)
+ *  (PRE)VOTE_RESP:  reject, and hint_index = the leader the voter follows
+ *                   (SP_RAFT_NONE: none, or an older version); a granted
+ *                   VOTE_RESP: context = ticks since the voter last heard
+ *                   a leader (0 from older versions)
  *  APPEND:          index/log_term = entry preceding entries; commit
  *  APPEND_RESP:     !reject: index = last index now matching the leader;
  *                   reject: index = the rejected prev index, hint_index and
@@ -251,18 +254,22 @@ guint sp_raft_ticks_until_due (const SpRaft *r);
  * (returns FALSE with error set for malformed ones, to be logged).  So are,
  * returning FALSE with NOT_MEMBER, messages from a node outside the
  * configuration in force and the committed one (but see
- * sp_raft_accepts_strangers), and, with REFUSED, a
+ * sp_raft_accepts_stranger), and, with REFUSED, a
  * TimeoutNow that does not come from the leader this node follows in its
- * term.  A (pre-)vote's force counts only from the candidate this node's
- * leader named in a Heartbeat (force, hint_index = target) sent with its
- * TimeoutNow, or that this node sent TimeoutNow to itself; one forced Vote
- * that comes first waits for that notice until the lease ends. */
+ * term, and an Append, Heartbeat or Snapshot of that term from another
+ * node than that leader (a member).  A (pre-)vote's force counts only from the candidate this
+ * node's leader named in a Heartbeat (force, hint_index = target) sent with its TimeoutNow, or that
+ * this node sent TimeoutNow to itself; one forced Vote that comes first waits for that notice until
+ * the lease ends. */
 gboolean sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error);
-/* Whether step takes a leader's Append, Heartbeat and Snapshot from a
- * node outside the configuration now: this node has none (it is joining),
- * or has heard no leader within the election timeout (it may have missed
- * the entry that added its new leader, which it then follows). */
-gboolean sp_raft_accepts_strangers (const SpRaft *r);
+/* Whether step takes a leader's Append, Heartbeat and Snapshot from id,
+ * a node outside the configuration, now: this node has none (it is
+ * joining), or it has heard no leader within the election timeout and a
+ * member, refusing its (pre-)vote, named id as the leader it follows
+ * (this node missed the entry that added it), or it is a learner (it never
+ * campaigns, so no one names a leader to it).  Members' refusals carry
+ * that name in hint_index. */
+gboolean sp_raft_accepts_stranger (const SpRaft *r, guint64 id);
 /* Whether id is in the configuration in force or the committed one. */
 gboolean sp_raft_is_member (const SpRaft *r, guint64 id);
 

@@ -64,6 +64,19 @@ class ThreeNodes(ClusterTest):
         self.c.wait(lambda: self.get(leader, "vip", stale=False) == "10.77.0.100",
                     what="the write after a full restart")
 
+    def test_listing_shows_a_value_on_its_own_line(self):
+        # A value is any text: in the lines of ls it can neither start a
+        # line of its own nor drive the terminal (get and --json give it
+        # exactly).
+        leader = self.c.node(self.c.wait_leader())
+        value = "ok\nforged=1\x1b[2J"
+        self.set(leader, "note", value)
+        r = subprocess.run([SPARROWCTL, "ls"], env=leader.env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "note=ok\\x0aforged=1\\x1b[2J\n")
+        self.assertEqual(self.get(leader, "note", stale=False), value)
+
     def test_kill_leader_then_rejoin(self):
         old = self.c.node(self.c.wait_leader())
         self.set(old, "before", "1")

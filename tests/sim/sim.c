@@ -1128,6 +1128,8 @@ serve_requests (SpSim *s, Node *n, const SpRaftReady *rd)
     }
 }
 
+static guint64 timeout_key (guint64 to, guint64 term);
+
 /* The write of a ready is done: send what waited for it, apply, advance. */
 static void
 finish_write (SpSim *s, Node *n, SpRaftReady *rd, guint64 prev_term)
@@ -1160,6 +1162,17 @@ drain (SpSim *s, Node *n, const char *cause)
         {
           fail (s, "sanity: n" U64 " keeps producing readies", n->id);
           return;
+        }
+      /* A transfer counts from when the leader decides it, not when its
+       * TimeoutNow leaves after the write: the leader itself expects the
+       * target's forced vote from then on. */
+      for (guint i = 0; i < rd->messages->len; i++)
+        {
+          const SpRaftMsg *m = g_ptr_array_index (rd->messages, i);
+          guint64 key = timeout_key (m->to, m->term);
+
+          if (m->type == SP_RAFT_MSG_TIMEOUT_NOW)
+            g_hash_table_add (s->timeouts, g_memdup2 (&key, sizeof key));
         }
       if (rd->send_before_persist)
         {
@@ -1241,12 +1254,6 @@ net_send (SpSim *s, const SpRaftMsg *m)
     check_vote (s, from, m->term, m->to);
   if (m->type == SP_RAFT_MSG_VOTE && from)
     check_vote (s, from, m->term, from->id);
-  if (m->type == SP_RAFT_MSG_TIMEOUT_NOW)
-    {
-      guint64 key = timeout_key (m->to, m->term);
-
-      g_hash_table_add (s->timeouts, g_memdup2 (&key, sizeof key));
-    }
   if (!to || to->state == NODE_GONE)
     lost = "no such node";
   else if (m->from <= MAX_ID && s->cut[m->from][m->to])
