@@ -35,6 +35,10 @@ static const struct
   { 8423, 3, TRUE,
     "lease hole: a rejected pre-vote answer of a higher term moved an in-lease voter's term "
     "and cleared its leader, then it granted a vote of that same term" },
+  { 17524, 3, FALSE,
+    "checker: a forged forced Vote with the identity of the target its leader was handing over "
+    "to, stepped in the batch that decided the transfer, was taken for an attack" },
+  { 48389, 5, FALSE, "checker: the same, a forced PreVote counted against the leader's promise" },
 };
 
 static guint64

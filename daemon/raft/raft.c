@@ -1946,6 +1946,14 @@ sp_raft_transfer_target (const SpRaft *r)
   return r->transferee;
 }
 
+guint64
+sp_raft_transfer_notice (const SpRaft *r, guint64 *term)
+{
+  if (term)
+    *term = r->notice_term;
+  return r->notice_to;
+}
+
 guint
 sp_raft_heard_age (const SpRaft *r)
 {

@@ -327,6 +327,10 @@ const SpRaftEntry *sp_raft_entry_at (const SpRaft *r, guint64 index);
 const SpRaftConf *sp_raft_conf (const SpRaft *r);
 const SpRaftSnapshot *sp_raft_snapshot (const SpRaft *r); /* NULL before the first */
 guint64 sp_raft_transfer_target (const SpRaft *r);        /* SP_RAFT_NONE if none */
+/* The target of the last transfer this node started as leader, or was told
+ * of by its leader's notice, and the term it was in (*term may be NULL):
+ * whose forced vote in the next term counts.  SP_RAFT_NONE if none. */
+guint64 sp_raft_transfer_notice (const SpRaft *r, guint64 *term);
 
 /* Leader only: a quorum of voters (counting itself) acknowledged, within
  * the last lease_ticks ticks, a heartbeat sent in this term.  While it

@@ -1217,6 +1217,19 @@ force_sent (SpSim *s, const SpRaftMsg *m)
   return m->force && m->term > 0 && g_hash_table_contains (s->timeouts, &key);
 }
 
+/* A forced vote with the identity of the target of a transfer the node
+ * decided as leader, or was told of by its leader: expected, perhaps before
+ * the TimeoutNow is out (stepped in the batch that decided the transfer, or
+ * waiting for the leader's write), and a forgery of it is the real thing. */
+static gboolean
+handing_over_to (const Node *n, const SpRaftMsg *m)
+{
+  guint64 term;
+  guint64 to = sp_raft_transfer_notice (n->raft, &term);
+
+  return m->force && to != SP_RAFT_NONE && m->from == to && m->term == term + 1;
+}
+
 static void
 net_send (SpSim *s, const SpRaftMsg *m)
 {
@@ -1283,7 +1296,8 @@ before_step (SpSim *s, Node *n, const SpRaftMsg *m)
   if ((pre || m->type == SP_RAFT_MSG_VOTE) && m->from <= MAX_ID)
     {
       /* The same vote again may be granted again. */
-      gboolean repeat = force_sent (s, m) || (!pre && n->free_ask[m->from] == m->term);
+      gboolean repeat = force_sent (s, m) || handing_over_to (n, m)
+                        || (!pre && n->free_ask[m->from] == m->term);
 
       guint64 key = grant_key (n->id, pre, m->from, m->term);
 
@@ -1350,7 +1364,7 @@ step_received (SpSim *s, Node *n, const Event *ev)
   /* A forged message (a member's or a stranger's identity, no transfer
    * behind it) must not move a node bound by its promise: a forced vote
    * or a TimeoutNow from anyone but its leader. */
-  gboolean bound = ev->dup == FORGED && !force_sent (s, m)
+  gboolean bound = ev->dup == FORGED && !force_sent (s, m) && !handing_over_to (n, m)
                    && !(m->type == SP_RAFT_MSG_TIMEOUT_NOW && m->from == sp_raft_leader (n->raft));
 
   /* Made up only against nodes bound by their promise: a member's
