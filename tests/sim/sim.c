@@ -1364,8 +1364,18 @@ step_received (SpSim *s, Node *n, const Event *ev)
   /* A forged message (a member's or a stranger's identity, no transfer
    * behind it) must not move a node bound by its promise: a forced vote
    * or a TimeoutNow from anyone but its leader. */
-  gboolean bound = ev->dup == FORGED && !force_sent (s, m) && !handing_over_to (n, m)
-                   && !(m->type == SP_RAFT_MSG_TIMEOUT_NOW && m->from == sp_raft_leader (n->raft));
+  gboolean bound = ev->dup == FORGED && !force_sent (s, m) && !handing_over_to (n, m);
+
+  /* A TimeoutNow in its leader's name, in its term, is that leader's to
+   * send: the transport binds every identity to a certificate, so only a
+   * leader that breaks its own lease could send it without stepping down
+   * (its forger was no leader when it made it up). */
+  if (ev->dup == FORGED && m->type == SP_RAFT_MSG_TIMEOUT_NOW && m->from == sp_raft_leader (n->raft)
+      && m->term == sp_raft_term (n->raft))
+    {
+      rec_msg (s, REC_LOST, m->to, m, "forged in its leader's name", FALSE);
+      return TRUE;
+    }
 
   /* Made up only against nodes bound by their promise: a member's
    * identity may move the others' terms (as any member's votes may). */
