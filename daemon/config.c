@@ -549,8 +549,30 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
   return load_members (l, c, error);
 }
 
-/* SHA-256 fingerprints as openssl x509 -fingerprint -sha256 prints them
- * (colons, any case) or bare: 64 hex digits. */
+char *
+sp_config_normalize_fingerprint (const char *fingerprint)
+{
+  GString *out = g_string_new (NULL);
+
+  for (const char *p = fingerprint; *p; p++)
+    {
+      if (*p == ':')
+        continue;
+      if (!g_ascii_isxdigit (*p) || out->len == 64)
+        {
+          g_string_free (out, TRUE);
+          return NULL;
+        }
+      g_string_append_c (out, g_ascii_tolower (*p));
+    }
+  if (out->len != 64)
+    {
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+  return g_string_free (out, FALSE);
+}
+
 static gboolean
 load_revoked (Loader *l, SpConfig *c, GError **error)
 {
@@ -564,19 +586,14 @@ load_revoked (Loader *l, SpConfig *c, GError **error)
     return key_error (l, error, SP_CONFIG_ERROR_INVALID, "tls", "revoked", "%s", local->message);
   for (guint i = 0; items[i]; i++)
     {
-      guint digits = 0;
-      gboolean ok = TRUE;
+      char *normal = sp_config_normalize_fingerprint (g_strstrip (items[i]));
 
-      g_strstrip (items[i]);
-      for (const char *p = items[i]; *p && ok; p++)
-        if (g_ascii_isxdigit (*p))
-          digits++;
-        else
-          ok = *p == ':';
-      if (!ok || digits != 64)
+      if (!normal)
         return key_error (l, error, SP_CONFIG_ERROR_INVALID, "tls", "revoked",
                           "\"%s\" is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
                           items[i]);
+      g_free (items[i]);
+      items[i] = normal;
     }
   c->tls_revoked = g_steal_pointer (&items);
   return TRUE;

@@ -83,7 +83,7 @@ typedef struct
   char *tls_ca;
   char *tls_cert;
   char *tls_key;
-  GStrv tls_revoked; /* normalized by the transport; NULL when none */
+  GStrv tls_revoked; /* of sp_config_normalize_fingerprint; NULL when none */
   gboolean insecure;
   struct _SpConfigLoader *loader; /* the merged files, for the accessors below */
 } SpConfig;
@@ -95,6 +95,11 @@ typedef struct
 #define SP_CONFIG_NAME_RULE                                                                        \
   "1 to " G_STRINGIFY (SP_CONFIG_NAME_MAX) " letters, digits, '_', '.' or '-'"
 gboolean sp_config_valid_name (const char *name);
+
+/* A certificate's SHA-256 fingerprint as [tls] revoked takes it (colons
+ * and case ignored, as openssl x509 -fingerprint -sha256 prints it) to 64
+ * lowercase hex digits; NULL when it is not one. */
+char *sp_config_normalize_fingerprint (const char *fingerprint);
 
 /* How many voters of n may fail with the rest still a quorum. */
 guint sp_config_failures_tolerated (guint voters);

@@ -1621,7 +1621,7 @@ sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gp
   t->revoked = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; opts->revoked && opts->revoked[i]; i++)
     {
-      char *fp = sp_transport_normalize_fingerprint (opts->revoked[i]);
+      char *fp = sp_config_normalize_fingerprint (opts->revoked[i]);
 
       g_return_val_if_fail (fp, NULL);
       g_hash_table_add (t->revoked, fp);
@@ -1701,30 +1701,6 @@ sp_transport_cert_fingerprint (GTlsCertificate *cert)
 
   g_object_get (cert, "certificate", &der, NULL);
   return g_compute_checksum_for_data (G_CHECKSUM_SHA256, der->data, der->len);
-}
-
-char *
-sp_transport_normalize_fingerprint (const char *fingerprint)
-{
-  GString *out = g_string_new (NULL);
-
-  for (const char *p = fingerprint; *p; p++)
-    {
-      if (*p == ':')
-        continue;
-      if (!g_ascii_isxdigit (*p) || out->len == 64)
-        {
-          g_string_free (out, TRUE);
-          return NULL;
-        }
-      g_string_append_c (out, g_ascii_tolower (*p));
-    }
-  if (out->len != 64)
-    {
-      g_string_free (out, TRUE);
-      return NULL;
-    }
-  return g_string_free (out, FALSE);
 }
 
 /* A host name is resolved synchronously: this is a start-up call. */

@@ -122,8 +122,6 @@ void sp_transport_recheck (SpTransport *transport);
 
 /* The SHA-256 fingerprint of cert as 64 lowercase hex digits (free it). */
 char *sp_transport_cert_fingerprint (GTlsCertificate *cert);
-/* fingerprint without colons, lowercase; NULL unless 64 hex digits. */
-char *sp_transport_normalize_fingerprint (const char *fingerprint);
 
 /* Whether the outgoing connection to id is established (for status). */
 gboolean sp_transport_peer_connected (SpTransport *transport, guint64 id);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config.h"
 #include "transport.h"
 #include "member-id.h"
 #include "wire.h"
@@ -1414,9 +1415,9 @@ START_TEST (test_tls_revoked)
     g_string_append_printf (upper, "%s%c%c", i ? ":" : "", g_ascii_toupper (fp[i]),
                             g_ascii_toupper (fp[i + 1]));
   colons = g_strdup (upper->str);
-  normal = sp_transport_normalize_fingerprint (colons);
+  normal = sp_config_normalize_fingerprint (colons);
   ck_assert_str_eq (normal, fp);
-  ck_assert_ptr_null (sp_transport_normalize_fingerprint ("abc"));
+  ck_assert_ptr_null (sp_config_normalize_fingerprint ("abc"));
   revoked[0] = colons;
 
   pem = cert_path (NULL, "alpha.pem");
