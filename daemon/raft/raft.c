@@ -345,9 +345,9 @@ reply (SpRaft *r, const SpRaftMsg *to, SpRaftMsgType type)
  * snapshot's (thesis §4.1: servers use the latest configuration they have,
  * committed or not). */
 static void
-recompute_conf (SpRaft *r, SpRaftConf *out, guint64 *index, guint64 *term, guint64 upto)
+recompute_conf (const SpRaft *r, SpRaftConf *out, guint64 *index, guint64 *term, guint64 upto)
 {
-  SpLog *log = &r->log;
+  const SpLog *log = &r->log;
 
   for (guint64 i = MIN (upto, sp_log_last_index (log)); i > log->snapshot->index; i--)
     {
@@ -1133,7 +1133,7 @@ sp_raft_is_member (const SpRaft *r, guint64 id)
     return TRUE;
   if (r->conf_index <= r->log.committed)
     return FALSE;
-  recompute_conf ((SpRaft *)r, &committed, &index, &term, r->log.committed);
+  recompute_conf (r, &committed, &index, &term, r->log.committed);
   return conf_has (&committed, id);
 }
 
@@ -1216,7 +1216,10 @@ sp_raft_step (SpRaft *r, const SpRaftMsg *m, GError **error)
           /* Perhaps the transfer's notice is still on its way. */
           if (m->type == SP_RAFT_MSG_VOTE && m->force)
             {
+              /* A header: no pointer into what the caller frees. */
               r->pending_vote = *m;
+              r->pending_vote.entries = NULL;
+              r->pending_vote.snapshot = NULL;
               r->has_pending_vote = TRUE;
             }
           /* A pre-candidate learns who leads (it may not know it as a
