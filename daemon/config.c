@@ -18,19 +18,23 @@
 #define ELECTION_MAX         60000
 #define SNAPSHOT_ENTRIES_MIN 10
 #define FENCE_PART_MAX       60000
-#define ADDRESS_EXPECTS      SP_ADDRESS_EXPECTS
+/* A timer wake-up and an rtnetlink request take a millisecond or so; more
+ * than a second is no keeper's reaction. */
+#define KEEPER_MIN      1
+#define KEEPER_MAX      1000
+#define ADDRESS_EXPECTS SP_ADDRESS_EXPECTS
 
 typedef struct
 {
   const char *group;
-  const char *keys[10];
+  const char *keys[12];
 } SchemaGroup;
 
 static const SchemaGroup schema[] = {
   { "node", { "name", "listen", "data-dir", "strict", NULL } },
   { "cluster",
     { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", "fence",
-      "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
+      "keeper-ms", "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
   { "tls", { "ca", "cert", "key", "insecure", "revoked", NULL } },
 };
 
@@ -521,6 +525,7 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
       || !get_uint (l, "cluster", "snapshot-entries", SNAPSHOT_ENTRIES_MIN, G_MAXUINT,
                     &c->snapshot_entries, error)
       || !get_bool (l, "cluster", "fence", &c->fence, error)
+      || !get_uint (l, "cluster", "keeper-ms", KEEPER_MIN, KEEPER_MAX, &c->keeper_ms, error)
       || !get_uint (l, "cluster", "cleanup-ms", 0, FENCE_PART_MAX, &c->cleanup_ms, error)
       || !get_uint (l, "cluster", "units-stop-ms", 0, FENCE_PART_MAX, &c->units_stop_ms, error))
     return FALSE;
@@ -692,6 +697,7 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->snapshot_entries = 10000;
   c->fence = TRUE;
   c->cleanup_ms = SP_CONFIG_DEFAULT_CLEANUP_MS;
+  c->keeper_ms = SP_CONFIG_DEFAULT_KEEPER_MS;
   c->units_stop_ms = SP_CONFIG_DEFAULT_UNITS_STOP_MS;
   if (!load_node (l, c, error) || !load_cluster (l, c, error) || !load_tls (l, c, error))
     return NULL;

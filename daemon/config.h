@@ -17,6 +17,8 @@
  *   fence = true                     a new leader waits out the previous holder's fence
  *                                    time (sp_fence_ms) before it holds anything; false:
  *                                    faster, but a stalled old leader may overlap
+ *   keeper-ms = 20                   the fence keeper's reaction at the end of a lease
+ *                                    (timer wake-up, address removal): part of the fence
  *   leader-watchdog-ms = heartbeat + 200   the service watchdog while leading
  *   cleanup-ms = 200                 worst case of the unit's ExecStopPost clean-up
  *   units-stop-ms = 500              what leader-only units may take to stop
@@ -42,6 +44,7 @@ G_BEGIN_DECLS
 #define SP_CONFIG_DEFAULT_PATH       "/etc/sparrow/sparrow.conf"
 #define SP_CONFIG_DEFAULT_DATA_DIR   "/var/lib/sparrow"
 #define SP_CONFIG_DEFAULT_CLEANUP_MS 200
+#define SP_CONFIG_DEFAULT_KEEPER_MS  20
 /* A leader feeds the watchdog every heartbeat: this much late is tolerated. */
 #define SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS 200
 #define SP_CONFIG_DEFAULT_UNITS_STOP_MS     500
@@ -77,6 +80,7 @@ typedef struct
   gboolean join;
   guint snapshot_entries;
   gboolean fence;
+  guint keeper_ms;
   guint leader_watchdog_ms;
   guint cleanup_ms;
   guint units_stop_ms;

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "dbus-service.h"
+#include "fence.h"
 #include "logging.h"
 #include "node.h"
 #include "notify.h"
@@ -227,7 +228,7 @@ static void
 print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
 {
   GPtrArray *list = sp_plugins_get (plugins);
-  guint fence = sp_node_fence_ms (config), wait = sp_node_fence_wait_ms (config);
+  guint fence = sp_fence_ms (config), wait = sp_fence_wait_ms (config);
   guint units = config->fence ? config->units_stop_ms : 0;
 
   guint voters = MAX (config->initial_members->len, 1);
@@ -238,7 +239,7 @@ print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
            "leader watchdog %u ms\n",
            config->path, n_warnings, n_warnings == 1 ? "" : "s", config->heartbeat_ms,
            config->election_ms, config->election_ms, 2 * config->election_ms,
-           sp_node_lease_ms (config), config->leader_watchdog_ms);
+           sp_fence_lease_ms (config), config->leader_watchdog_ms);
   if (config->join)
     g_print ("voters: joins an existing cluster (its members decide)\n");
   else
@@ -250,14 +251,18 @@ print_check (SpConfig *config, SpPlugins *plugins, guint n_warnings)
   if (config->fence)
     g_print ("fence: a new leader holds addresses %u ms after its voters last heard the old "
              "leader (at most %u ms after its election), the leader target %u ms later "
-             "(lease + leader watchdog %u ms + %d ms systemd slack + clean-up %u ms, 5 %% "
-             "drift)\n",
-             fence, wait, units, config->leader_watchdog_ms, SP_NODE_WATCHDOG_SLACK_MS,
-             config->cleanup_ms);
+             "(lease %u ms + fence keeper %u ms, 5 %% drift, one tick)\n",
+             fence, wait, units, sp_fence_lease_ms (config), config->keeper_ms);
   else
     g_print ("fence: off ([cluster] fence = false): a new leader holds at once; a stalled old "
-             "leader may still hold for up to %u ms\n",
-             config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS + config->cleanup_ms);
+             "leader may still hold for up to %u ms after its last heartbeat\n",
+             sp_fence_bound_ms (config));
+  /* The fault model the figures assume (doc/design.md). */
+  g_print ("fault model: the fence covers one fault of the old leader (crash, kill -9, SIGSTOP, "
+           "freeze, CPU starvation, partition, or its fence keeper's death while sparrowd "
+           "runs); a double fault (keeper dead and sparrowd stalled) is ended by the leader "
+           "watchdog, up to %u ms after the last heartbeat\n",
+           sp_fence_backstop_ms (config));
   /* Followers campaign a random [election, 2 x election) after the last
    * heartbeat; the fence counts from that heartbeat too. */
   g_print ("expected failover after a crash: %u to %u ms (addresses), %u to %u ms (leader "

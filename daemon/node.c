@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "address.h"
+#include "fence.h"
 #include "storage.h"
 #include "store.h"
 #include "text.h"
@@ -104,9 +105,8 @@ struct _SpNode
   guint64 commit_index;
   gboolean lease_valid;
   gboolean holder;
-  gint64 fence_from;  /* now_usec () when its voters last heard another leader, at most */
-  gint64 fence_until; /* when this leader may hold, -1 when not leader */
-  gint64 fence_usec;  /* the previous holder's worst case, see sp_node_fence_ms */
+  SpFence fence;  /* this leader's, on now_usec () */
+  guint fence_ms; /* sp_fence_ms () */
 
   SpNodeWakeFunc wake_func;
   gpointer wake_data;
@@ -425,17 +425,11 @@ publish (SpNode *node)
    * have heard the previous leader; a transfer means that leader let go
    * first. */
   if (role != SP_RAFT_LEADER)
-    node->fence_until = -1;
-  else if (node->fence_until < 0)
-    {
-      gint64 now = now_usec ();
-
-      node->fence_from = now - (gint64)sp_raft_heard_age (node->raft) * node->tick_ms * 1000;
-      node->fence_until = sp_raft_won_by_transfer (node->raft) || node->fence_usec == 0
-                              ? now
-                              : node->fence_from + node->fence_usec;
-    }
-  holder = lease && role == SP_RAFT_LEADER && now_usec () >= node->fence_until;
+    sp_fence_clear (&node->fence);
+  else if (!sp_fence_started (&node->fence))
+    sp_fence_start (&node->fence, now_usec (), sp_raft_heard_age (node->raft), node->tick_ms,
+                    node->fence_ms, sp_raft_won_by_transfer (node->raft));
+  holder = lease && role == SP_RAFT_LEADER && sp_fence_over (&node->fence, now_usec ());
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
@@ -1012,8 +1006,8 @@ clock_deadline (SpNode *node)
   if (node->failed)
     return -1;
   /* The end of the fence is published when it comes. */
-  if (node->fence_until >= 0 && !node->holder && node->lease_valid)
-    at = at < 0 ? node->fence_until : MIN (at, node->fence_until);
+  if (sp_fence_started (&node->fence) && !node->holder && node->lease_valid)
+    at = at < 0 ? node->fence.until : MIN (at, node->fence.until);
   due = sp_raft_ticks_until_due (node->raft);
   if (due != G_MAXUINT)
     {
@@ -1150,73 +1144,10 @@ on_receive (const SpRaftMsg *m, gpointer user_data)
 
 /* ---- construction ------------------------------------------------------- */
 
-/* The largest tick up to 10 ms that both timeouts are whole numbers of:
- * fine enough for the lease and election jitter, few enough ticks to catch
- * up with after a sleep. */
-static guint
-tick_ms (const SpConfig *config)
-{
-  guint a = config->heartbeat_ms, b = config->election_ms;
-
-  while (b)
-    {
-      guint r = a % b;
-
-      a = b;
-      b = r;
-    }
-  for (guint t = MIN (a, 10); t > 1; t--)
-    if (a % t == 0)
-      return t;
-  return 1;
-}
-
-guint
-sp_node_lease_ms (const SpConfig *config)
-{
-  guint t = tick_ms (config);
-
-  return sp_raft_default_lease_ticks (config->election_ms / t) * t;
-}
-
-guint
-sp_node_fence_ms (const SpConfig *config)
-{
-  guint t = tick_ms (config);
-  guint lease = sp_node_lease_ms (config);
-
-  if (!config->fence)
-    return 0;
-  /* The old lease ran out a lease after a voter of ours last heard the old
-   * leader at the latest (the heartbeat it rested on was sent before).
-   * Still running, the old leader let go then; stalled, it stopped
-   * feeding the watchdog then, which systemd fires within its interval
-   * plus its timer slack, and the clean-up runs.  Times on other nodes'
-   * clocks: 5 % drift; a tick of phase. */
-  return (lease + config->leader_watchdog_ms + SP_NODE_WATCHDOG_SLACK_MS + config->cleanup_ms) * 21
-             / 20
-         + t;
-}
-
-guint
-sp_node_fence_wait_ms (const SpConfig *config)
-{
-  guint fence = sp_node_fence_ms (config), t = tick_ms (config);
-
-  /* A voter hears nothing for an election timeout (less a tick of phase)
-   * before it votes for another. */
-  return fence > config->election_ms - t ? fence - (config->election_ms - t) : 0;
-}
-
 guint
 sp_node_fence_left_ms (SpNode *node, guint extra_ms)
 {
-  gint64 end, now = now_usec ();
-
-  if (node->fence_until < 0 || sp_raft_won_by_transfer (node->raft) || node->fence_usec == 0)
-    return 0;
-  end = node->fence_from + node->fence_usec + (gint64)extra_ms * 1000;
-  return end <= now ? 0 : (guint)((end - now + 999) / 1000);
+  return sp_fence_left_ms (&node->fence, now_usec (), extra_ms);
 }
 
 SpNode *
@@ -1234,9 +1165,9 @@ sp_node_new (SpConfig *config, GError **error)
   node->config = config;
   node->name = g_strdup (config->node_name);
   node->id = sp_member_id (config->node_name);
-  node->tick_ms = tick_ms (config);
+  node->tick_ms = sp_fence_tick_ms (config);
   node->election_ticks = config->election_ms / node->tick_ms;
-  node->fence_usec = (gint64)sp_node_fence_ms (config) * 1000;
+  node->fence_ms = sp_fence_ms (config);
 
   for (guint i = 0; i < config->initial_members->len; i++)
     {
@@ -1435,7 +1366,7 @@ sp_node_init (SpNode *node)
   node->leader = g_strdup ("");
   node->leader_address = g_strdup ("");
   node->holds = g_array_new (FALSE, FALSE, sizeof (Hold));
-  node->fence_until = -1;
+  sp_fence_clear (&node->fence);
   g_signal_connect (node, "notify::leader", G_CALLBACK (on_leader_changed), NULL);
 }
 

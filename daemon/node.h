@@ -51,7 +51,7 @@ G_DECLARE_FINAL_TYPE (SpNode, sp_node, SP, NODE, GObject)
  * follower, candidate (pre-vote included), leader, learner), "term" (t),
  * "leader" (s, "" when unknown), "leader-address" (s), "commit-index" (t),
  * "lease-valid" (b), "holder" (b: leader, lease valid, and the previous
- * holder's fence time (sp_node_fence_ms) has passed since the voters that
+ * holder's fence time (sp_fence_ms) has passed since the voters that
  * elected this node last heard it, unless a transfer elected it: what
  * plugins follow to hold addresses and units), "refused-entries" (t:
  * committed entries and snapshot records refused since start, see
@@ -95,19 +95,9 @@ gboolean sp_node_get_lease_valid (SpNode *node);
 gboolean sp_node_get_holder (SpNode *node);
 guint64 sp_node_get_refused_entries (SpNode *node);
 
-/* The previous holder's worst case, counted from the last time a voter
- * that elected the new leader heard it (0 with [cluster] fence = false);
- * the longest a new leader then waits after its election; and, for a
- * leader, how long from now until that fence plus extra_ms has passed (0
- * when elected by a transfer). */
-guint sp_node_fence_ms (const SpConfig *config);
-/* The leader's lease, counted from the last heartbeat a quorum answered. */
-guint sp_node_lease_ms (const SpConfig *config);
-guint sp_node_fence_wait_ms (const SpConfig *config);
+/* For a leader, how long from now until the previous holder's fence (see
+ * fence.h) plus extra_ms has passed (0 when elected by a transfer). */
 guint sp_node_fence_left_ms (SpNode *node, guint extra_ms);
-/* systemd arms the service watchdog with its default timer accuracy: it
- * fires up to this late. */
-#define SP_NODE_WATCHDOG_SLACK_MS 250
 
 /* Called at the end of every wake-up that brought the published state up
  * to date: a stalled loop stops calling it (the service watchdog). */

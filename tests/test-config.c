@@ -372,6 +372,11 @@ START_TEST (test_fence_keys)
   ck_assert (c->fence);
   ck_assert_uint_eq (c->leader_watchdog_ms, 250 + 200);
   ck_assert (!off->fence);
+  ck_assert_uint_eq (c->keeper_ms, 20);
+  assert_key_error (NODE "[cluster]\nkeeper-ms = 0\n" INSECURE, SP_CONFIG_ERROR_INVALID,
+                    "[cluster] keeper-ms", "between 1 and 1000");
+  assert_key_error (NODE "[cluster]\nkeeper-ms = 1001\n" INSECURE, SP_CONFIG_ERROR_INVALID,
+                    "[cluster] keeper-ms", "between 1 and 1000");
   assert_key_error (NODE "[cluster]\nleader-watchdog-ms = 250\n" INSECURE, SP_CONFIG_ERROR_INVALID,
                     "[cluster] leader-watchdog-ms", "expected more than heartbeat-ms (250)");
 }

@@ -786,11 +786,7 @@ step_candidate (SpRaft *r, const SpRaftMsg *m)
 
   if (!pre && !m->reject)
     {
-      /* On the voter's clock, which may run 5 % fast: scaled down, the age
-       * is never more than the real one. */
-      guint64 age = MIN (m->context * 20 / 21, r->now);
-
-      r->heard_at = MAX (r->heard_at, r->now - age);
+      r->heard_at = sp_raft_fold_vote_age (r->heard_at, r->now, m->context);
     }
   record_vote (r, m->from, !m->reject, &yes, &no);
   if (yes >= quorum (r))
@@ -1955,6 +1951,16 @@ sp_raft_transfer_notice (const SpRaft *r, guint64 *term)
   if (term)
     *term = r->notice_term;
   return r->notice_to;
+}
+
+guint64
+sp_raft_fold_vote_age (guint64 heard_at, guint64 now, guint64 voter_age)
+{
+  /* On the voter's clock, which may run 5 % fast: scaled down, the age is
+   * never more than the real one.  A voter counts in a guint. */
+  guint64 age = MIN (MIN (voter_age, G_MAXUINT) * 20 / 21, now);
+
+  return MAX (heard_at, now - age);
 }
 
 guint

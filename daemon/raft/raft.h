@@ -341,6 +341,10 @@ gboolean sp_raft_lease_valid (const SpRaft *r);
  * 5 % drift; itself included).  The previous leader's lease and what it
  * held were renewed no later than that. */
 guint sp_raft_heard_age (const SpRaft *r);
+/* How a candidate folds a granted vote into that moment: heard_at and now
+ * in its ticks, voter_age the ticks since the voter heard a leader, on the
+ * voter's clock.  Returns the later of heard_at and the voter's hearing. */
+guint64 sp_raft_fold_vote_age (guint64 heard_at, guint64 now, guint64 voter_age);
 /* Leader only: it won a campaign forced by a leadership transfer, which
  * the previous leader started after letting go of what it held. */
 gboolean sp_raft_won_by_transfer (const SpRaft *r);

@@ -205,9 +205,14 @@ class Check(unittest.TestCase):
         self.assertIn("heartbeat 250 ms, election timeout 600 ms (a follower campaigns 600 to "
                       "1200 ms after the last heartbeat), leader lease 530 ms, leader watchdog "
                       "450 ms", r.stdout)
-        self.assertIn("fence: a new leader holds addresses 1511 ms", r.stdout)
-        self.assertIn("expected failover after a crash: 1511 to 1511 ms (addresses), 2011 to "
-                      "2011 ms (leader target)", r.stdout)
+        # lease 530 + keeper 20, 5 % drift, a tick: shorter than an election
+        self.assertIn("fence: a new leader holds addresses 587 ms after its voters last heard the "
+                      "old leader (at most 0 ms after its election), the leader target 500 ms "
+                      "later (lease 530 ms + fence keeper 20 ms, 5 % drift, one tick)", r.stdout)
+        self.assertIn("expected failover after a crash: 600 to 1200 ms (addresses), 1100 to "
+                      "1700 ms (leader target)", r.stdout)
+        self.assertIn("a double fault (keeper dead and sparrowd stalled) is ended by the leader "
+                      "watchdog, up to 1511 ms after the last heartbeat", r.stdout)
 
 
 OLD_CA_CONFIG = """[ca]
