@@ -11,6 +11,7 @@
 #include "notify.h"
 #include "plugin.h"
 #include "tls-files.h"
+#include "watchdog.h"
 
 /* A stop that outlives this is cut short: systemd's stop timeout is longer. */
 #define STOP_BOUND_MS 5000
@@ -29,11 +30,7 @@ typedef struct
   gboolean stopping;
   char *status; /* last STATUS= sent */
   int exit_code;
-  /* The service watchdog: loose as systemd set it, tight while leading. */
-  guint64 watchdog_loose;
-  guint64 watchdog_tight;
-  guint64 watchdog_now; /* the interval in force, 0 without a watchdog */
-  gint64 watchdog_fed;  /* g_get_monotonic_time () of the last ping */
+  SpWatchdog *watchdog; /* NULL without one */
 } Daemon;
 
 static void
@@ -101,52 +98,26 @@ on_name_lost (GDBusConnection *connection, const char *name, gpointer user_data)
              connection ? "lost or not allowed to own the name" : "cannot connect");
 }
 
-static void
-feed_watchdog (Daemon *d)
+/* Tight while leading and until every plugin confirmed it let go (see
+ * watchdog.h); the plugins start once on the bus. */
+static SpWatchdogNeed
+on_watchdog_ask (gpointer user_data)
 {
-  gint64 now = g_get_monotonic_time ();
+  Daemon *d = user_data;
 
-  /* A ping per quarter interval is plenty, and each wakes systemd. */
-  if (now - d->watchdog_fed < (gint64)d->watchdog_now / 4)
-    return;
-  d->watchdog_fed = now;
-  sp_notify ("WATCHDOG=1");
+  if (g_str_equal (sp_node_get_role (d->node), "leader"))
+    return SP_WATCHDOG_LEADING;
+  if (sp_node_get_holder (d->node) || (d->plugins_started && sp_plugins_holding (d->plugins)))
+    return SP_WATCHDOG_RELEASING;
+  return SP_WATCHDOG_IDLE;
 }
 
-/* Pings ride the node's wake-ups: a leader wakes every heartbeat, so a
- * stalled leader is killed within its tight interval (the fence counts on
- * it); a follower holds nothing and gets the unit's loose one.  Tight from
- * the moment it leads, before it holds anything. */
 static void
 on_node_awake (SpNode *node, gpointer user_data)
 {
   Daemon *d = user_data;
-  guint64 want
-      = g_str_equal (sp_node_get_role (node), "leader") ? d->watchdog_tight : d->watchdog_loose;
 
-  if (d->watchdog_now == 0)
-    return;
-  if (want != d->watchdog_now)
-    {
-      g_autofree char *usec = g_strdup_printf ("WATCHDOG_USEC=%" G_GUINT64_FORMAT, want);
-
-      d->watchdog_now = want;
-      sp_notify (usec);
-      d->watchdog_fed = 0;
-    }
-  feed_watchdog (d);
-}
-
-static gboolean
-on_watchdog_fallback (gpointer user_data)
-{
-  Daemon *d = user_data;
-
-  /* A learner or lone follower may sleep for long: the loose interval
-   * still needs its pings.  Never enough for the tight one. */
-  if (d->watchdog_now == d->watchdog_loose)
-    feed_watchdog (d);
-  return G_SOURCE_CONTINUE;
+  sp_watchdog_awake (d->watchdog);
 }
 
 static void
@@ -392,13 +363,10 @@ main (int argc, char **argv)
   d.bus_owner = g_bus_own_name (G_BUS_TYPE_SYSTEM, SP_DBUS_NAME, G_BUS_NAME_OWNER_FLAGS_NONE,
                                 on_bus_acquired, on_name_acquired, on_name_lost, &d, NULL);
 
-  d.watchdog_loose = d.watchdog_now = sp_notify_watchdog_usec ();
-  d.watchdog_tight = MIN ((guint64)config->leader_watchdog_ms * 1000, d.watchdog_loose);
-  if (d.watchdog_now > 0)
-    {
-      sp_node_set_wake_func (d.node, on_node_awake, &d);
-      g_timeout_add (MAX (1, d.watchdog_loose / 2000), on_watchdog_fallback, &d);
-    }
+  d.watchdog = sp_watchdog_new (sp_notify_watchdog_usec (),
+                                (guint64)config->leader_watchdog_ms * 1000, on_watchdog_ask, &d);
+  if (d.watchdog)
+    sp_node_set_wake_func (d.node, on_node_awake, &d);
   g_unix_signal_add (SIGTERM, on_terminate, &d);
   g_unix_signal_add (SIGINT, on_terminate, &d);
 
@@ -407,6 +375,7 @@ main (int argc, char **argv)
 
   g_bus_unown_name (d.bus_owner);
   sp_node_set_wake_func (d.node, NULL, NULL);
+  g_clear_pointer (&d.watchdog, sp_watchdog_free);
   /* The service's bindings go before the plugins they bind: a plugin that
    * nothing else holds is finalized with the registry, and its bindings
    * with it. */

@@ -224,6 +224,14 @@ sp_plugin_get_released (SpPlugin *plugin)
   return priv->released;
 }
 
+gboolean
+sp_plugin_get_holding (SpPlugin *plugin)
+{
+  SpPluginClass *klass = SP_PLUGIN_GET_CLASS (plugin);
+
+  return klass->holding && klass->holding (plugin);
+}
+
 void
 sp_plugin_release_async (SpPlugin *plugin, GAsyncReadyCallback callback, gpointer user_data)
 {
@@ -428,6 +436,15 @@ on_resume (SpNode *node, gpointer user_data)
 
   e->asked = FALSE;
   sp_plugin_resume (e->plugin);
+}
+
+gboolean
+sp_plugins_holding (SpPlugins *plugins)
+{
+  for (guint i = 0; i < plugins->entries->len; i++)
+    if (sp_plugin_get_holding (((Entry *)plugins->entries->pdata[i])->plugin))
+      return TRUE;
+  return FALSE;
 }
 
 void

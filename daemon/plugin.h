@@ -60,6 +60,10 @@ struct _SpPluginClass
   void (*release) (SpPlugin *plugin);
   void (*resume) (SpPlugin *plugin);
   void (*stop) (SpPlugin *plugin);
+  /* Something only the holder may have (an address, a started unit) may
+   * still be here: TRUE until its removal is confirmed.  NULL: never
+   * (a plugin that serves every node). */
+  gboolean (*holding) (SpPlugin *plugin);
   /* Plugin-specific details for D-Bus (a{sv}, floating or full). */
   GVariant *(*details) (SpPlugin *plugin);
 };
@@ -85,6 +89,7 @@ void sp_plugin_details_changed (SpPlugin *plugin);
 void sp_plugin_released (SpPlugin *plugin, const char *error);
 /* From a release until the resume that ends the handover. */
 gboolean sp_plugin_get_released (SpPlugin *plugin);
+gboolean sp_plugin_get_holding (SpPlugin *plugin);
 
 /* For the registry: ask for a release (one asked before and not over yet
  * is over then), and end the handover. */
@@ -102,6 +107,8 @@ typedef struct _SpPlugins SpPlugins;
 SpPlugins *sp_plugins_probe (SpConfig *config, GPtrArray *warnings, GError **error);
 /* The plugins that probed TRUE, in order. */
 GPtrArray *sp_plugins_get (SpPlugins *plugins);
+/* Any plugin holding (see SpPluginClass.holding); FALSE before start. */
+gboolean sp_plugins_holding (SpPlugins *plugins);
 /* Starts them on node and bus and joins the node's planned handover. */
 void sp_plugins_start (SpPlugins *plugins, SpNode *node, GDBusConnection *bus);
 void sp_plugins_free (SpPlugins *plugins);

@@ -284,6 +284,15 @@ hold (SpPlugin *plugin, gboolean holder)
   reconcile (t);
 }
 
+/* Started, being started, or not yet confirmed stopped by systemd. */
+static gboolean
+holding (SpPlugin *plugin)
+{
+  SpLeaderTarget *t = SP_LEADER_TARGET_PLUGIN (plugin);
+
+  return t->active || t->pending > 0;
+}
+
 static void
 release (SpPlugin *plugin)
 {
@@ -404,6 +413,7 @@ sp_leader_target_plugin_class_init (SpLeaderTargetPluginClass *klass)
   plugin_class->resume = resume;
   plugin_class->stop = stop;
   plugin_class->details = details;
+  plugin_class->holding = holding;
 }
 
 static void

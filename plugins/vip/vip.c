@@ -124,6 +124,20 @@ update_state (SpVipPlugin *self)
   sp_plugin_details_changed (SP_PLUGIN (self));
 }
 
+/* Wanted, or an address still on an interface. */
+static gboolean
+sp_vip_plugin_holding (SpPlugin *plugin)
+{
+  SpVipPlugin *self = SP_VIP_PLUGIN (plugin);
+
+  if (wanted (self))
+    return TRUE;
+  for (guint k = 0; k < self->ifaces->len; k++)
+    if (any_present (g_ptr_array_index (self->ifaces, k)))
+      return TRUE;
+  return FALSE;
+}
+
 static GVariant *
 sp_vip_plugin_details (SpPlugin *plugin)
 {
@@ -838,6 +852,7 @@ sp_vip_plugin_class_init (SpVipPluginClass *klass)
   plugin_class->resume = sp_vip_plugin_resume;
   plugin_class->stop = sp_vip_plugin_stop;
   plugin_class->details = sp_vip_plugin_details;
+  plugin_class->holding = sp_vip_plugin_holding;
 }
 
 GType
