@@ -250,6 +250,7 @@ class Node:
         self.root = os.path.join(self.dir, "root")
         self.proc = None
         self.pid1 = None
+        self.busy = []  # the busy loops of starve()
 
     # -- bring-up ---------------------------------------------------------
 
@@ -391,6 +392,125 @@ class Node:
         for p in self.processes():
             os.kill(p, signal.SIGCONT)
 
+    # -- CPU starvation and freezing (host cgroup v1 hierarchies) ----------
+
+    def service_pid(self, unit="sparrow.service"):
+        """The host pid of unit's main process in the node, or None."""
+        out = self.sh("systemctl show -p MainPID --value " + unit, check=False).stdout.strip()
+        if not out.isdigit() or out == "0":
+            return None
+        for p in self.processes():
+            try:
+                with open("/proc/%d/status" % p) as f:
+                    nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+            except (OSError, StopIteration):
+                continue
+            if nspid[-1] == out:
+                return p
+        return None
+
+    def service_pids(self, unit="sparrow.service"):
+        """Host pids of every process in unit's cgroup in the node."""
+        pids = []
+        for root in self.cgroups():
+            path = os.path.join(root, "system.slice", unit, "cgroup.procs")
+            if os.path.exists(path):
+                with open(path) as f:
+                    pids += [int(p) for p in f.read().split()]
+        return sorted(set(pids))
+
+    def _group(self, controller, what):
+        return os.path.join("/sys/fs/cgroup", controller, "sparrow-lab",
+                            "%s-%s-%s" % (self.lab.tag, self.name, what))
+
+    @staticmethod
+    def _remove(group):
+        """rmdir, once the last process left (an exiting one may linger)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(group)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    @staticmethod
+    def _move(group, pids):
+        for p in pids:
+            try:
+                with open(os.path.join(group, "cgroup.procs"), "w") as f:
+                    f.write(str(p))
+            except ProcessLookupError:
+                pass
+
+    def starve(self, percent=1, loops=2, pid=None):
+        """Starves sparrowd (or pid, a host pid) of CPU as a loaded host
+        does: into a host cpu cgroup (v1) whose quota is percent of a 1 s
+        period, with loops busy processes that use the quota up.  Returns
+        the pid starved."""
+        pid = pid or self.service_pid()
+        if pid is None:
+            raise LabError("%s: sparrowd does not run" % self.name)
+        group = self._group("cpu", "starve")
+        os.makedirs(group, exist_ok=True)
+        with open(os.path.join(group, "cpu.cfs_period_us"), "w") as f:
+            f.write("1000000")
+        with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(int(percent * 10000)))
+        for _ in range(loops):
+            busy = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+            self.busy.append(busy)
+            self._move(group, [busy.pid])
+        self._move(group, [pid])
+        return pid
+
+    def unstarve(self):
+        """Ends starve(): the busy loops end, what is left goes back to
+        the root cpu group, the group goes."""
+        group = self._group("cpu", "starve")
+        for busy in self.busy:
+            busy.kill()
+            busy.wait()
+        self.busy = []
+        if os.path.isdir(group):
+            with open(os.path.join(group, "cgroup.procs")) as f:
+                self._move("/sys/fs/cgroup/cpu", [int(p) for p in f.read().split()])
+            self._remove(group)
+
+    def freeze(self, unit="sparrow.service"):
+        """Freezes every process of unit in the node through a host freezer
+        cgroup (v1): the node's systemd runs without a cgroup v2 freezer
+        here, so `systemctl freeze` cannot (see test_lab.py).  Returns the
+        pids frozen."""
+        pids = self.service_pids(unit)
+        if not pids:
+            raise LabError("%s: %s has no process" % (self.name, unit))
+        group = self._group("freezer", "freeze")
+        os.makedirs(group, exist_ok=True)
+        self._move(group, pids)
+        with open(os.path.join(group, "freezer.state"), "w") as f:
+            f.write("FROZEN")
+        deadline = time.monotonic() + 10
+        while True:
+            with open(os.path.join(group, "freezer.state")) as f:
+                if f.read().strip() == "FROZEN":
+                    return pids
+            if time.monotonic() > deadline:
+                raise LabError("%s: %s did not freeze" % (self.name, unit))
+            time.sleep(0.005)
+
+    def thaw(self):
+        group = self._group("freezer", "freeze")
+        if not os.path.isdir(group):
+            return
+        with open(os.path.join(group, "freezer.state"), "w") as f:
+            f.write("THAWED")
+        with open(os.path.join(group, "cgroup.procs")) as f:
+            self._move("/sys/fs/cgroup/freezer", [int(p) for p in f.read().split()])
+        self._remove(group)
+
     def cut(self, up=False):
         """Takes the node's link to the bridge down (or up again)."""
         self.lab.ns(self.lab.bridge_ns, "ip", "link", "set", self.host_end,
@@ -399,6 +519,8 @@ class Node:
     # -- teardown ---------------------------------------------------------
 
     def destroy(self):
+        self.unstarve()
+        self.thaw()
         if self.proc and self.proc.poll() is None:
             if self.pid1:
                 self.poweroff(timeout=15)
