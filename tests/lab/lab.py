@@ -448,13 +448,21 @@ class Node:
     def starve(self, percent=1, loops=2, pid=None):
         """Starves sparrowd (or pid, a host pid) of CPU as a loaded host
         does: into a host cpu cgroup (v1) whose quota is percent of a 1 s
-        period, with loops busy processes that use the quota up.  Returns
-        the pid starved."""
+        period, with loops busy processes that use the quota up (see
+        starve_loops).  Returns the pid starved."""
         pid = pid or self.service_pid()
         if pid is None:
             raise LabError("%s: sparrowd does not run" % self.name)
+        self._move(self.starve_loops(percent, loops), [pid])
+        return pid
+
+    def starve_loops(self, percent=1, loops=2):
+        """The starving group with its busy loops, nothing of the node in
+        it yet (starve() adds sparrowd); returns its path."""
         group = self._group("cpu", "starve")
-        os.makedirs(group, exist_ok=True)
+        if os.path.isdir(group):
+            return group
+        os.makedirs(group)
         with open(os.path.join(group, "cpu.cfs_period_us"), "w") as f:
             f.write("1000000")
         with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
@@ -463,8 +471,25 @@ class Node:
             busy = subprocess.Popen(["sh", "-c", "while :; do :; done"])
             self.busy.append(busy)
             self._move(group, [busy.pid])
-        self._move(group, [pid])
-        return pid
+        return group
+
+    def starve_period(self, timeout=5):
+        """When (time.monotonic()) the starving group's last period began,
+        as seen by polling its cpu.stat: the next begin a second apart, the
+        busy loops keeping its period timer running."""
+        path = os.path.join(self.starve_loops(), "cpu.stat")
+
+        def periods():
+            with open(path) as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("nr_periods"))
+
+        first = periods()
+        deadline = time.monotonic() + timeout
+        while periods() == first:
+            if time.monotonic() > deadline:
+                raise LabError("%s: the starving group's period does not turn" % self.name)
+            time.sleep(0.0005)
+        return time.monotonic()
 
     def unstarve(self):
         """Ends starve(): the busy loops end, what is left goes back to

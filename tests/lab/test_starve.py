@@ -20,6 +20,7 @@ fence keeper)."""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
@@ -44,25 +45,66 @@ class Starved(test_fence.Fence):
         print("starve: %d trial(s) at %d %%; [cluster] %s" % (TRIALS, PERCENT, cluster or
                                                              "defaults"), flush=True)
 
-    def test_cpu_starved_leader(self):
+    def starved(self, old, pid, t0):
+        """Waits for the new holder and the end of old's copy with old's
+        sparrowd (pid) starved; says how old's copy ended."""
+        try:
+            new = self.wait_new_holder(old, timeout=30)
+            self.wait_inactive(old, timeout=60)
+        finally:
+            old.unstarve()
+        entries = journal(old, t0, "-u sparrow.service")
+        watchdog = [int(e["__MONOTONIC_TIMESTAMP"]) for e in entries
+                    if "Watchdog timeout" in e.get("MESSAGE", "")]
+        print("  old %s: sparrowd %s, %s" % (
+            old.name, "restarted" if old.service_pid() != pid else "kept its pid",
+            "watchdog timeout at +%.0f ms" % ((watchdog[0] - t0) / 1000) if watchdog
+            else "no watchdog timeout"), flush=True)
+        return new
+
+    def test_1_cpu_starved_leader(self):
+        """The campaign of the issue: starved at a random phase."""
         def starve(old, t0):
-            pid = old.starve(PERCENT)
-            try:
-                new = self.wait_new_holder(old, timeout=30)
-                self.wait_inactive(old, timeout=60)
-            finally:
-                old.unstarve()
-            entries = journal(old, t0, "-u sparrow.service")
-            watchdog = [int(e["__MONOTONIC_TIMESTAMP"]) for e in entries
-                        if "Watchdog timeout" in e.get("MESSAGE", "")]
-            print("  old %s: sparrowd %s, %s" % (
-                old.name, "restarted" if old.service_pid() != pid else "kept its pid",
-                "watchdog timeout at +%.0f ms" % ((watchdog[0] - t0) / 1000) if watchdog
-                else "no watchdog timeout"), flush=True)
-            return None, new
+            return None, self.starved(old, old.starve(PERCENT), t0)
 
         test_fence.TRIALS = TRIALS
         self.trials("cpu-starved-%d%%" % PERCENT, starve)
+
+    def cut(self, old, verb="add"):
+        for n in self.lab.members:
+            if n is not old:
+                lab.run("ip", "netns", "exec", old.netns, "ip", "route", verb, "blackhole",
+                        n.ip + "/32")
+                lab.run("ip", "netns", "exec", n.netns, "ip", "route", verb, "blackhole",
+                        old.ip + "/32")
+
+    def test_2_partitioned_then_starved(self):
+        """The first hole every time: cut off, the leader is starved just
+        before a period of its cgroup begins, late enough in its lease that
+        in that period it finds its lease and leadership gone, and early
+        enough that the tight watchdog did not fire yet.  It then releases
+        one period (1 s) at a time: an old leader back on the loose
+        watchdog is never killed and stops the target seconds later."""
+        def partition_then_starve(old, t0):
+            pid = old.service_pid()
+            begin = old.starve_period() + 1
+            while begin - time.monotonic() < 0.9:
+                begin += 1
+            time.sleep(begin - 0.8 - time.monotonic())
+            self.cut(old)
+            cut = now_us()
+            time.sleep(max(0, begin - self.rng.uniform(0.08, 0.15) - time.monotonic()))
+            old.starve(PERCENT, pid=pid)
+            print("  cut off at +%.0f ms, starved at +%.0f ms, its period begins at +%.0f ms"
+                  % ((cut - t0) / 1000, (now_us() - t0) / 1000, (begin * 1e6 - t0) / 1000),
+                  flush=True)
+            try:
+                return None, self.starved(old, pid, t0)
+            finally:
+                self.cut(old, "del")
+
+        test_fence.TRIALS = TRIALS
+        self.trials("cut+starved-%d%%" % PERCENT, partition_then_starve)
 
 
 if __name__ == "__main__":
