@@ -14,6 +14,8 @@ fence keeper (outside the cgroup) covers it.  Each trial says how the old
 copy ended (watchdog, pid kept or not) and when.
 
 SPARROW_STARVE_TRIALS=N trials (default 6), SPARROW_FENCE_SEED=S replays;
+SPARROW_STARVE_PERCENT (1) and SPARROW_STARVE_LOOPS (busy loops, 2) set
+the starvation;
 SPARROW_STARVE_CLUSTER="key = value" adds to [cluster] (e.g. keeper-ms =
 1000: a fence as long as the watchdog's reaction, for a build without the
 fence keeper)."""
@@ -28,7 +30,9 @@ import test_fence  # noqa: E402
 from test_fence import journal, now_us  # noqa: E402
 
 TRIALS = int(os.environ.get("SPARROW_STARVE_TRIALS", "6"))
-PERCENT = 1
+PERCENT = float(os.environ.get("SPARROW_STARVE_PERCENT", "1"))
+# Busy loops in the group: the more, the less of each period sparrowd gets.
+LOOPS = int(os.environ.get("SPARROW_STARVE_LOOPS", "2"))
 
 
 class Starved(test_fence.Fence):
@@ -42,8 +46,8 @@ class Starved(test_fence.Fence):
         cls.vip = cls.observe = False
         cluster = os.environ.get("SPARROW_STARVE_CLUSTER")
         cls.extra_config = "[cluster]\n%s\n" % cluster if cluster else ""
-        print("starve: %d trial(s) at %d %%; [cluster] %s" % (TRIALS, PERCENT, cluster or
-                                                             "defaults"), flush=True)
+        print("starve: %d trial(s) at %g %% with %d busy loop(s); [cluster] %s"
+              % (TRIALS, PERCENT, LOOPS, cluster or "defaults"), flush=True)
 
     def starved(self, old, pid, t0):
         """Waits for the new holder and the end of old's copy with old's
@@ -65,10 +69,10 @@ class Starved(test_fence.Fence):
     def test_1_cpu_starved_leader(self):
         """The campaign of the issue: starved at a random phase."""
         def starve(old, t0):
-            return None, self.starved(old, old.starve(PERCENT), t0)
+            return None, self.starved(old, old.starve(PERCENT, LOOPS), t0)
 
         test_fence.TRIALS = TRIALS
-        self.trials("cpu-starved-%d%%" % PERCENT, starve)
+        self.trials("cpu-starved-%g%%" % PERCENT, starve)
 
     def cut(self, old, verb="add"):
         for n in self.lab.members:
@@ -87,6 +91,7 @@ class Starved(test_fence.Fence):
         watchdog is never killed and stops the target seconds later."""
         def partition_then_starve(old, t0):
             pid = old.service_pid()
+            old.starve_loops(PERCENT, LOOPS)
             begin = old.starve_period() + 1
             while begin - time.monotonic() < 0.9:
                 begin += 1
@@ -94,7 +99,7 @@ class Starved(test_fence.Fence):
             self.cut(old)
             cut = now_us()
             time.sleep(max(0, begin - self.rng.uniform(0.08, 0.15) - time.monotonic()))
-            old.starve(PERCENT, pid=pid)
+            old.starve(PERCENT, LOOPS, pid=pid)
             print("  cut off at +%.0f ms, starved at +%.0f ms, its period begins at +%.0f ms"
                   % ((cut - t0) / 1000, (now_us() - t0) / 1000, (begin * 1e6 - t0) / 1000),
                   flush=True)
@@ -104,7 +109,7 @@ class Starved(test_fence.Fence):
                 self.cut(old, "del")
 
         test_fence.TRIALS = TRIALS
-        self.trials("cut+starved-%d%%" % PERCENT, partition_then_starve)
+        self.trials("cut+starved-%g%%" % PERCENT, partition_then_starve)
 
 
 if __name__ == "__main__":
