@@ -410,14 +410,16 @@ class Node:
         return None
 
     def service_pids(self, unit="sparrow.service"):
-        """Host pids of every process in unit's cgroup in the node."""
-        pids = []
-        for root in self.cgroups():
-            path = os.path.join(root, "system.slice", unit, "cgroup.procs")
-            if os.path.exists(path):
-                with open(path) as f:
-                    pids += [int(p) for p in f.read().split()]
-        return sorted(set(pids))
+        """Host pids of every process in the cgroup of unit's main process
+        (the node's systemd keeps a unit's processes in one)."""
+        main = self.service_pid(unit)
+        if main is None:
+            return []
+        with open("/proc/%d/cgroup" % main) as f:
+            path = next(line.rstrip("\n").split(":", 2)[2] for line in f
+                        if line.split(":")[1] == "name=systemd")
+        with open(os.path.join("/sys/fs/cgroup/systemd", path.lstrip("/"), "cgroup.procs")) as f:
+            return sorted(int(p) for p in f.read().split())
 
     def _group(self, controller, what):
         return os.path.join("/sys/fs/cgroup", controller, "sparrow-lab",
@@ -506,9 +508,9 @@ class Node:
 
     def freeze(self, unit="sparrow.service"):
         """Freezes every process of unit in the node through a host freezer
-        cgroup (v1): the node's systemd runs without a cgroup v2 freezer
-        here, so `systemctl freeze` cannot (see test_lab.py).  Returns the
-        pids frozen."""
+        cgroup (v1), as `systemctl freeze` would: the nodes' systemd (252, on
+        this host's hybrid cgroup hierarchy) answers that a unit "does not
+        support freezing".  Returns the pids frozen."""
         pids = self.service_pids(unit)
         if not pids:
             raise LabError("%s: %s has no process" % (self.name, unit))

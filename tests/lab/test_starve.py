@@ -33,6 +33,13 @@ TRIALS = int(os.environ.get("SPARROW_STARVE_TRIALS", "6"))
 PERCENT = float(os.environ.get("SPARROW_STARVE_PERCENT", "1"))
 # Busy loops in the group: the more, the less of each period sparrowd gets.
 LOOPS = int(os.environ.get("SPARROW_STARVE_LOOPS", "2"))
+# test_2: the cut this long (s) before a period of the starving group
+# begins: the old leader steps down in that period (check-quorum: 600 ms
+# without a quorum); starved this long after the cut, before its lease
+# (530 ms from the last answer, which came up to a heartbeat before the
+# cut) ran out while it still ran.
+CUT_BEFORE = float(os.environ.get("SPARROW_STARVE_CUT_BEFORE", "0.65"))
+STARVE_AFTER = (0.18, 0.25)
 
 
 class Starved(test_fence.Fence):
@@ -83,22 +90,22 @@ class Starved(test_fence.Fence):
                         old.ip + "/32")
 
     def test_2_partitioned_then_starved(self):
-        """The first hole every time: cut off, the leader is starved just
-        before a period of its cgroup begins, late enough in its lease that
-        in that period it finds its lease and leadership gone, and early
-        enough that the tight watchdog did not fire yet.  It then releases
-        one period (1 s) at a time: an old leader back on the loose
-        watchdog is never killed and stops the target seconds later."""
+        """The first hole, aimed at: cut off, the leader is starved before
+        its lease runs out, and a period of its cgroup begins after its
+        lease and leadership are gone, perhaps before the tight watchdog
+        fired.  It then releases in the slices of CPU it gets each period
+        (1 s): an old leader back on the loose watchdog is not killed and
+        stops the target late."""
         def partition_then_starve(old, t0):
             pid = old.service_pid()
             old.starve_loops(PERCENT, LOOPS)
             begin = old.starve_period() + 1
             while begin - time.monotonic() < 0.9:
                 begin += 1
-            time.sleep(begin - 0.8 - time.monotonic())
+            time.sleep(begin - CUT_BEFORE - time.monotonic())
             self.cut(old)
             cut = now_us()
-            time.sleep(max(0, begin - self.rng.uniform(0.08, 0.15) - time.monotonic()))
+            time.sleep(max(0, cut / 1e6 + self.rng.uniform(*STARVE_AFTER) - time.monotonic()))
             old.starve(PERCENT, LOOPS, pid=pid)
             print("  cut off at +%.0f ms, starved at +%.0f ms, its period begins at +%.0f ms"
                   % ((cut - t0) / 1000, (now_us() - t0) / 1000, (begin * 1e6 - t0) / 1000),
