@@ -33,6 +33,9 @@ typedef struct
   guint64 watchdog_tight;
   guint64 watchdog_now; /* the interval in force, 0 without a watchdog */
   gint64 watchdog_fed;  /* g_get_monotonic_time () of the last ping */
+  gint64 node_awake;    /* ... and of the node's last wake-up */
+  gboolean leading;     /* the tight interval is asked for */
+  GSource *fallback;
 } Daemon;
 
 static void
@@ -101,12 +104,14 @@ on_name_lost (GDBusConnection *connection, const char *name, gpointer user_data)
 }
 
 static void
-feed_watchdog (Daemon *d)
+feed_watchdog (Daemon *d, gint64 now)
 {
-  gint64 now = g_get_monotonic_time ();
+  /* Each ping wakes systemd: one per half of the loose interval (the
+   * fallback below keeps the gap under three quarters), a quarter of the
+   * tight one, where a late ping would cost the fence. */
+  gint64 every = (gint64)d->watchdog_now / (d->leading ? 4 : 2);
 
-  /* A ping per quarter interval is plenty, and each wakes systemd. */
-  if (now - d->watchdog_fed < (gint64)d->watchdog_now / 4)
+  if (now - d->watchdog_fed < every)
     return;
   d->watchdog_fed = now;
   sp_notify ("WATCHDOG=1");
@@ -120,11 +125,13 @@ static void
 on_node_awake (SpNode *node, gpointer user_data)
 {
   Daemon *d = user_data;
-  guint64 want
-      = g_str_equal (sp_node_get_role (node), "leader") ? d->watchdog_tight : d->watchdog_loose;
+  gboolean leading = g_str_equal (sp_node_get_role (node), "leader");
+  guint64 want = leading ? d->watchdog_tight : d->watchdog_loose;
 
   if (d->watchdog_now == 0)
     return;
+  d->node_awake = g_get_monotonic_time ();
+  d->leading = leading;
   if (want != d->watchdog_now)
     {
       g_autofree char *usec = g_strdup_printf ("WATCHDOG_USEC=%" G_GUINT64_FORMAT, want);
@@ -133,20 +140,54 @@ on_node_awake (SpNode *node, gpointer user_data)
       sp_notify (usec);
       d->watchdog_fed = 0;
     }
-  feed_watchdog (d);
+  feed_watchdog (d, d->node_awake);
+}
+
+/* A learner or lone follower may sleep for long: the loose interval still
+ * needs its pings (never enough for the tight one).  Due a quarter of the
+ * loose interval after the node's last wake-up, computed before each poll,
+ * so a node that wakes anyway (every heartbeat) never wakes for it, and
+ * moving it costs no system call. */
+typedef struct
+{
+  GSource source;
+  Daemon *d;
+} FallbackSource;
+
+static gint64
+fallback_due (Daemon *d)
+{
+  return d->node_awake + (gint64)d->watchdog_loose / 4;
 }
 
 static gboolean
-on_watchdog_fallback (gpointer user_data)
+fallback_prepare (GSource *source, gint *timeout)
 {
-  Daemon *d = user_data;
+  gint64 left = fallback_due (((FallbackSource *)source)->d) - g_get_monotonic_time ();
 
-  /* A learner or lone follower may sleep for long: the loose interval
-   * still needs its pings.  Never enough for the tight one. */
-  if (d->watchdog_now == d->watchdog_loose)
-    feed_watchdog (d);
+  *timeout = left <= 0 ? 0 : (gint)MIN ((left + 999) / 1000, G_MAXINT);
+  return left <= 0;
+}
+
+static gboolean
+fallback_check (GSource *source)
+{
+  return fallback_due (((FallbackSource *)source)->d) <= g_get_monotonic_time ();
+}
+
+static gboolean
+fallback_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  Daemon *d = ((FallbackSource *)source)->d;
+
+  d->node_awake = g_get_monotonic_time ();
+  if (!d->leading)
+    feed_watchdog (d, d->node_awake);
   return G_SOURCE_CONTINUE;
 }
+
+static GSourceFuncs fallback_funcs
+    = { fallback_prepare, fallback_check, fallback_dispatch, NULL, NULL, NULL };
 
 static void
 on_flushed (GObject *source, GAsyncResult *result, gpointer user_data)
@@ -392,7 +433,11 @@ main (int argc, char **argv)
   if (d.watchdog_now > 0)
     {
       sp_node_set_wake_func (d.node, on_node_awake, &d);
-      g_timeout_add (MAX (1, d.watchdog_loose / 2000), on_watchdog_fallback, &d);
+      d.node_awake = g_get_monotonic_time ();
+      d.fallback = g_source_new (&fallback_funcs, sizeof (FallbackSource));
+      ((FallbackSource *)d.fallback)->d = &d;
+      g_source_set_static_name (d.fallback, "watchdog fallback");
+      g_source_attach (d.fallback, NULL);
     }
   g_unix_signal_add (SIGTERM, on_terminate, &d);
   g_unix_signal_add (SIGINT, on_terminate, &d);
@@ -402,6 +447,11 @@ main (int argc, char **argv)
 
   g_bus_unown_name (d.bus_owner);
   sp_node_set_wake_func (d.node, NULL, NULL);
+  if (d.fallback)
+    {
+      g_source_destroy (d.fallback);
+      g_source_unref (d.fallback);
+    }
   /* The service's bindings go before the plugins they bind: a plugin that
    * nothing else holds is finalized with the registry, and its bindings
    * with it. */
