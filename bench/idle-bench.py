@@ -3,8 +3,9 @@
 (printed, never asserted).
 
 sparrow: 3 real sparrowd on 127.0.0.1 with TLS and the daemon's default
-timings, each answering systemd's watchdog as sparrow.service asks
-(NOTIFY_SOCKET, WATCHDOG_USEC from the unit's WatchdogSec=); no [vip].
+timings, each with the unit's Environment= and answering systemd's
+watchdog as sparrow.service asks (NOTIFY_SOCKET, WATCHDOG_USEC from the
+unit's WatchdogSec=); no [vip].
 keepalived (as root, when /usr/sbin/keepalived is there): 3 instances at
 advert_int 0.25 with VRRPv3 (a failover like sparrow's defaults), each in a
 network namespace this script makes (10.77.0.0/24 on a bridge in a fourth
@@ -144,12 +145,24 @@ class NotifySocket:
         self.sock.close()
 
 
+def unit_environment():
+    """Environment= of units/sparrow.service.in."""
+    env = {}
+    with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
+        for value in re.findall(r"^Environment=(.*)$", f.read(), re.M):
+            for item in value.split():
+                k, v = item.split("=", 1)
+                env[k] = v
+    return env
+
+
 def start_sparrow(Cluster):
     c = Cluster(3, heartbeat_ms=None, election_ms=None, tls=True, leak_checks=False)
     notify = NotifySocket(os.path.join(c.dir, "notify"))
     for n in c.nodes:
-        n.extra_env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": str(unit_watchdog_usec())}
-        # As under systemd: no G_DEBUG, no test settings.
+        # As the unit runs it.
+        n.extra_env = dict(unit_environment(), NOTIFY_SOCKET=notify.path,
+                           WATCHDOG_USEC=str(unit_watchdog_usec()))
     c.start()
     c.wait_leader(timeout=60)
     return c, notify
