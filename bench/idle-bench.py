@@ -21,10 +21,16 @@ dirty: what it alone holds), PSS (its own plus its share of pages others
 map too: this varies with what else runs on the machine, the shared
 libraries above all) and RSS.  --threads adds sparrow's wake-ups per thread.
 
-Usage: idle-bench.py [--seconds S] [--rounds N] [--no-keepalived] [--threads] [BUILD_DIR]
+--compare BUILD adds a second cluster of another build's sparrowd (run
+with the unit environment of the tree it was built from), e.g. the code
+before a change, measured in the same windows: rows "compared".
+
+Usage: idle-bench.py [--seconds S] [--rounds N] [--no-keepalived] [--threads]
+                     [--compare BUILD] [BUILD_DIR]
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -145,10 +151,10 @@ class NotifySocket:
         self.sock.close()
 
 
-def unit_environment():
-    """Environment= of units/sparrow.service.in."""
+def unit_environment(tree):
+    """Environment= of the sparrow.service.in of a source tree."""
     env = {}
-    with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
+    with open(os.path.join(tree, "units", "sparrow.service.in")) as f:
         for value in re.findall(r"^Environment=(.*)$", f.read(), re.M):
             for item in value.split():
                 k, v = item.split("=", 1)
@@ -156,22 +162,31 @@ def unit_environment():
     return env
 
 
-def start_sparrow(Cluster):
+def start_sparrow(Cluster, sparrowd, tree):
+    """A cluster of sparrowd binaries run as the unit of tree runs them."""
+    import cluster
+
+    cluster.SPARROWD = sparrowd
     c = Cluster(3, heartbeat_ms=None, election_ms=None, tls=True, leak_checks=False)
     notify = NotifySocket(os.path.join(c.dir, "notify"))
     for n in c.nodes:
-        # As the unit runs it.
-        n.extra_env = dict(unit_environment(), NOTIFY_SOCKET=notify.path,
+        n.extra_env = dict(unit_environment(tree), NOTIFY_SOCKET=notify.path,
                            WATCHDOG_USEC=str(unit_watchdog_usec()))
     c.start()
     c.wait_leader(timeout=60)
     return c, notify
 
 
-def sparrow_daemons(c):
+def source_tree(build):
+    """The source tree a meson build directory was set up from."""
+    with open(os.path.join(build, "meson-info", "meson-info.json")) as f:
+        return json.load(f)["directories"]["source"]
+
+
+def sparrow_daemons(c, kind="sparrow"):
     out = []
     for n in c.nodes:
-        d = Daemon("sparrow", n.name, [n.proc.pid])
+        d = Daemon(kind, n.name, [n.proc.pid])
         d.role = n.status()["role"]
         out.append(d)
     return out
@@ -253,6 +268,8 @@ def main():
     p.add_argument("--rounds", type=int, default=1, help="windows measured one after the other")
     p.add_argument("--no-keepalived", action="store_true")
     p.add_argument("--threads", action="store_true", help="sparrow's wake-ups per thread")
+    p.add_argument("--compare", metavar="BUILD",
+                   help="also another build of sparrowd (as its tree's unit runs it), same windows")
     args = p.parse_args()
     build = os.path.abspath(args.build)
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
@@ -268,13 +285,20 @@ def main():
     elif not os.path.exists(KEEPALIVED):
         why_not = "%s is not installed" % KEEPALIVED
     work = tempfile.mkdtemp(prefix="sparrow-idle-")
-    c = notify = None
+    clusters = []
     procs = []
     try:
-        c, notify = start_sparrow(Cluster)
+        clusters.append(start_sparrow(Cluster, os.environ["SPARROWD"], source_tree(build)))
+        if args.compare:
+            other = os.path.abspath(args.compare)
+            clusters.append(start_sparrow(Cluster, os.path.join(other, "daemon", "sparrowd"),
+                                          source_tree(other)))
         if not why_not:
             procs = start_keepalived(work)
-        daemons = sparrow_daemons(c) + (keepalived_daemons(procs) if procs else [])
+        daemons = sparrow_daemons(clusters[0][0])
+        if args.compare:
+            daemons += sparrow_daemons(clusters[1][0], "compared")
+        daemons += keepalived_daemons(procs) if procs else []
         time.sleep(3)  # past start-up
         print("idle, per node, %d s window%s: sparrow defaults (heartbeat %s), TLS, answering "
               "its watchdog%s" % (args.seconds, "s" if args.rounds > 1 else "",
@@ -285,7 +309,8 @@ def main():
                  "PSS MiB", "RSS MiB"))
         for _ in range(args.rounds):
             for d in daemons:
-                if d.kind == "sparrow":
+                if d.kind != "keepalived":
+                    c = clusters[d.kind == "compared"][0]
                     d.role = next(n for n in c.nodes if n.name == d.name).status()["role"]
             rows = measure(daemons, args.seconds)
             for d, (cpu, woke, preempted, mem, per_thread) in zip(daemons, rows):
@@ -302,9 +327,8 @@ def main():
                 pr.kill()
         if procs:
             netns_down()
-        if c:
+        for c, notify in clusters:
             c.teardown()
-        if notify:
             notify.close()
         shutil.rmtree(work, ignore_errors=True)
 
