@@ -177,8 +177,8 @@ def cpu_percent(pids, seconds):
 def unit_watchdog_usec():
     """WatchdogSec= of units/sparrow.service.in, in microseconds."""
     with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
-        m = re.search(r"^WatchdogSec=(\d+)ms$", f.read(), re.M)
-    return int(m.group(1)) * 1000
+        m = re.search(r"^WatchdogSec=(\d+)(ms|s)$", f.read(), re.M)
+    return int(m.group(1)) * (1000 if m.group(2) == "ms" else 1000000)
 
 
 class NotifySocket:

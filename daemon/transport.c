@@ -169,6 +169,7 @@ struct _SpTransport
   GTlsDatabase *ca;
   guint queue_limit;
   SpTransportReceive receive;
+  void (*read_done) (gpointer user_data);
   SpTransportAdmit admit;
   GHashTable *revoked; /* set of normalized fingerprints */
   gpointer user_data;
@@ -1117,6 +1118,7 @@ static gboolean
 on_readable (GSocket *socket, GIOCondition condition, gpointer data)
 {
   g_autoptr (SpConn) conn = conn_ref (data); /* the callbacks may close it */
+  gboolean open;
 
   if (!conn->transport)
     return G_SOURCE_REMOVE;
@@ -1127,7 +1129,12 @@ on_readable (GSocket *socket, GIOCondition condition, gpointer data)
   if (conn->peer)
     return on_readable_dialed (
         conn, G_POLLABLE_INPUT_STREAM (g_io_stream_get_input_stream (conn->stream)));
-  if (!conn_read (conn))
+  open = conn_read (conn);
+  /* Closed (or the transport freed) by a callback: the receiver's own
+   * pass of the main loop runs its batch. */
+  if (open && conn->peer_id != 0 && conn->transport->read_done)
+    conn->transport->read_done (conn->transport->user_data);
+  if (!open)
     return G_SOURCE_REMOVE;
   /* Set up now (the hello came), and the transport reads only when asked. */
   if (conn->peer_id != 0 && !conn->transport->eager)
@@ -1617,6 +1624,7 @@ sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive, gp
     g_tls_backend_set_default_database (g_tls_backend_get_default (), t->ca);
   t->queue_limit = opts->queue_limit ? opts->queue_limit : SP_QUEUE_LIMIT_DEFAULT;
   t->receive = receive;
+  t->read_done = opts->read_done;
   t->admit = opts->admit;
   t->revoked = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; opts->revoked && opts->revoked[i]; i++)

@@ -89,6 +89,12 @@ typedef struct
    * and case ignored); NULL-terminated, may be NULL. */
   const char *const *revoked;
   SpTransportAdmit admit; /* given receive's user_data; NULL admits everyone */
+  /* After the main loop woke the transport for an incoming connection and
+   * it handed on what that held (given receive's user_data; may be NULL):
+   * the receiver may run its batch there rather than in a pass of the
+   * main loop of its own.  Not after sp_transport_receive_pending (), nor
+   * when the connection closed meanwhile. */
+  void (*read_done) (gpointer user_data);
 } SpTransportOptions;
 
 SpTransport *sp_transport_new (const SpTransportOptions *opts, SpTransportReceive receive,

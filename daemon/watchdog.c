@@ -7,21 +7,31 @@ struct _SpWatchdog
 {
   guint64 loose;
   guint64 tight;
-  guint64 now; /* the interval in force */
-  gint64 fed;  /* g_get_monotonic_time () of the last ping */
+  guint64 now;  /* the interval in force */
+  gint64 fed;   /* g_get_monotonic_time () of the last ping */
+  gint64 awake; /* ... and of the node's last wake-up */
   SpWatchdogAskFunc ask;
   gpointer user_data;
-  guint fallback; /* the loose interval's timer */
-  guint release;  /* the releasing pings' timer */
+  GSource *fallback; /* the loose interval's pings for a node that sleeps */
+  guint release;     /* the releasing pings' timer */
 };
+
+typedef struct
+{
+  GSource source;
+  SpWatchdog *w;
+} FallbackSource;
 
 static void
 feed (SpWatchdog *w)
 {
   gint64 now = g_get_monotonic_time ();
+  /* Each ping wakes systemd: one per half of the loose interval (the
+   * fallback keeps the gap under three quarters), a quarter of the tight
+   * one, where a late ping would cost the fence. */
+  gint64 every = (gint64)w->now / (w->now == w->loose ? 2 : 4);
 
-  /* A ping per quarter interval is plenty, and each wakes systemd. */
-  if (now - w->fed < (gint64)w->now / 4)
+  if (now - w->fed < every)
     return;
   w->fed = now;
   sp_notify ("WATCHDOG=1");
@@ -58,17 +68,45 @@ on_releasing (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-static gboolean
-on_fallback (gpointer user_data)
+/* A learner or lone follower may sleep for long: the loose interval still
+ * needs its pings (never enough for the tight one).  Due a quarter of the
+ * loose interval after the node's last wake-up, computed before each poll,
+ * so a node that wakes anyway (every heartbeat) never wakes for it, and
+ * moving it costs no system call. */
+static gint64
+fallback_due (const SpWatchdog *w)
 {
-  SpWatchdog *w = user_data;
+  return w->awake + (gint64)w->loose / 4;
+}
 
-  /* A learner or lone follower may sleep for long: the loose interval
-   * still needs its pings.  Never enough for the tight one. */
+static gboolean
+fallback_prepare (GSource *source, gint *timeout)
+{
+  gint64 left = fallback_due (((FallbackSource *)source)->w) - g_get_monotonic_time ();
+
+  *timeout = left <= 0 ? 0 : (gint)MIN ((left + 999) / 1000, G_MAXINT);
+  return left <= 0;
+}
+
+static gboolean
+fallback_check (GSource *source)
+{
+  return fallback_due (((FallbackSource *)source)->w) <= g_get_monotonic_time ();
+}
+
+static gboolean
+fallback_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  SpWatchdog *w = ((FallbackSource *)source)->w;
+
+  w->awake = g_get_monotonic_time ();
   if (w->now == w->loose)
     feed (w);
   return G_SOURCE_CONTINUE;
 }
+
+static GSourceFuncs fallback_funcs
+    = { fallback_prepare, fallback_check, fallback_dispatch, NULL, NULL, NULL };
 
 SpWatchdog *
 sp_watchdog_new (guint64 loose_usec, guint64 tight_usec, SpWatchdogAskFunc ask, gpointer user_data)
@@ -82,7 +120,11 @@ sp_watchdog_new (guint64 loose_usec, guint64 tight_usec, SpWatchdogAskFunc ask, 
   w->tight = MIN (tight_usec, loose_usec);
   w->ask = ask;
   w->user_data = user_data;
-  w->fallback = g_timeout_add (MAX (1, loose_usec / 2000), on_fallback, w);
+  w->awake = g_get_monotonic_time ();
+  w->fallback = g_source_new (&fallback_funcs, sizeof (FallbackSource));
+  ((FallbackSource *)w->fallback)->w = w;
+  g_source_set_static_name (w->fallback, "watchdog fallback");
+  g_source_attach (w->fallback, NULL);
   return w;
 }
 
@@ -91,6 +133,7 @@ sp_watchdog_awake (SpWatchdog *w)
 {
   SpWatchdogNeed need = set_interval (w);
 
+  w->awake = g_get_monotonic_time ();
   if (need == SP_WATCHDOG_RELEASING && !w->release)
     w->release = g_timeout_add (MAX (1, w->tight / 5000), on_releasing, w);
   else if (need != SP_WATCHDOG_RELEASING)
@@ -109,7 +152,8 @@ sp_watchdog_free (SpWatchdog *w)
 {
   if (!w)
     return;
-  g_clear_handle_id (&w->fallback, g_source_remove);
+  g_source_destroy (w->fallback);
+  g_source_unref (w->fallback);
   g_clear_handle_id (&w->release, g_source_remove);
   g_free (w);
 }

@@ -17,7 +17,8 @@
  * election timeout or more (no leader to hear): a main-loop timer pings
  * every fifth of the tight interval and asks again whether everything
  * is released; a stalled or starved loop runs no timer.  Loose: the
- * wake-ups, and a timer at half the interval for a node that sleeps long. */
+ * wake-ups, a ping per half interval, and for a node that sleeps long a
+ * source due a quarter of the interval after its last wake-up. */
 #pragma once
 
 #include <glib.h>

@@ -349,6 +349,56 @@ class Process(unittest.TestCase):
         # Fed at every heartbeat's wake-up (at most every quarter interval).
         self.assertLess(max(b - a for a, b in zip([t0] + pings, pings)), 0.25)
 
+    def test_idle_follower_wakes_for_heartbeats_only(self):
+        """An idle follower under a loose watchdog (the unit's, for nodes
+        that hold nothing) pings systemd once per half interval, not more
+        (each ping wakes systemd), and wakes for nothing but its leader's
+        heartbeats: the pings ride those wake-ups, and the watchdog's
+        fallback timer is never due while they come."""
+        c = Cluster(3, heartbeat_ms=250, election_ms=600)
+        self.addCleanup(c.teardown)
+        lead, watched = c.nodes[0], c.nodes[1]
+        path = os.path.join(c.dir, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(10)
+        watched.extra_env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
+        c.start()
+        first = c.wait_leader()
+        if first != lead.name:
+            c.node(first).ctl("transfer", lead.name)
+        c.wait(lambda: c.leader() == lead.name, what="%s leading" % lead.name)
+
+        def wakes(n):
+            with open("/proc/%d/task/%d/status" % (n.proc.pid, n.proc.pid)) as f:
+                return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", f.read(),
+                                     re.M).group(1))
+
+        # What it said while the cluster settled (a change of interval
+        # pings at once) is not the idle follower's.
+        sock.setblocking(False)
+        try:
+            while sock.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        sock.settimeout(10)
+        pings = []
+        while len(pings) < 10:
+            if sock.recv(4096).decode() == "WATCHDOG=1":
+                pings.append((time.monotonic(), wakes(lead), wakes(watched)))
+        pings = pings[2:]
+        gaps = [b[0] - a[0] for a, b in zip(pings, pings[1:])]
+        # Half of 2 s, less what a late read of the socket takes off; load
+        # only makes pings come later.
+        self.assertGreater(min(gaps), 0.75, "pings %s s apart" % gaps)
+        led, followed = pings[-1][1] - pings[0][1], pings[-1][2] - pings[0][2]
+        # The leader wakes at least once per heartbeat it sends; the follower
+        # once per heartbeat it gets, and for nothing else.
+        self.assertLessEqual(followed, led + 2, "the follower woke %d times, its leader %d"
+                             % (followed, led))
+
     def test_holder_waits_for_the_fence(self):
         """After a crash, the new leader leads at once but holds (Holder,
         what plugins follow) only once the old leader's fence time has
