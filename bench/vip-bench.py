@@ -136,25 +136,22 @@ def write_sparrow(node, ctx, fast, vip=True):
               "key = /etc/sparrow/tls/node.key\n%s"
               % (node.name, node.ip, members, timing,
                  "[vip]\naddresses = %s/24@eth0\n" % VIP if vip else ""))
-    # sparrowd's user, as the package's postinst creates it.
-    lab.run("systemd-sysusers", "--root=" + node.root)
     sparrowlab.install_tls(node, ctx.certs)
 
 
 class Context:
-    """What the stacks share: the staged sparrow, its certificates, the lab."""
-    stage = None
+    """What the stacks share: sparrow's packages, its certificates, the lab."""
+    debs = ()
     certs = None
     lab = None
 
 
-def stage_sparrow(ctx, work):
-    ctx.stage = lab.stage_sparrow(SOURCE, work)
-    ctx.certs = os.path.join(work, "certs")
-    tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-    lab.run(tool, "ca", ctx.certs)
-    for i in range(3):
-        lab.run(tool, "node", ctx.certs, "n%d" % (i + 1))
+def build_sparrow(ctx, work):
+    """sparrow's Debian packages of this tree, installed on the nodes as the
+    lab tests install them (lab.build_debs, lab.installed_layer: the
+    package's postinst made sparrowd's user), and the nodes' certificates."""
+    ctx.debs = list(lab.build_debs(SOURCE).values())
+    ctx.certs = sparrowlab.make_certs(work)
 
 
 # -- faults ---------------------------------------------------------------
@@ -328,7 +325,7 @@ def run_trial(ctx, stack, scenario, watch, rng):
 
 def run_stack(ctx, stack, scenarios, trials, seed):
     """{scenario: [(failover, gap, overlap, two)]} from one fresh lab."""
-    ctx.lab = lab.Lab(3, stage=None if stack.keepalived else ctx.stage,
+    ctx.lab = lab.Lab(3, debs=() if stack.keepalived else ctx.debs,
                       setup=lambda n: stack.setup(n, ctx))
     ctx.lab.up()
     results = {}
@@ -417,7 +414,7 @@ def idle_window(the_lab, comm, seconds):
 def run_idle(ctx, seconds, vip):
     """One lab: keepalived at advert_int 1, then at 0.25 (VRRPv3), then
     sparrow (with [vip] when the tree has the plugin), each alone."""
-    ctx.lab = lab.Lab(3, stage=ctx.stage, setup=lambda n: write_sparrow(n, ctx, False, vip))
+    ctx.lab = lab.Lab(3, debs=ctx.debs, setup=lambda n: write_sparrow(n, ctx, False, vip))
     ctx.lab.up()
     rows = []
     try:
@@ -501,7 +498,7 @@ def main():
     work = tempfile.mkdtemp(prefix="sparrow-vip-bench-")
     try:
         if args.idle or (has_vip and not all(s.keepalived for s in stacks)):
-            stage_sparrow(ctx, work)
+            build_sparrow(ctx, work)
         if args.idle:
             run_idle(ctx, args.idle_seconds, has_vip)
             return
