@@ -29,6 +29,16 @@ Scenarios, on the node whose MAC answers for the address (the holder):
              rp_filter, which also drops VRRP's multicast), while the
              observer still reaches everyone; healed 2 s after the
              failover (3 s after the trigger at the least)
+  rolling    a rolling restart, as a package upgrade does it: systemctl
+             restart of the daemon on n1, n2 then n3, each once the
+             cluster settled again (a trial is the three restarts); the
+             table has a row per restart of the holder, measured from its
+             restart to the settled cluster, and for sparrow a line counts
+             how each leader came (sparrowd's "leading in term N: handed
+             over" or "elected" in the members' journals): a planned
+             restart should never need an election.  Its "two" counts
+             restarts with an overlap (keepalived's old master taking the
+             address back later is its preemption)
 
 A trial waits until the cluster is settled (every daemon active, one MAC
 alone answering for 1.5 s, 3 s for keepalived at advert_int 1 which may
@@ -66,6 +76,7 @@ counts them in full).
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -83,7 +94,7 @@ import sparrowlab  # noqa: E402
 VIP = "10.77.0.100"
 PRIORITIES = (150, 100, 50)
 STACKS = ("keepalived", "keepalived-fast", "sparrow", "sparrow-fast")
-SCENARIOS = ("kill9", "stop", "crash", "linkdown", "sigstop", "partition")
+SCENARIOS = ("kill9", "stop", "crash", "linkdown", "sigstop", "partition", "rolling")
 QUICK_SCENARIOS = ("kill9", "linkdown", "partition")
 ANSWERING = 0.030  # a MAC that went this long without replying stopped answering
 AFTER = 2.0        # the window goes on this long after the failover
@@ -140,10 +151,14 @@ def write_sparrow(node, ctx, fast, vip=True):
 
 
 class Context:
-    """What the stacks share: sparrow's packages, its certificates, the lab."""
+    """What the stacks share: sparrow's packages, its certificates, the lab;
+    how leadership came in the rolling restarts, per stack."""
     debs = ()
     certs = None
     lab = None
+
+    def __init__(self):
+        self.ways = {}
 
 
 def build_sparrow(ctx, work):
@@ -323,6 +338,47 @@ def run_trial(ctx, stack, scenario, watch, rng):
     return result
 
 
+def leaderships(ctx, t0, t1):
+    """How each leader between t0 and t1 (monotonic s) came, from the
+    members' journals: ("handed over" or "elected", ...)."""
+    out = []
+    for n in ctx.lab.members:
+        lines = n.sh("journalctl -o json --no-pager -u sparrow.service", check=False).stdout
+        for line in lines.splitlines():
+            e = json.loads(line)
+            msg = e.get("MESSAGE")
+            if (isinstance(msg, str) and msg.startswith("leading in term ")
+                    and t0 <= int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 <= t1):
+                out.append(msg.split(": ", 1)[1])
+    return out
+
+
+def run_rolling(ctx, stack, watch, rng):
+    """One rolling restart: [(failover, gap, overlap, two)] per restart of
+    the holder, and the ways leadership came meanwhile (sparrow)."""
+    t_start = time.monotonic()
+    rows = []
+    for node in ctx.lab.members:
+        old_mac = settled(ctx, stack, watch)
+        time.sleep(rng.random())
+        t0 = time.monotonic()
+        node.sh("systemctl --no-block restart " + stack.unit)
+        # The restarted daemon is active again before settled() counts.
+        deadline = t0 + 60
+        while (node.sh("systemctl is-active " + stack.unit, check=False).stdout.strip() != "active"
+               or time.monotonic() < t0 + 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        settled(ctx, stack, watch)
+        end = time.monotonic()
+        if ctx.lab.by_mac(old_mac) is node:
+            # Two holders: answering at once.  The old holder answering
+            # again later is keepalived's preemption, not an overlap.
+            failover, gap, both, _ = measure(list(watch.samples), old_mac, t0, end)
+            rows.append((failover, gap, both, both > 0))
+    ways = [] if stack.keepalived else leaderships(ctx, t_start, time.monotonic())
+    return rows, ways
+
+
 def run_stack(ctx, stack, scenarios, trials, seed):
     """{scenario: [(failover, gap, overlap, two)]} from one fresh lab."""
     ctx.lab = lab.Lab(3, debs=() if stack.keepalived else ctx.debs,
@@ -336,6 +392,16 @@ def run_stack(ctx, stack, scenarios, trials, seed):
                 rng = random.Random("%d-%s-%s" % (seed, stack.name, scenario))
                 results[scenario] = []
                 for i in range(trials):
+                    if scenario == "rolling":
+                        rows, ways = run_rolling(ctx, stack, watch, rng)
+                        results[scenario] += rows
+                        ctx.ways.setdefault(stack.name, []).extend(ways)
+                        print("  %s rolling %d: holder restarts: %s; leaders: %s"
+                              % (stack.name, i + 1, ", ".join(
+                                  "gap %.0f ms%s" % (r[1] * 1000, ", two holders" if r[3] else "")
+                                  for r in rows) or "none",
+                                 ", ".join(ways) or "-"), file=sys.stderr, flush=True)
+                        continue
                     r = run_trial(ctx, stack, scenario, watch, rng)
                     results[scenario].append(r)
                     print("  %s %s %d: failover %s ms, gap %.0f ms, overlap %.0f ms%s"
@@ -367,6 +433,13 @@ def print_table(table):
                      "" if len(fails) == len(rs) else " (%d none)" % (len(rs) - len(fails)),
                      spread([r[1] for r in rs]), spread([r[2] for r in rs]),
                      sum(r[3] for r in rs), len(rs)))
+    sys.stdout.flush()
+
+
+def print_ways(ways):
+    for stack, w in ways.items():
+        print("%-16s rolling: %d leaders, %d handed over, %d elected"
+              % (stack, len(w), w.count("handed over"), w.count("elected")))
     sys.stdout.flush()
 
 
@@ -509,8 +582,10 @@ def main():
                 continue
             table.append((stack.name, run_stack(ctx, stack, scenarios, trials, args.seed)))
             print_table(table[-1:])
+            print_ways({k: v for k, v in ctx.ways.items() if k == stack.name})
         print("\nall (%d trials each, seed %d):" % (trials, args.seed))
         print_table(table)
+        print_ways(ctx.ways)
     finally:
         lab.run("rm", "-rf", work)
 
