@@ -2,7 +2,7 @@
 """The virtual address's failover, sparrow next to keepalived, in the lab
 (printed, never asserted).  As root:
 
-  /usr/bin/python3 bench/vip-bench.py BUILD [--trials N] [--seed S] [--quick]
+  /usr/bin/python3 bench/vip-bench.py BUILD [--trials N] [--seed S] [--phase P] [--quick]
                                             [--stacks A,B] [--scenarios A,B]
   /usr/bin/python3 bench/vip-bench.py BUILD --idle [--idle-seconds S]
 
@@ -42,9 +42,9 @@ Scenarios, on the node whose MAC answers for the address (the holder):
 
 A trial waits until the cluster is settled (every daemon active, one MAC
 alone answering for 1.5 s, 3 s for keepalived at advert_int 1 which may
-still be preempting), sleeps a random 0..1 s (random.Random seeded with
---seed, the stack and the scenario), triggers, watches, then repairs the
-node (restarts the daemon, reboots the node, brings the link up, heals)
+still be preempting), sleeps a random 0..1 s (0..--phase; random.Random
+seeded with --seed, the stack and the scenario), triggers, watches, then
+repairs the node (restarts the daemon, reboots the node, brings the link up, heals)
 for the next trial.  The observer (bench/arp-watch in the observer's
 namespace) asks for the address every 10 ms; every figure comes from its
 replies, on CLOCK_MONOTONIC, the clock the trigger is taken on:
@@ -156,6 +156,7 @@ class Context:
     debs = ()
     certs = None
     lab = None
+    phase = 1.0
 
     def __init__(self):
         self.ways = {}
@@ -312,7 +313,7 @@ def settled(ctx, stack, watch, timeout=60):
 def run_trial(ctx, stack, scenario, watch, rng):
     old_mac = settled(ctx, stack, watch)
     holder = ctx.lab.by_mac(old_mac)
-    time.sleep(rng.random())
+    time.sleep(rng.random() * ctx.phase)
     t0 = time.monotonic()
     trigger(stack, scenario, holder, ctx)
     failed_over = None
@@ -360,7 +361,7 @@ def run_rolling(ctx, stack, watch, rng):
     rows = []
     for node in ctx.lab.members:
         old_mac = settled(ctx, stack, watch)
-        time.sleep(rng.random())
+        time.sleep(rng.random() * ctx.phase)
         t0 = time.monotonic()
         node.sh("systemctl --no-block restart " + stack.unit)
         # The restarted daemon is active again before settled() counts.
@@ -541,6 +542,9 @@ def main():
     p.add_argument("build", help="meson build directory (for bench/arp-watch)")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--phase", type=float, default=1.0,
+                   help="the random phase before a trigger is 0..PHASE s (0: at once once "
+                   "settled, the harshest for a node restarted just before)")
     p.add_argument("--quick", action="store_true",
                    help="3 trials of %s" % ", ".join(QUICK_SCENARIOS))
     p.add_argument("--stacks", default=",".join(STACKS))
@@ -568,6 +572,7 @@ def main():
     has_vip = os.path.isdir(os.path.join(SOURCE, "plugins", "vip"))
     lab.rootfs()
     ctx = Context()
+    ctx.phase = args.phase
     work = tempfile.mkdtemp(prefix="sparrow-vip-bench-")
     try:
         if args.idle or (has_vip and not all(s.keepalived for s in stacks)):
