@@ -396,7 +396,8 @@ def run_stack(ctx, stack, scenarios, trials, seed):
                     if scenario == "rolling":
                         rows, ways = run_rolling(ctx, stack, watch, rng)
                         results[scenario] += rows
-                        ctx.ways.setdefault(stack.name, []).extend(ways)
+                        if not stack.keepalived:
+                            ctx.ways.setdefault(stack.name, []).extend(ways)
                         print("  %s rolling %d: holder restarts: %s; leaders: %s"
                               % (stack.name, i + 1, ", ".join(
                                   "gap %.0f ms%s" % (r[1] * 1000, ", two holders" if r[3] else "")
