@@ -722,7 +722,7 @@ maybe_timeout_now (SpRaft *r)
 }
 
 /* A transferee this core chose that has not answered caught up in time
- * makes way for another, if there is one. */
+ * makes way for another, if there is one, once. */
 static void
 transfer_tick (SpRaft *r)
 {
@@ -739,8 +739,10 @@ transfer_tick (SpRaft *r)
   pr = progress (r, r->transferee);
   if (pr && r->transfer_heard && pr->match == sp_log_last_index (&r->log))
     return;
+  /* One that answers and still catches up makes way only for one that
+   * needs no catching up. */
   next = choose_transferee (r);
-  if (next)
+  if (next && (!r->transfer_heard || next->match == sp_log_last_index (&r->log)))
     begin_transfer (r, next);
 }
 

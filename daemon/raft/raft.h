@@ -296,8 +296,9 @@ gboolean sp_raft_change_membership_with_data (SpRaft *r, SpRaftConfOp op, guint6
  * sends TIMEOUT_NOW and steps down (its lease ends at once) only once the
  * target answered a message sent since the call (it is there) and matches
  * the whole log (a lagging one is caught up first); a target it picked
- * that has not, 2 ticks on, makes way for the next such voter, once each.
- * Aborted after an election timeout. */
+ * that has not answered, 2 ticks on, makes way for the next such voter
+ * (one that answered and still catches up, only for a caught-up one), once
+ * each.  Aborted after an election timeout. */
 gboolean sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error);
 /* A non-leader asks the leader it knows to transfer leadership to `to`
  * (SP_RAFT_NONE: the leader picks), as etcd forwards MsgTransferLeader.
