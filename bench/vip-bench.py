@@ -2,7 +2,7 @@
 """The virtual address's failover, sparrow next to keepalived, in the lab
 (printed, never asserted).  As root:
 
-  /usr/bin/python3 bench/vip-bench.py BUILD [--trials N] [--seed S] [--quick]
+  /usr/bin/python3 bench/vip-bench.py BUILD [--trials N] [--seed S] [--phase P] [--quick]
                                             [--stacks A,B] [--scenarios A,B]
   /usr/bin/python3 bench/vip-bench.py BUILD --idle [--idle-seconds S]
 
@@ -29,12 +29,22 @@ Scenarios, on the node whose MAC answers for the address (the holder):
              rp_filter, which also drops VRRP's multicast), while the
              observer still reaches everyone; healed 2 s after the
              failover (3 s after the trigger at the least)
+  rolling    a rolling restart, as a package upgrade does it: systemctl
+             restart of the daemon on n1, n2 then n3, each once the
+             cluster settled again (a trial is the three restarts); the
+             table has a row per restart of the holder, measured from its
+             restart to the settled cluster, and for sparrow a line counts
+             how each leader came (sparrowd's "leading in term N: handed
+             over" or "elected" in the members' journals): a planned
+             restart should never need an election.  Its "two" counts
+             restarts with an overlap (keepalived's old master taking the
+             address back later is its preemption)
 
 A trial waits until the cluster is settled (every daemon active, one MAC
 alone answering for 1.5 s, 3 s for keepalived at advert_int 1 which may
-still be preempting), sleeps a random 0..1 s (random.Random seeded with
---seed, the stack and the scenario), triggers, watches, then repairs the
-node (restarts the daemon, reboots the node, brings the link up, heals)
+still be preempting), sleeps a random 0..1 s (0..--phase; random.Random
+seeded with --seed, the stack and the scenario), triggers, watches, then
+repairs the node (restarts the daemon, reboots the node, brings the link up, heals)
 for the next trial.  The observer (bench/arp-watch in the observer's
 namespace) asks for the address every 10 ms; every figure comes from its
 replies, on CLOCK_MONOTONIC, the clock the trigger is taken on:
@@ -66,6 +76,7 @@ counts them in full).
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -83,7 +94,7 @@ import sparrowlab  # noqa: E402
 VIP = "10.77.0.100"
 PRIORITIES = (150, 100, 50)
 STACKS = ("keepalived", "keepalived-fast", "sparrow", "sparrow-fast")
-SCENARIOS = ("kill9", "stop", "crash", "linkdown", "sigstop", "partition")
+SCENARIOS = ("kill9", "stop", "crash", "linkdown", "sigstop", "partition", "rolling")
 QUICK_SCENARIOS = ("kill9", "linkdown", "partition")
 ANSWERING = 0.030  # a MAC that went this long without replying stopped answering
 AFTER = 2.0        # the window goes on this long after the failover
@@ -136,25 +147,27 @@ def write_sparrow(node, ctx, fast, vip=True):
               "key = /etc/sparrow/tls/node.key\n%s"
               % (node.name, node.ip, members, timing,
                  "[vip]\naddresses = %s/24@eth0\n" % VIP if vip else ""))
-    # sparrowd's user, as the package's postinst creates it.
-    lab.run("systemd-sysusers", "--root=" + node.root)
     sparrowlab.install_tls(node, ctx.certs)
 
 
 class Context:
-    """What the stacks share: the staged sparrow, its certificates, the lab."""
-    stage = None
+    """What the stacks share: sparrow's packages, its certificates, the lab;
+    how leadership came in the rolling restarts, per stack."""
+    debs = ()
     certs = None
     lab = None
+    phase = 1.0
+
+    def __init__(self):
+        self.ways = {}
 
 
-def stage_sparrow(ctx, work):
-    ctx.stage = lab.stage_sparrow(SOURCE, work)
-    ctx.certs = os.path.join(work, "certs")
-    tool = os.path.join(SOURCE, "tools", "sparrow-certs")
-    lab.run(tool, "ca", ctx.certs)
-    for i in range(3):
-        lab.run(tool, "node", ctx.certs, "n%d" % (i + 1))
+def build_sparrow(ctx, work):
+    """sparrow's Debian packages of this tree, installed on the nodes as the
+    lab tests install them (lab.build_debs, lab.installed_layer: the
+    package's postinst made sparrowd's user), and the nodes' certificates."""
+    ctx.debs = list(lab.build_debs(SOURCE).values())
+    ctx.certs = sparrowlab.make_certs(work)
 
 
 # -- faults ---------------------------------------------------------------
@@ -300,7 +313,7 @@ def settled(ctx, stack, watch, timeout=60):
 def run_trial(ctx, stack, scenario, watch, rng):
     old_mac = settled(ctx, stack, watch)
     holder = ctx.lab.by_mac(old_mac)
-    time.sleep(rng.random())
+    time.sleep(rng.random() * ctx.phase)
     t0 = time.monotonic()
     trigger(stack, scenario, holder, ctx)
     failed_over = None
@@ -326,9 +339,50 @@ def run_trial(ctx, stack, scenario, watch, rng):
     return result
 
 
+def leaderships(ctx, t0, t1):
+    """How each leader between t0 and t1 (monotonic s) came, from the
+    members' journals: ("handed over" or "elected", ...)."""
+    out = []
+    for n in ctx.lab.members:
+        lines = n.sh("journalctl -o json --no-pager -u sparrow.service", check=False).stdout
+        for line in lines.splitlines():
+            e = json.loads(line)
+            msg = e.get("MESSAGE")
+            if (isinstance(msg, str) and msg.startswith("leading in term ")
+                    and t0 <= int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 <= t1):
+                out.append(msg.split(": ", 1)[1])
+    return out
+
+
+def run_rolling(ctx, stack, watch, rng):
+    """One rolling restart: [(failover, gap, overlap, two)] per restart of
+    the holder, and the ways leadership came meanwhile (sparrow)."""
+    t_start = time.monotonic()
+    rows = []
+    for node in ctx.lab.members:
+        old_mac = settled(ctx, stack, watch)
+        time.sleep(rng.random() * ctx.phase)
+        t0 = time.monotonic()
+        node.sh("systemctl --no-block restart " + stack.unit)
+        # The restarted daemon is active again before settled() counts.
+        deadline = t0 + 60
+        while (node.sh("systemctl is-active " + stack.unit, check=False).stdout.strip() != "active"
+               or time.monotonic() < t0 + 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        settled(ctx, stack, watch)
+        end = time.monotonic()
+        if ctx.lab.by_mac(old_mac) is node:
+            # Two holders: answering at once.  The old holder answering
+            # again later is keepalived's preemption, not an overlap.
+            failover, gap, both, _ = measure(list(watch.samples), old_mac, t0, end)
+            rows.append((failover, gap, both, both > 0))
+    ways = [] if stack.keepalived else leaderships(ctx, t_start, time.monotonic())
+    return rows, ways
+
+
 def run_stack(ctx, stack, scenarios, trials, seed):
     """{scenario: [(failover, gap, overlap, two)]} from one fresh lab."""
-    ctx.lab = lab.Lab(3, stage=None if stack.keepalived else ctx.stage,
+    ctx.lab = lab.Lab(3, debs=() if stack.keepalived else ctx.debs,
                       setup=lambda n: stack.setup(n, ctx))
     ctx.lab.up()
     results = {}
@@ -339,6 +393,17 @@ def run_stack(ctx, stack, scenarios, trials, seed):
                 rng = random.Random("%d-%s-%s" % (seed, stack.name, scenario))
                 results[scenario] = []
                 for i in range(trials):
+                    if scenario == "rolling":
+                        rows, ways = run_rolling(ctx, stack, watch, rng)
+                        results[scenario] += rows
+                        if not stack.keepalived:
+                            ctx.ways.setdefault(stack.name, []).extend(ways)
+                        print("  %s rolling %d: holder restarts: %s; leaders: %s"
+                              % (stack.name, i + 1, ", ".join(
+                                  "gap %.0f ms%s" % (r[1] * 1000, ", two holders" if r[3] else "")
+                                  for r in rows) or "none",
+                                 ", ".join(ways) or "-"), file=sys.stderr, flush=True)
+                        continue
                     r = run_trial(ctx, stack, scenario, watch, rng)
                     results[scenario].append(r)
                     print("  %s %s %d: failover %s ms, gap %.0f ms, overlap %.0f ms%s"
@@ -370,6 +435,13 @@ def print_table(table):
                      "" if len(fails) == len(rs) else " (%d none)" % (len(rs) - len(fails)),
                      spread([r[1] for r in rs]), spread([r[2] for r in rs]),
                      sum(r[3] for r in rs), len(rs)))
+    sys.stdout.flush()
+
+
+def print_ways(ways):
+    for stack, w in ways.items():
+        print("%-16s rolling: %d leaders, %d handed over, %d elected"
+              % (stack, len(w), w.count("handed over"), w.count("elected")))
     sys.stdout.flush()
 
 
@@ -417,7 +489,7 @@ def idle_window(the_lab, comm, seconds):
 def run_idle(ctx, seconds, vip):
     """One lab: keepalived at advert_int 1, then at 0.25 (VRRPv3), then
     sparrow (with [vip] when the tree has the plugin), each alone."""
-    ctx.lab = lab.Lab(3, stage=ctx.stage, setup=lambda n: write_sparrow(n, ctx, False, vip))
+    ctx.lab = lab.Lab(3, debs=ctx.debs, setup=lambda n: write_sparrow(n, ctx, False, vip))
     ctx.lab.up()
     rows = []
     try:
@@ -471,6 +543,9 @@ def main():
     p.add_argument("build", help="meson build directory (for bench/arp-watch)")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--phase", type=float, default=1.0,
+                   help="the random phase before a trigger is 0..PHASE s (0: at once once "
+                   "settled, the harshest for a node restarted just before)")
     p.add_argument("--quick", action="store_true",
                    help="3 trials of %s" % ", ".join(QUICK_SCENARIOS))
     p.add_argument("--stacks", default=",".join(STACKS))
@@ -498,10 +573,11 @@ def main():
     has_vip = os.path.isdir(os.path.join(SOURCE, "plugins", "vip"))
     lab.rootfs()
     ctx = Context()
+    ctx.phase = args.phase
     work = tempfile.mkdtemp(prefix="sparrow-vip-bench-")
     try:
         if args.idle or (has_vip and not all(s.keepalived for s in stacks)):
-            stage_sparrow(ctx, work)
+            build_sparrow(ctx, work)
         if args.idle:
             run_idle(ctx, args.idle_seconds, has_vip)
             return
@@ -512,8 +588,10 @@ def main():
                 continue
             table.append((stack.name, run_stack(ctx, stack, scenarios, trials, args.seed)))
             print_table(table[-1:])
+            print_ways({k: v for k, v in ctx.ways.items() if k == stack.name})
         print("\nall (%d trials each, seed %d):" % (trials, args.seed))
         print_table(table)
+        print_ways(ctx.ways)
     finally:
         lab.run("rm", "-rf", work)
 

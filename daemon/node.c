@@ -435,6 +435,11 @@ publish (SpNode *node)
   sp_transport_set_eager (node->transport, !settled (node));
   if (role != node->role)
     {
+      /* How leadership came, for whoever counts elections (bench/vip-bench.py
+       * --scenarios rolling): a planned handover should never need one. */
+      if (role == SP_RAFT_LEADER)
+        g_message ("leading in term %" G_GUINT64_FORMAT ": %s", term,
+                   sp_raft_won_by_transfer (node->raft) ? "handed over" : "elected");
       node->role = role;
       property_changed (node, props[PROP_ROLE], &frozen);
     }

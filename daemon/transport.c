@@ -724,6 +724,8 @@ conn_may_replace (SpConn *conn, SpConn *old, SpPeer *peer)
   return peer && conn_from_peer (conn, peer);
 }
 
+static void peer_dial (SpPeer *peer);
+
 static void
 conn_hello (SpConn *conn, GBytes *bytes)
 {
@@ -848,6 +850,15 @@ conn_hello (SpConn *conn, GBytes *bytes)
       other = g_ptr_array_index (stale, i);
       conn_close (other);
       g_hash_table_remove (t->incoming, other);
+    }
+  /* It dials because it just started: ours to it waits out a backoff of
+   * up to SP_BACKOFF_MAX_MS, during which nothing of ours reaches it (a
+   * new leader's lease waited on it, or lapsed).  Dial it now. */
+  if (known && known->retry && (t->certificate || conn_from_peer (conn, known)))
+    {
+      source_clear (&known->retry);
+      known->backoff_ms = 0;
+      peer_dial (known);
     }
 }
 

@@ -1122,6 +1122,45 @@ START_TEST (test_reconnect)
 }
 END_TEST
 
+/* A peer that comes back dials us: we dial it again at once instead of
+ * waiting out our backoff, which its absence grew to 1.6 s (redials at
+ * 50, 150, 350, 750 and 1550 ms, the next at 3150). */
+START_TEST (test_redial_when_dialed)
+{
+  g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 0);
+  g_autoptr (Node) b = node_new (2, "beta", NULL, NULL, 0);
+  guint16 port;
+
+  node_listen (a, "127.0.0.1", 0);
+  node_listen (b, "127.0.0.1", 0);
+  port = sp_transport_local_port (b->t);
+  connect_to (a, b, "beta", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (1, 2, 1);
+
+    sp_transport_send (a->t, m);
+  }
+  WAIT_UNTIL (b->got->len == 1, WAIT_MS);
+  ck_assert_uint_eq (b->got->len, 1);
+
+  g_clear_pointer (&b, node_free);
+  run_for (1800);
+  ck_assert (!sp_transport_peer_connected (a->t, 2));
+
+  b = node_new (2, "beta", NULL, NULL, 0);
+  node_listen (b, "127.0.0.1", port);
+  connect_to (b, a, "alpha", "127.0.0.1");
+  {
+    g_autoptr (SpRaftMsg) m = heartbeat (2, 1, 2);
+
+    sp_transport_send (b->t, m);
+  }
+  WAIT_UNTIL (sp_transport_peer_connected (a->t, 2), 800);
+  ck_assert_msg (sp_transport_peer_connected (a->t, 2),
+                 "still waiting out the backoff after the peer dialed in");
+}
+END_TEST
+
 START_TEST (test_queue_bound)
 {
   g_autoptr (Node) a = node_new (1, "alpha", NULL, NULL, 50);
@@ -1477,6 +1516,7 @@ main (void)
   tcase_add_test (plain, test_malformed_frames);
   tcase_add_test (plain, test_split_frames);
   tcase_add_test (plain, test_reconnect);
+  tcase_add_test (plain, test_redial_when_dialed);
   tcase_add_test (plain, test_queue_bound);
   tcase_add_test (plain, test_oversized_refused_unbuffered);
   tcase_add_test (plain, test_deadlines);

@@ -115,17 +115,6 @@ def rootfs(packages=PACKAGES):
     return root
 
 
-def stage_sparrow(source, workdir):
-    """Builds sparrow and installs it into a staging tree the way a
-    distribution package would (prefix /usr); returns the tree."""
-    build = os.path.join(workdir, "build")
-    stage = os.path.join(workdir, "stage")
-    run("meson", "setup", build, source, "--prefix=/usr", "--buildtype=debugoptimized")
-    run("meson", "compile", "-C", build)
-    run("meson", "install", "-C", build, "--destdir", stage)
-    return stage
-
-
 def tree_files(source):
     """The files of the source tree (tracked or not, not ignored)."""
     out = run("git", "-C", source, "ls-files", "-z", "--cached", "--others",
@@ -305,10 +294,6 @@ class Node:
              "--machine=" + self.name, "--directory=" + self.root] + self.lab.binds,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=enter)
         log.close()
-
-    def install(self, stage):
-        """Copies the staged package into the node's root (its overlay)."""
-        run("cp", "-a", stage + "/.", self.root)
 
     def find_pid1(self, deadline):
         while time.monotonic() < deadline:
@@ -629,11 +614,10 @@ class Lab:
     """n nodes (n1..nN at 10.77.0.11.., fd77::11..) and an observer
     (10.77.0.2, fd77::2)."""
 
-    def __init__(self, n=3, binds=(), stage=None, setup=None, debs=(), packages=PACKAGES):
+    def __init__(self, n=3, binds=(), setup=None, debs=(), packages=PACKAGES):
         """debs: .deb files every node has installed (see installed_layer);
-        stage: a staged sparrow to copy onto the members; setup(node): runs
-        on each member's root before it boots; packages: the rootfs's
-        (PACKAGES_NTPSEC: ntpsec instead of chrony)."""
+        setup(node): runs on each member's root before it boots; packages:
+        the rootfs's (PACKAGES_NTPSEC: ntpsec instead of chrony)."""
         if not 1 <= n <= 5:
             raise LabError("the lab has 1 to 5 nodes")
         self.lower = rootfs(packages)
@@ -645,7 +629,6 @@ class Lab:
         MADE.append((self.tag, self.dir))
         self.bridge_ns = self.tag + "-bridge"
         self.binds = ["--bind-ro=%s" % b for b in binds]
-        self.stage = stage
         self.setup = setup
         self.nodes = [Node(self, "n%d" % (i + 1), 11 + i) for i in range(n)]
         self.observer = Node(self, "observer", 2)
@@ -662,11 +645,8 @@ class Lab:
             self.ns(self.bridge_ns, "ip", "link", "set", "br0", "up")
             for n in self.nodes:
                 n.create()
-                if n is not self.observer:
-                    if self.stage:
-                        n.install(self.stage)
-                    if self.setup:
-                        self.setup(n)
+                if n is not self.observer and self.setup:
+                    self.setup(n)
                 n.boot()
             deadline = time.monotonic() + timeout
             for n in self.nodes:
