@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "address.h"
+#include "keeper.h"
 #include "storage.h"
 #include "store.h"
 #include "text.h"
@@ -107,6 +108,7 @@ struct _SpNode
   gint64 fence_from;  /* now_usec () when its voters last heard another leader, at most */
   gint64 fence_until; /* when this leader may hold, -1 when not leader */
   gint64 fence_usec;  /* the previous holder's worst case, see sp_node_fence_ms */
+  SpKeeper *keeper;   /* the fence keeper's link, NULL with [cluster] fence = false */
 
   SpNodeWakeFunc wake_func;
   gpointer wake_data;
@@ -397,6 +399,17 @@ static gboolean advance_clock (SpNode *node);
 static void schedule_ready (SpNode *node);
 static gint64 now_usec (void);
 
+/* When the lease ends (CLOCK_BOOTTIME us, -1 never): its tick comes then. */
+static gint64
+lease_end (SpNode *node)
+{
+  guint left = sp_raft_lease_ticks_left (node->raft);
+
+  if (left == G_MAXUINT)
+    return -1;
+  return node->clock_start + (gint64)(node->ticks + left) * node->tick_ms * 1000;
+}
+
 /* What is published is the state of now: the lease counts the time that
  * passed since the core was last ticked (the process may have been stopped
  * meanwhile).  Callers run the ready batch those ticks may leave.  A failed
@@ -408,7 +421,7 @@ publish (SpNode *node)
   SpRaftRole role;
   guint64 term, commit;
   const char *leader, *address;
-  gboolean lease, holder, frozen = FALSE;
+  gboolean lease, want, holder, frozen = FALSE;
 
   advance_clock (node);
   term = sp_raft_term (node->raft);
@@ -435,7 +448,15 @@ publish (SpNode *node)
                               ? now
                               : node->fence_from + node->fence_usec;
     }
-  holder = lease && role == SP_RAFT_LEADER && now_usec () >= node->fence_until;
+  want = lease && role == SP_RAFT_LEADER && now_usec () >= node->fence_until;
+  holder = want;
+  /* Only with the keeper armed with the end of this lease: it takes the
+   * addresses away then, whatever this process does.  A node that does not
+   * want to hold tells the keeper its deadline is final. */
+  if (node->keeper && want)
+    holder = sp_keeper_hold_until (node->keeper, lease_end (node));
+  else if (node->keeper)
+    sp_keeper_let_go (node->keeper);
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
@@ -1302,6 +1323,33 @@ sp_node_new (SpConfig *config, GError **error)
   return g_steal_pointer (&node);
 }
 
+/* Armed, or lost: holder follows at once. */
+static void
+on_keeper_changed (gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  if (node->failed)
+    return;
+  publish (node);
+  if (sp_raft_has_ready (node->raft))
+    schedule_ready (node);
+}
+
+void
+sp_node_add_fence_address (SpNode *node, int family, const guint8 *addr, guint prefix,
+                           const char *ifname)
+{
+  if (node->keeper)
+    sp_keeper_add_address (node->keeper, family, addr, prefix, ifname);
+}
+
+const char *
+sp_node_get_fence_state (SpNode *node)
+{
+  return node->keeper ? sp_keeper_describe (node->keeper) : "off";
+}
+
 gboolean
 sp_node_start (SpNode *node, GError **error)
 {
@@ -1316,6 +1364,8 @@ sp_node_start (SpNode *node, GError **error)
   g_source_set_static_name (node->clock, "sparrow clock");
   node->clock_start = now_usec ();
   g_source_attach (node->clock, NULL);
+  if (c->fence)
+    node->keeper = sp_keeper_new (c->fence_keeper, on_keeper_changed, node);
   schedule_ready (node);
   publish (node);
   return TRUE;
@@ -1327,6 +1377,7 @@ sp_node_finalize (GObject *object)
   SpNode *node = SP_NODE (object);
 
   stop_clock (node);
+  g_clear_pointer (&node->keeper, sp_keeper_free);
   g_clear_handle_id (&node->ready_source, g_source_remove);
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   g_clear_handle_id (&node->stop_timeout, g_source_remove);

@@ -109,6 +109,15 @@ guint sp_node_fence_left_ms (SpNode *node, guint extra_ms);
  * fires up to this late. */
 #define SP_NODE_WATCHDOG_SLACK_MS 250
 
+/* The fence keeper (keeper.h; [cluster] fence-keeper): with [cluster]
+ * fence = true the node is holder only while the keeper is armed with the
+ * end of its lease.  Plugins add, from start on, the addresses they may
+ * hold; the keeper removes them when a lease ends unextended.  The state:
+ * "off", "armed", or why the keeper is not in place. */
+void sp_node_add_fence_address (SpNode *node, int family, const guint8 *addr, guint prefix,
+                                const char *ifname);
+const char *sp_node_get_fence_state (SpNode *node);
+
 /* Called at the end of every wake-up that brought the published state up
  * to date: a stalled loop stops calling it (the service watchdog). */
 typedef void (*SpNodeWakeFunc) (SpNode *node, gpointer user_data);
