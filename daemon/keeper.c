@@ -275,24 +275,20 @@ sp_keeper_hold_until (SpKeeper *k, gint64 deadline_usec)
   if (k->armed || k->arming)
     {
       /* The keeper writes only to claim an expired deadline. */
-      seen = __atomic_load_n (&k->page->deadline_ns, __ATOMIC_ACQUIRE);
-      if (seen == k->written && want != seen
-          && __atomic_compare_exchange_n (&k->page->deadline_ns, &seen, want, FALSE,
-                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        k->written = want;
-      if (seen != k->written)
+      seen = k->written;
+      if (want == seen ? __atomic_load_n (&k->page->deadline_ns, __ATOMIC_ACQUIRE) == seen
+                       : __atomic_compare_exchange_n (&k->page->deadline_ns, &seen, want, FALSE,
+                                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         {
-          /* It knows: no kill for a deadline it saw pass. */
-          __atomic_store_n (&k->page->acked_ns, k->written, __ATOMIC_RELEASE);
-          g_warning ("the fence keeper fenced the end of this node's lease: not holding "
-                     "until it is armed again");
-          k->armed = k->arming = FALSE;
-        }
-      else
-        {
+          k->written = want;
           /* Never on a deadline it acked (it let go of it). */
-          return k->armed && __atomic_load_n (&k->page->acked_ns, __ATOMIC_ACQUIRE) < k->written;
+          return k->armed && __atomic_load_n (&k->page->acked_ns, __ATOMIC_ACQUIRE) < want;
         }
+      /* It knows: no kill for a deadline it saw pass. */
+      __atomic_store_n (&k->page->acked_ns, k->written, __ATOMIC_RELEASE);
+      g_warning ("the fence keeper fenced the end of this node's lease: not holding until it "
+                 "is armed again");
+      k->armed = k->arming = FALSE;
     }
   /* Idle keeper (no deadline, or fenced): a plain store, then ARM. */
   __atomic_store_n (&k->page->deadline_ns, want, __ATOMIC_RELEASE);
