@@ -118,7 +118,6 @@ on_message (SpKeeper *k, const SpKeeperMsg *m, int fd)
             return;
           }
         g_message ("fence keeper at %s connected", k->path);
-        set_why (k, "fence keeper %s: not armed yet", k->path);
         for (guint i = 0; i < k->addresses->len; i++)
           if (!send_msg (k, &g_array_index (k->addresses, SpKeeperMsg, i)))
             return;
@@ -294,7 +293,6 @@ sp_keeper_hold_until (SpKeeper *k, gint64 deadline_usec)
   __atomic_store_n (&k->page->deadline_ns, want, __ATOMIC_RELEASE);
   k->written = want;
   k->arming = TRUE;
-  set_why (k, "fence keeper %s: arming", k->path);
   send_msg (k, &arm);
   return FALSE;
 }
@@ -309,5 +307,9 @@ sp_keeper_let_go (SpKeeper *k)
 const char *
 sp_keeper_describe (SpKeeper *k)
 {
-  return k->armed ? "armed" : k->why;
+  if (k->armed)
+    return "armed";
+  if (k->arming)
+    return "arming";
+  return k->page ? "ready" : k->why;
 }

@@ -29,7 +29,8 @@ void sp_keeper_add_address (SpKeeper *keeper, int family, const guint8 *addr, gu
 gboolean sp_keeper_hold_until (SpKeeper *keeper, gint64 deadline_usec);
 /* It does not hold any more: the deadline written last is final. */
 void sp_keeper_let_go (SpKeeper *keeper);
-/* "armed", or why not (for status and logs). */
+/* "armed" (with a deadline), "arming", "ready" (connected: it arms when
+ * asked), or why none of these (for status). */
 const char *sp_keeper_describe (SpKeeper *keeper);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SpKeeper, sp_keeper_free)

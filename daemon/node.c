@@ -109,6 +109,7 @@ struct _SpNode
   gint64 fence_until; /* when this leader may hold, -1 when not leader */
   gint64 fence_usec;  /* the previous holder's worst case, see sp_node_fence_ms */
   SpKeeper *keeper;   /* the fence keeper's link, NULL with [cluster] fence = false */
+  char *fence_state;  /* sp_node_get_fence_state () as last published */
 
   SpNodeWakeFunc wake_func;
   gpointer wake_data;
@@ -135,6 +136,7 @@ enum
   PROP_LEASE_VALID,
   PROP_HOLDER,
   PROP_REFUSED_ENTRIES,
+  PROP_FENCE_KEEPER,
   N_PROPS
 };
 
@@ -496,6 +498,12 @@ publish (SpNode *node)
     {
       node->holder = holder;
       property_changed (node, props[PROP_HOLDER], &frozen);
+    }
+  if (g_strcmp0 (sp_node_get_fence_state (node), node->fence_state) != 0)
+    {
+      g_free (node->fence_state);
+      node->fence_state = g_strdup (sp_node_get_fence_state (node));
+      property_changed (node, props[PROP_FENCE_KEEPER], &frozen);
     }
   if (node->refused != node->refused_published)
     {
@@ -1378,6 +1386,7 @@ sp_node_finalize (GObject *object)
 
   stop_clock (node);
   g_clear_pointer (&node->keeper, sp_keeper_free);
+  g_clear_pointer (&node->fence_state, g_free);
   g_clear_handle_id (&node->ready_source, g_source_remove);
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
@@ -1436,6 +1445,9 @@ sp_node_get_property (GObject *object, guint id, GValue *value, GParamSpec *pspe
       case PROP_REFUSED_ENTRIES:
         g_value_set_uint64 (value, node->refused_published);
         break;
+      case PROP_FENCE_KEEPER:
+        g_value_set_string (value, node->fence_state ? node->fence_state : "");
+        break;
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, id, pspec);
     }
@@ -1461,6 +1473,7 @@ sp_node_class_init (SpNodeClass *klass)
   props[PROP_HOLDER] = g_param_spec_boolean ("holder", NULL, NULL, FALSE, ro);
   props[PROP_REFUSED_ENTRIES]
       = g_param_spec_uint64 ("refused-entries", NULL, NULL, 0, G_MAXUINT64, 0, ro);
+  props[PROP_FENCE_KEEPER] = g_param_spec_string ("fence-keeper", NULL, NULL, "", ro);
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   signals[SIGNAL_MEMBERS_CHANGED]

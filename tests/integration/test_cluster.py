@@ -592,6 +592,7 @@ class FenceKeeper(unittest.TestCase):
         c.start()
         leader = c.node(c.wait_leader())
         c.wait(lambda: leader.status()["holder"], what="the leader holds")
+        self.assertEqual(leader.status()["fence_keeper"], "armed")
         leader.kill_keeper()
         # At once, not at the end of the lease: nothing would fence it.
         c.wait(lambda: not leader.status()["holder"], timeout=2.0,
@@ -611,7 +612,12 @@ class FenceKeeper(unittest.TestCase):
         c.wait(lambda: "not holding until it answers" in n.read_log(), timeout=10.0,
                what="the missing keeper in the log")
         c.wait(lambda: n.status() and n.status()["role"] == "leader", what="a leader")
-        self.assertFalse(n.status()["holder"])
+        s = n.status()
+        self.assertFalse(s["holder"])
+        self.assertIn("No such file or directory", s["fence_keeper"])
+        self.assertIn("Fence:   NOT IN PLACE, holds nothing: fence keeper " + n.keeper_sock,
+                      subprocess.run([SPARROWCTL, "status"], env=n.env, capture_output=True,
+                                     text=True, timeout=60).stdout)
         n.start_keeper()
         c.wait(lambda: n.status()["holder"], timeout=10.0, what="it holds once the keeper is there")
 
