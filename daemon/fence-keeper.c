@@ -349,7 +349,7 @@ static void
 accept_client (void)
 {
   int fd = accept4 (k.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), page_fd;
-  struct ucred cred;
+  struct ucred cred = { 0, (uid_t)-1, (gid_t)-1 };
   socklen_t len = sizeof cred;
   SpKeeperMsg m = { .magic = SP_KEEPER_MAGIC, .type = SP_KEEPER_MSG_PAGE };
   char control[CMSG_SPACE (sizeof (int))] = { 0 };
