@@ -540,6 +540,10 @@ device_changed (Iface *i)
 {
   gboolean complete = all_present (i);
 
+  /* Held as of now, not as of the node's last wake-up: the fence keeper
+   * removes the addresses right at the end of the lease, and this event may
+   * come before the node saw that end (its hold (FALSE) then comes first). */
+  sp_node_refresh (sp_plugin_get_node (SP_PLUGIN (i->self)));
   if (wanted (i->self) && !i->op && !complete)
     {
       if (i->complete)
