@@ -11,6 +11,7 @@ namespace cannot be made."""
 import mmap
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -235,6 +236,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--client"]:
         client_main()
         sys.exit(0)
+    if not shutil.which("ip"):
+        print("skipped: ip (iproute2) is not installed")
+        sys.exit(77)
     if os.environ.get("SPARROW_KEEPER_NETNS") != "1":
         os.environ["SPARROW_KEEPER_NETNS"] = "1"
         ns = ["unshare", "-n"] if os.getuid() == 0 else ["unshare", "-rn"]
