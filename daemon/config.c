@@ -34,7 +34,7 @@ static const SchemaGroup schema[] = {
   { "node", { "name", "listen", "data-dir", "strict", NULL } },
   { "cluster",
     { "initial-members", "heartbeat-ms", "election-ms", "join", "snapshot-entries", "fence",
-      "keeper-ms", "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", NULL } },
+      "keeper-ms", "leader-watchdog-ms", "cleanup-ms", "units-stop-ms", "fence-keeper", NULL } },
   { "tls", { "ca", "cert", "key", "insecure", "revoked", NULL } },
 };
 
@@ -65,6 +65,7 @@ sp_config_free (SpConfig *config)
   g_free (config->node_name);
   g_free (config->listen_host);
   g_free (config->data_dir);
+  g_free (config->fence_keeper);
   g_clear_pointer (&config->initial_members, g_ptr_array_unref);
   g_free (config->tls_ca);
   g_free (config->tls_cert);
@@ -527,7 +528,8 @@ load_cluster (Loader *l, SpConfig *c, GError **error)
       || !get_bool (l, "cluster", "fence", &c->fence, error)
       || !get_uint (l, "cluster", "keeper-ms", KEEPER_MIN, KEEPER_MAX, &c->keeper_ms, error)
       || !get_uint (l, "cluster", "cleanup-ms", 0, FENCE_PART_MAX, &c->cleanup_ms, error)
-      || !get_uint (l, "cluster", "units-stop-ms", 0, FENCE_PART_MAX, &c->units_stop_ms, error))
+      || !get_uint (l, "cluster", "units-stop-ms", 0, FENCE_PART_MAX, &c->units_stop_ms, error)
+      || !get_path (l, "cluster", "fence-keeper", &c->fence_keeper, error))
     return FALSE;
   c->leader_watchdog_ms = c->heartbeat_ms + SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS;
   if (!get_uint (l, "cluster", "leader-watchdog-ms", 1, FENCE_PART_MAX, &c->leader_watchdog_ms,
@@ -699,6 +701,7 @@ sp_config_load (const char *path, GPtrArray *warnings, GError **error)
   c->cleanup_ms = SP_CONFIG_DEFAULT_CLEANUP_MS;
   c->keeper_ms = SP_CONFIG_DEFAULT_KEEPER_MS;
   c->units_stop_ms = SP_CONFIG_DEFAULT_UNITS_STOP_MS;
+  c->fence_keeper = g_strdup (SP_CONFIG_DEFAULT_FENCE_KEEPER);
   if (!load_node (l, c, error) || !load_cluster (l, c, error) || !load_tls (l, c, error))
     return NULL;
   if (warnings)

@@ -22,6 +22,9 @@
  *   leader-watchdog-ms = heartbeat + 200   the service watchdog while leading
  *   cleanup-ms = 200                 worst case of the unit's ExecStopPost clean-up
  *   units-stop-ms = 500              what leader-only units may take to stop
+ *   fence-keeper = /run/sparrow-fence/keeper.sock   the fence keeper's socket
+ *                                    (sparrow-fence); with fence = true no node holds
+ *                                    anything without it
  *   [tls]
  *   ca = /etc/sparrow/tls/ca.pem
  *   cert = /etc/sparrow/tls/node.pem
@@ -39,6 +42,8 @@
 
 #include <glib.h>
 
+#include "keeper-proto.h"
+
 G_BEGIN_DECLS
 
 #define SP_CONFIG_DEFAULT_PATH       "/etc/sparrow/sparrow.conf"
@@ -48,6 +53,7 @@ G_BEGIN_DECLS
 /* A leader feeds the watchdog every heartbeat: this much late is tolerated. */
 #define SP_CONFIG_LEADER_WATCHDOG_MARGIN_MS 200
 #define SP_CONFIG_DEFAULT_UNITS_STOP_MS     500
+#define SP_CONFIG_DEFAULT_FENCE_KEEPER      SP_KEEPER_SOCKET
 
 #define SP_CONFIG_ERROR (sp_config_error_quark ())
 GQuark sp_config_error_quark (void);
@@ -84,6 +90,7 @@ typedef struct
   guint leader_watchdog_ms;
   guint cleanup_ms;
   guint units_stop_ms;
+  char *fence_keeper;
   char *tls_ca;
   char *tls_cert;
   char *tls_key;

@@ -511,6 +511,7 @@ sp_dbus_service_new (SpNode *node, GPtrArray *plugins)
   bind (service, "commit-index", "commit-index");
   bind (service, "lease-valid", "lease-valid");
   bind (service, "holder", "holder");
+  bind (service, "fence-keeper", "fence-keeper");
   bind (service, "refused-entries", "refused-entries");
   refresh_members (service);
   add_plugins (service, plugins);

@@ -5,6 +5,7 @@
 
 #include "address.h"
 #include "fence.h"
+#include "keeper.h"
 #include "storage.h"
 #include "store.h"
 #include "text.h"
@@ -105,8 +106,10 @@ struct _SpNode
   guint64 commit_index;
   gboolean lease_valid;
   gboolean holder;
-  SpFence fence;  /* this leader's, on now_usec () */
-  guint fence_ms; /* sp_fence_ms () */
+  SpFence fence;     /* this leader's, on now_usec () */
+  guint fence_ms;    /* sp_fence_ms () */
+  SpKeeper *keeper;  /* the fence keeper's link, NULL with [cluster] fence = false */
+  char *fence_state; /* sp_node_get_fence_state () as last published */
 
   SpNodeWakeFunc wake_func;
   gpointer wake_data;
@@ -133,6 +136,7 @@ enum
   PROP_LEASE_VALID,
   PROP_HOLDER,
   PROP_REFUSED_ENTRIES,
+  PROP_FENCE_KEEPER,
   N_PROPS
 };
 
@@ -397,6 +401,17 @@ static gboolean advance_clock (SpNode *node);
 static void schedule_ready (SpNode *node);
 static gint64 now_usec (void);
 
+/* When the lease ends (CLOCK_BOOTTIME us, -1 never): its tick comes then. */
+static gint64
+lease_end (SpNode *node)
+{
+  guint left = sp_raft_lease_ticks_left (node->raft);
+
+  if (left == G_MAXUINT)
+    return -1;
+  return node->clock_start + (gint64)(node->ticks + left) * node->tick_ms * 1000;
+}
+
 /* What is published is the state of now: the lease counts the time that
  * passed since the core was last ticked (the process may have been stopped
  * meanwhile).  Callers run the ready batch those ticks may leave.  A failed
@@ -408,7 +423,7 @@ publish (SpNode *node)
   SpRaftRole role;
   guint64 term, commit;
   const char *leader, *address;
-  gboolean lease, holder, frozen = FALSE;
+  gboolean lease, want, holder, frozen = FALSE;
 
   advance_clock (node);
   term = sp_raft_term (node->raft);
@@ -429,7 +444,15 @@ publish (SpNode *node)
   else if (!sp_fence_started (&node->fence))
     sp_fence_start (&node->fence, now_usec (), sp_raft_heard_age (node->raft), node->tick_ms,
                     node->fence_ms, sp_raft_won_by_transfer (node->raft));
-  holder = lease && role == SP_RAFT_LEADER && sp_fence_over (&node->fence, now_usec ());
+  want = lease && role == SP_RAFT_LEADER && sp_fence_over (&node->fence, now_usec ());
+  holder = want;
+  /* Only with the keeper armed with the end of this lease: it takes the
+   * addresses away then, whatever this process does.  A node that does not
+   * want to hold tells the keeper its deadline is final. */
+  if (node->keeper && want)
+    holder = sp_keeper_hold_until (node->keeper, lease_end (node));
+  else if (node->keeper)
+    sp_keeper_let_go (node->keeper);
 
   /* After every batch: how the transport should read until the next. */
   sp_transport_set_eager (node->transport, !settled (node));
@@ -474,6 +497,12 @@ publish (SpNode *node)
     {
       node->holder = holder;
       property_changed (node, props[PROP_HOLDER], &frozen);
+    }
+  if (g_strcmp0 (sp_node_get_fence_state (node), node->fence_state) != 0)
+    {
+      g_free (node->fence_state);
+      node->fence_state = g_strdup (sp_node_get_fence_state (node));
+      property_changed (node, props[PROP_FENCE_KEEPER], &frozen);
     }
   if (node->refused != node->refused_published)
     {
@@ -1255,6 +1284,33 @@ sp_node_new (SpConfig *config, GError **error)
   return g_steal_pointer (&node);
 }
 
+/* Armed, or lost: holder follows at once. */
+static void
+on_keeper_changed (gpointer user_data)
+{
+  SpNode *node = user_data;
+
+  if (node->failed)
+    return;
+  publish (node);
+  if (sp_raft_has_ready (node->raft))
+    schedule_ready (node);
+}
+
+void
+sp_node_add_fence_address (SpNode *node, int family, const guint8 *addr, guint prefix,
+                           const char *ifname)
+{
+  if (node->keeper)
+    sp_keeper_add_address (node->keeper, family, addr, prefix, ifname);
+}
+
+const char *
+sp_node_get_fence_state (SpNode *node)
+{
+  return node->keeper ? sp_keeper_describe (node->keeper) : "off";
+}
+
 gboolean
 sp_node_start (SpNode *node, GError **error)
 {
@@ -1269,6 +1325,8 @@ sp_node_start (SpNode *node, GError **error)
   g_source_set_static_name (node->clock, "sparrow clock");
   node->clock_start = now_usec ();
   g_source_attach (node->clock, NULL);
+  if (c->fence)
+    node->keeper = sp_keeper_new (c->fence_keeper, on_keeper_changed, node);
   schedule_ready (node);
   publish (node);
   return TRUE;
@@ -1280,6 +1338,8 @@ sp_node_finalize (GObject *object)
   SpNode *node = SP_NODE (object);
 
   stop_clock (node);
+  g_clear_pointer (&node->keeper, sp_keeper_free);
+  g_clear_pointer (&node->fence_state, g_free);
   g_clear_handle_id (&node->ready_source, g_source_remove);
   g_clear_handle_id (&node->transfer_timeout, g_source_remove);
   g_clear_handle_id (&node->stop_timeout, g_source_remove);
@@ -1338,6 +1398,9 @@ sp_node_get_property (GObject *object, guint id, GValue *value, GParamSpec *pspe
       case PROP_REFUSED_ENTRIES:
         g_value_set_uint64 (value, node->refused_published);
         break;
+      case PROP_FENCE_KEEPER:
+        g_value_set_string (value, node->fence_state ? node->fence_state : "");
+        break;
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, id, pspec);
     }
@@ -1363,6 +1426,7 @@ sp_node_class_init (SpNodeClass *klass)
   props[PROP_HOLDER] = g_param_spec_boolean ("holder", NULL, NULL, FALSE, ro);
   props[PROP_REFUSED_ENTRIES]
       = g_param_spec_uint64 ("refused-entries", NULL, NULL, 0, G_MAXUINT64, 0, ro);
+  props[PROP_FENCE_KEEPER] = g_param_spec_string ("fence-keeper", NULL, NULL, "", ro);
   g_object_class_install_properties (object_class, N_PROPS, props);
 
   signals[SIGNAL_MEMBERS_CHANGED]

@@ -55,8 +55,8 @@ G_DECLARE_FINAL_TYPE (SpNode, sp_node, SP, NODE, GObject)
  * elected this node last heard it, unless a transfer elected it: what
  * plugins follow to hold addresses and units), "refused-entries" (t:
  * committed entries and snapshot records refused since start, see
- * sp_store_apply).  Signals: "members-changed" () when a
- * member joins, leaves, or its reachability or match index moves (see sp_node_get_members),
+ * sp_store_apply), "fence-keeper" (s: sp_node_get_fence_state).  Signals: "members-changed" () when
+ * a member joins, leaves, or its reachability or match index moves (see sp_node_get_members),
  * "store-changed" (GVariant a(ssbt): key, value ("" when deleted), deleted, revision; every change
  * of one applied batch, in order, before the writes in it return), "failed" (s: why) once, see
  * below.
@@ -98,6 +98,15 @@ guint64 sp_node_get_refused_entries (SpNode *node);
 /* For a leader, how long from now until the previous holder's fence (see
  * fence.h) plus extra_ms has passed (0 when elected by a transfer). */
 guint sp_node_fence_left_ms (SpNode *node, guint extra_ms);
+
+/* The fence keeper (keeper.h; [cluster] fence-keeper): with [cluster]
+ * fence = true the node is holder only while the keeper is armed with the
+ * end of its lease.  Plugins add, from start on, the addresses they may
+ * hold; the keeper removes them when a lease ends unextended.  The state:
+ * "off", or sp_keeper_describe (). */
+void sp_node_add_fence_address (SpNode *node, int family, const guint8 *addr, guint prefix,
+                                const char *ifname);
+const char *sp_node_get_fence_state (SpNode *node);
 
 /* Called at the end of every wake-up that brought the published state up
  * to date: a stalled loop stops calling it (the service watchdog). */

@@ -207,7 +207,7 @@ cmd_status (gboolean leader_only)
   g_autoptr (GVariant) members = NULL;
   g_autoptr (GPtrArray) plugins = NULL;
   GError *error = NULL;
-  const char *name = "", *role = "", *leader = "", *leader_address = "";
+  const char *name = "", *role = "", *leader = "", *leader_address = "", *keeper = "";
   const char *p_name, *p_state, *p_error;
   guint64 term = 0, commit = 0, refused = 0;
   gboolean lease = FALSE, holder = FALSE;
@@ -223,6 +223,7 @@ cmd_status (gboolean leader_only)
   g_variant_lookup (props, "CommitIndex", "t", &commit);
   g_variant_lookup (props, "LeaseValid", "b", &lease);
   g_variant_lookup (props, "Holder", "b", &holder);
+  g_variant_lookup (props, "FenceKeeper", "&s", &keeper);
   g_variant_lookup (props, "RefusedEntries", "t", &refused);
   members = g_variant_lookup_value (props, "Members", G_VARIANT_TYPE ("a(ssbbt)"));
 
@@ -280,6 +281,8 @@ cmd_status (gboolean leader_only)
       json_builder_add_boolean_value (b, lease);
       json_builder_set_member_name (b, "holder");
       json_builder_add_boolean_value (b, holder);
+      json_builder_set_member_name (b, "fence_keeper");
+      json_builder_add_string_value (b, keeper);
       json_builder_set_member_name (b, "refused_entries");
       json_builder_add_int_value (b, (gint64)refused);
       json_builder_set_member_name (b, "plugins");
@@ -341,6 +344,11 @@ cmd_status (gboolean leader_only)
                                          : ", lease valid, fencing");
   g_print ("Leader:  %s%s%s\n", *leader ? leader : "(none known)", *leader ? " at " : "",
            leader_address);
+  /* Said when it keeps this node from holding, or may. */
+  if (*keeper
+      && !g_strv_contains ((const char *const[]){ "armed", "arming", "ready", "off", NULL },
+                           keeper))
+    g_print ("Fence:   NOT IN PLACE, holds nothing: %s\n", keeper);
   /* Only a buggy or hostile leader makes this happen: said only then. */
   if (refused > 0)
     g_print ("REFUSED: %" G_GUINT64_FORMAT

@@ -20,11 +20,12 @@ subst() {
         -e "s|@libexecdir@|$src/plugins/timesync|" -e "s|@sparrowdatadir@|/usr/share/sparrow|" "$1"
 }
 subst "$src/units/sparrow.service.in" >"$dir/sparrow.service"
+sed -e "s|@libexecdir@|$sbindir|" "$src/units/sparrow-fence.service.in" >"$dir/sparrow-fence.service"
 cp "$src/units/sparrow.target" "$src/units/sparrow-leader.target" \
    "$src/units/examples/sparrow-leader-example.service" "$dir/"
 cd "$dir"
-systemd-analyze verify ./sparrow.service ./sparrow.target ./sparrow-leader.target \
-    ./sparrow-leader-example.service
+systemd-analyze verify ./sparrow.service ./sparrow-fence.service ./sparrow.target \
+    ./sparrow-leader.target ./sparrow-leader-example.service
 mkdir timesync
 subst "$src/units/sparrow.service.in" >timesync/sparrow.service
 mkdir timesync/sparrow.service.d
@@ -33,6 +34,7 @@ SYSTEMD_UNIT_PATH="$dir/timesync:" systemd-analyze verify sparrow.service
 # The exposure `systemd-analyze security` gives, at most 2.0 (20 tenths),
 # the timesync drop-in's CAP_DAC_OVERRIDE included.
 systemd-analyze security --offline=yes --threshold=20 --no-pager ./sparrow.service
+systemd-analyze security --offline=yes --threshold=20 --no-pager ./sparrow-fence.service
 SYSTEMD_UNIT_PATH="$dir/timesync:" systemd-analyze security --offline=yes --threshold=20 \
     --no-pager sparrow.service >exposure
 if ! grep -Eq 'CapabilityBoundingSet=~CAP_\(DAC_.* [0-9.]+$' exposure; then
@@ -50,4 +52,4 @@ if ! grep -qx 'Restart=on-failure' sparrow.service; then
     echo "sparrow.service: Restart=on-failure is missing: a failed node would stay down" >&2
     exit 1
 fi
-echo "units: 4 verified, and the timesync and ntpsec drop-ins"
+echo "units: 5 verified, and the timesync and ntpsec drop-ins"

@@ -2089,6 +2089,43 @@ sp_raft_lease_valid (const SpRaft *r)
   return n >= quorum (r);
 }
 
+/* The lease ends when the quorum-th most recent stamp among the voters
+ * (itself never expires) is lease_ticks old. */
+guint
+sp_raft_lease_ticks_left (const SpRaft *r)
+{
+  guint64 stamps[SP_RAFT_MAX_NODES], end;
+  guint n = 0, q = quorum (r);
+
+  if (!sp_raft_lease_valid (r))
+    return 0;
+  for (guint i = 0; i < r->n_prs; i++)
+    {
+      const SpProgress *p = &r->prs[i];
+
+      if (!p->voter)
+        continue;
+      if (p->id == r->id)
+        stamps[n++] = G_MAXUINT64;
+      else if (p->lease_stamp != 0 && r->now - p->lease_stamp < r->opts.lease_ticks)
+        stamps[n++] = p->lease_stamp;
+    }
+  /* The q-th largest: a few voters, a selection by hand. */
+  for (guint i = 0; i < q; i++)
+    for (guint j = i + 1; j < n; j++)
+      if (stamps[j] > stamps[i])
+        {
+          guint64 t = stamps[i];
+
+          stamps[i] = stamps[j];
+          stamps[j] = t;
+        }
+  if (stamps[q - 1] == G_MAXUINT64)
+    return G_MAXUINT;
+  end = stamps[q - 1] + r->opts.lease_ticks;
+  return (guint)MIN (end - r->now, G_MAXUINT - 1);
+}
+
 guint
 sp_raft_progress (const SpRaft *r, SpRaftProgress out[SP_RAFT_MAX_NODES])
 {

@@ -341,6 +341,10 @@ guint64 sp_raft_transfer_notice (const SpRaft *r, guint64 *term);
  * the last lease_ticks ticks, a heartbeat sent in this term.  While it
  * holds, no other node can become leader (given bounded clock drift). */
 gboolean sp_raft_lease_valid (const SpRaft *r);
+/* Leader only: ticks from now until the lease stops being valid (0 when it
+ * is not; G_MAXUINT when it never ends: this node is the only voter).  The
+ * answers that arrive meanwhile may move it later. */
+guint sp_raft_lease_ticks_left (const SpRaft *r);
 /* Leader only (else G_MAXUINT): ticks since any voter that elected it may
  * last have heard another leader, at most (each voter's count scaled for
  * 5 % drift; itself included).  The previous leader's lease and what it

@@ -554,6 +554,10 @@ device_changed (Iface *i)
 {
   gboolean complete = all_present (i);
 
+  /* Held as of now, not as of the node's last wake-up: the fence keeper
+   * removes the addresses right at the end of the lease, and this event may
+   * come before the node saw that end (its hold (FALSE) then comes first). */
+  sp_node_refresh (sp_plugin_get_node (SP_PLUGIN (i->self)));
   if (wanted (i->self) && !i->op && !complete)
     {
       if (i->complete)
@@ -755,6 +759,15 @@ sp_vip_plugin_start (SpPlugin *plugin)
    * sparrowd started (sparrow-vip-cleanup --record): not here, since the
    * clean-up, root, trusts nothing sparrowd can write. */
   self->started = TRUE;
+  /* The fence keeper takes them away at the end of a lease this process
+   * could not act on (stopped, starved). */
+  for (guint k = 0; k < self->config->addresses->len; k++)
+    {
+      const SpVipAddress *a = g_ptr_array_index (self->config->addresses, k);
+
+      sp_node_add_fence_address (sp_plugin_get_node (plugin), a->family, a->addr, a->prefix,
+                                 a->ifname);
+    }
   /* Stale copies go from the kernel now, from NetworkManager once the
    * client is there. */
   for (guint k = 0; k < self->ifaces->len; k++)

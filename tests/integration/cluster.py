@@ -17,6 +17,12 @@ import time
 SPARROWD = os.environ.get("SPARROWD", "sparrowd")
 SPARROWCTL = os.environ.get("SPARROWCTL", "sparrowctl")
 SPARROW_CERTS = os.environ.get("SPARROW_CERTS", "sparrow-certs")
+SPARROW_FENCE = os.environ.get("SPARROW_FENCE", "sparrow-fence")
+# The keeper kills a sparrowd that did not see its lease end this long after
+# it (20 ms in the unit).  Loaded test machines wake sanitized daemons later
+# than that; the kill itself is tested with the keeper alone (test-keeper.py).
+# Benchmarks set the unit's.
+KEEPER_GRACE_MS = int(os.environ.get("SPARROW_KEEPER_GRACE_MS", "1000"))
 
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -71,6 +77,9 @@ class Node:
         self.bus = None
         self.proc = None
         self.log = None
+        self.keeper_sock = os.path.join(self.dir, "keeper.sock")
+        self.keeper_log_path = os.path.join(self.dir, "keeper.log")
+        self.keeper = None
         self.extra_env = {}
         os.makedirs(self.dir)
 
@@ -114,6 +123,10 @@ class Node:
             "[cluster]",
             "initial-members = %s" % ";".join("%s=%s" % (m.name, m.address) for m in members),
         ]
+        if self.cluster.keepers:
+            lines.append("fence-keeper = %s" % self.keeper_sock)
+        else:
+            lines.append("fence = false")
         # None: the daemon's defaults
         if self.cluster.heartbeat_ms is not None:
             lines.append("heartbeat-ms = %d" % self.cluster.heartbeat_ms)
@@ -131,9 +144,32 @@ class Node:
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n" + extra)
 
-    def start(self):
+    def start_keeper(self):
+        """This node's fence keeper, as sparrow-fence.service runs it (no
+        unit to stop here); waits until it listens."""
+        with open(self.keeper_log_path, "a") as log:
+            self.keeper = subprocess.Popen(
+                [SPARROW_FENCE, "--socket", self.keeper_sock, "--grace-ms", str(KEEPER_GRACE_MS)],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.keeper_sock):
+            if self.keeper.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sparrow-fence did not start: see " + self.keeper_log_path)
+            time.sleep(0.01)
+
+    def kill_keeper(self):
+        if self.keeper and self.keeper.poll() is None:
+            self.keeper.kill()
+            self.keeper.wait(timeout=10)
+        if os.path.exists(self.keeper_sock):
+            os.unlink(self.keeper_sock)
+
+    def start(self, keeper=True):
         if not self.bus:
             self.start_bus()
+        if (keeper and self.cluster.keepers
+                and (not self.keeper or self.keeper.poll() is not None)):
+            self.start_keeper()
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen([SPARROWD, "--config", self.config], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -184,6 +220,7 @@ class Node:
 
     def teardown(self):
         self.kill()
+        self.kill_keeper()
         if self.bus:
             self.bus.terminate()
             self.bus.wait(timeout=10)
@@ -192,17 +229,19 @@ class Node:
 
 class Cluster:
     def __init__(self, size, heartbeat_ms=50, election_ms=400, tls=False, snapshot_entries=10000,
-                 bus_policy=None, host="127.0.0.1", leak_checks=True):
+                 bus_policy=None, host="127.0.0.1", leak_checks=True, keepers=True):
         """bus_policy: a policy file to run each bus like the system bus
         with it; else every bus lets everyone do everything.  Timings None:
         the daemon's defaults.  leak_checks False: the daemons run as in
-        production (benchmarks), not set up for LeakSanitizer."""
+        production (benchmarks), not set up for LeakSanitizer.  keepers
+        False: no fence keepers, and [cluster] fence = false."""
         self.dir = tempfile.mkdtemp(prefix="sparrow-test-")
         self.bus_policy = bus_policy
         self.host = host
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.leak_checks = leak_checks
+        self.keepers = keepers
         self.snapshot_entries = snapshot_entries
         self.nodes = [Node(self, "n%d" % (i + 1)) for i in range(size)]
         self.certs = None

@@ -633,6 +633,46 @@ class Tls(ClusterTest):
         self.assertRegex(leader.read_log().lower(), "certificate|refus")
 
 
+class FenceKeeper(unittest.TestCase):
+    """With fence = true a node holds only while its fence keeper is armed
+    with the end of its lease (sparrow-fence)."""
+
+    def test_keeper_lost_then_back(self):
+        c = Cluster(3)
+        self.addCleanup(c.teardown)
+        c.start()
+        leader = c.node(c.wait_leader())
+        c.wait(lambda: leader.status()["holder"], what="the leader holds")
+        self.assertEqual(leader.status()["fence_keeper"], "armed")
+        leader.kill_keeper()
+        # At once, not at the end of the lease: nothing would fence it.
+        c.wait(lambda: not leader.status()["holder"], timeout=2.0,
+               what="Holder false once the keeper is gone")
+        c.wait(lambda: "fence keeper lost" in leader.read_log(), timeout=2.0,
+               what="the loss in the log")
+        self.assertEqual(leader.status()["role"], "leader")
+        leader.start_keeper()
+        c.wait(lambda: leader.status()["holder"], timeout=10.0,
+               what="the leader holds again once its keeper is back")
+
+    def test_no_keeper_no_holder(self):
+        c = Cluster(1)
+        self.addCleanup(c.teardown)
+        n = c.nodes[0]
+        n.start(keeper=False)
+        c.wait(lambda: "not holding until it answers" in n.read_log(), timeout=10.0,
+               what="the missing keeper in the log")
+        c.wait(lambda: n.status() and n.status()["role"] == "leader", what="a leader")
+        s = n.status()
+        self.assertFalse(s["holder"])
+        self.assertIn("No such file or directory", s["fence_keeper"])
+        self.assertIn("Fence:   NOT IN PLACE, holds nothing: fence keeper " + n.keeper_sock,
+                      subprocess.run([SPARROWCTL, "status"], env=n.env, capture_output=True,
+                                     text=True, timeout=60).stdout)
+        n.start_keeper()
+        c.wait(lambda: n.status()["holder"], timeout=10.0, what="it holds once the keeper is there")
+
+
 class Config(unittest.TestCase):
     def check(self, text):
         d = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sparrow-config-%d" % os.getpid())

@@ -205,6 +205,10 @@ class SparrowLabCase(unittest.TestCase):
         deadline = time.monotonic() + timeout
         while self.active(node, EXAMPLE) or self.active(node, TARGET):
             if time.monotonic() > deadline:
+                # What sparrowd, its fence keeper and systemd did, for the report.
+                print(node.sh("journalctl --no-pager -o short-monotonic -u sparrow.service "
+                              "-u sparrow-fence.service -u %s -u %s | tail -120"
+                              % (TARGET, EXAMPLE), check=False).stdout, flush=True)
                 self.fail("%s still runs the leader-only units" % node.name)
             time.sleep(0.05)
 

@@ -413,15 +413,35 @@ class Fence(SparrowLabCase):
         except ProcessLookupError:
             pass  # the watchdog killed it
 
+    def keeper_fenced(self, old, t0):
+        """old's fence keeper (sparrow-fence.service) fenced the stopped
+        holder, removing its address (with the vip plugin): at its lease end
+        (then it killed it too), or when systemd's watchdog, which may fire
+        first, killed it; prints which and the keeper's reaction."""
+        lines = [e.get("MESSAGE", "") for e in journal(old, t0, "-u sparrow-fence.service")]
+        fenced = [m for m in lines if m.startswith(("fence (lease ended)",
+                                                    "fence (sparrowd gone while holding)"))]
+        self.assertTrue(fenced, "%s: the keeper did not fence: %s" % (old.name, lines))
+        print("  keeper: " + fenced[0], flush=True)
+        if self.vip:
+            self.assertIn("fence: removed %s/24@eth0" % VIP, lines)
+        if fenced[0].startswith("fence (lease ended)"):
+            self.assertTrue([m for m in lines if m.startswith("killed sparrowd")],
+                            "%s: the keeper did not kill the stopped sparrowd: %s"
+                            % (old.name, lines))
+        else:
+            self.assertTrue([e for e in journal(old, t0, "-u sparrow.service")
+                             if "Watchdog timeout" in e.get("MESSAGE", "")],
+                            "%s: sparrowd went neither by its keeper nor by the watchdog"
+                            % old.name)
+
     def test_3_daemon_sigstop(self):
         def sigstop(old, t0):
             daemon = host_pid(old, "sparrowd")
             os.kill(daemon, signal.SIGSTOP)
             new = self.handover(old)
             self.cont(daemon)
-            self.assertTrue([e for e in journal(old, t0, "-u sparrow.service")
-                             if "Watchdog timeout" in e.get("MESSAGE", "")],
-                            "%s: sparrowd was not killed by the watchdog" % old.name)
+            self.keeper_fenced(old, t0)
             return None, new
 
         self.trials("sparrowd-sigstop", sigstop)

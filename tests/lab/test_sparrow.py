@@ -93,13 +93,39 @@ class SparrowLab(SparrowLabCase):
         state = self.leader_state(old)
         self.assertFalse(self.holds(state), state)
 
-    def test_2c_stalled_daemon_is_fenced_by_the_watchdog(self):
+    def test_2c_stalled_daemon_is_fenced_by_its_keeper(self):
         old = self.wait_one_holder()
         old.sh("kill -STOP $(systemctl show --property=MainPID --value sparrow.service)")
         rest = [n for n in self.lab.members if n is not old]
         self.wait_one_holder(rest)
         self.wait_inactive(old)
-        self.assertIn("watchdog", old.sh("journalctl --no-pager -u sparrow.service").stdout.lower())
+        # At its lease end, or when the watchdog (which may fire first)
+        # killed it: either way its keeper fenced it.
+        keeper = old.sh("journalctl --no-pager -o cat -u sparrow-fence.service").stdout
+        if "fence (lease ended)" in keeper:
+            self.assertIn("killed sparrowd", keeper)
+        else:
+            self.assertIn("fence (sparrowd gone while holding)", keeper)
+            self.assertIn("watchdog",
+                          old.sh("journalctl --no-pager -u sparrow.service").stdout.lower())
+
+    def test_2d_keeper_killed_the_holder_lets_go_at_once(self):
+        """Without its fence keeper a node holds nothing: the keeper killed
+        (-9), the holder stops holding at once, and holds again once
+        systemd restarted the keeper."""
+        old = self.wait_one_holder()
+        old.sh("systemctl kill --signal=SIGKILL sparrow-fence.service")
+        deadline = time.monotonic() + 5
+        while json.loads(old.sh("sparrowctl --json status").stdout)["holder"]:
+            self.assertLess(time.monotonic(), deadline, "%s still holds" % old.name)
+            time.sleep(0.02)
+        self.assertIn("fence keeper lost",
+                      old.sh("journalctl --no-pager -o cat -u sparrow.service").stdout)
+        deadline = time.monotonic() + 30
+        while not json.loads(old.sh("sparrowctl --json status").stdout)["holder"]:
+            self.assertLess(time.monotonic(), deadline, "%s does not hold again" % old.name)
+            time.sleep(0.1)
+        self.assertEqual(self.wait_one_holder(), old)
 
     def test_3_planned_stop_hands_over(self):
         old = self.wait_one_holder()
