@@ -73,11 +73,6 @@ struct _SpRaft
   guint64 pending_conf_index;
   guint64 transferee;
   guint transfer_elapsed;
-  guint64 transfer_since;   /* the tick it began: answers to later messages count */
-  gboolean transfer_heard;  /* the transferee answered one of those */
-  gboolean transfer_chosen; /* by this core (no target named): may try another */
-  guint64 transfer_tried[SP_RAFT_MAX_NODES];
-  guint n_transfer_tried;
   gboolean need_bcast;
 
   /* output */
@@ -651,101 +646,6 @@ send_timeout_now (SpRaft *r, guint64 to)
   become_follower (r, r->term, SP_RAFT_NONE);
 }
 
-/* ---- leadership transfer ------------------------------------------------ */
-
-/* Ticks a chosen transferee has to answer, caught up, before another is
- * tried: a live one answers within a round trip. */
-#define TRANSFER_RETRY_TICKS 2
-
-static gboolean
-transfer_tried (const SpRaft *r, guint64 id)
-{
-  for (guint i = 0; i < r->n_transfer_tried; i++)
-    if (r->transfer_tried[i] == id)
-      return TRUE;
-  return FALSE;
-}
-
-/* The voter to hand over to: one heard within an election timeout and not
- * tried yet, the furthest (caught up if any is), then the one heard last
- * (a member that just went away was heard before the others). */
-static SpProgress *
-choose_transferee (SpRaft *r)
-{
-  SpProgress *best = NULL;
-
-  for (guint i = 0; i < r->n_prs; i++)
-    {
-      SpProgress *p = &r->prs[i];
-
-      if (p->id == r->id || !p->voter || r->now - p->last_heard >= r->opts.election_ticks
-          || transfer_tried (r, p->id))
-        continue;
-      if (!best || p->match > best->match
-          || (p->match == best->match && p->last_heard > best->last_heard))
-        best = p;
-    }
-  return best;
-}
-
-/* Hands over to pr once it answered a message sent from now on (it is
- * there, its connection too) with the whole log: a TimeoutNow sent on the
- * word of an older answer may go to a member that just went away, and this
- * leader steps down as it sends it, leaving an election to follow. */
-static void
-begin_transfer (SpRaft *r, SpProgress *pr)
-{
-  SpRaftMsg *m;
-
-  r->transferee = pr->id;
-  r->transfer_since = r->now;
-  r->transfer_heard = FALSE;
-  if (r->n_transfer_tried < SP_RAFT_MAX_NODES)
-    r->transfer_tried[r->n_transfer_tried++] = pr->id;
-  m = new_msg (r, SP_RAFT_MSG_HEARTBEAT, pr->id);
-  m->commit = MIN (pr->match, r->log.committed);
-  m->context = r->now;
-  send (r, m);
-  send_appends (r, pr, FALSE);
-}
-
-static void
-maybe_timeout_now (SpRaft *r)
-{
-  SpProgress *pr;
-
-  if (r->state != STATE_LEADER || r->transferee == SP_RAFT_NONE || !r->transfer_heard)
-    return;
-  pr = progress (r, r->transferee);
-  if (pr && pr->match == sp_log_last_index (&r->log))
-    send_timeout_now (r, pr->id);
-}
-
-/* A transferee this core chose that has not answered caught up in time
- * makes way for another, if there is one, once. */
-static void
-transfer_tick (SpRaft *r)
-{
-  SpProgress *pr, *next;
-
-  if (++r->transfer_elapsed >= r->opts.election_ticks)
-    {
-      r->transferee = SP_RAFT_NONE;
-      return;
-    }
-  /* Once per transferee: the tick sp_raft_ticks_until_due announced. */
-  if (!r->transfer_chosen || r->now - r->transfer_since != TRANSFER_RETRY_TICKS)
-    return;
-  pr = progress (r, r->transferee);
-  if (pr && r->transfer_heard && pr->match == sp_log_last_index (&r->log))
-    return;
-  /* One that answers and still catches up makes way only for one that
-   * needs no catching up. */
-  next = choose_transferee (r);
-  if (next && (!r->transfer_heard || next->match == sp_log_last_index (&r->log)))
-    begin_transfer (r, next);
-}
-
 /* ---- elections ---------------------------------------------------------- */
 
 static void
@@ -1091,6 +991,11 @@ handle_append_resp (SpRaft *r, SpProgress *pr, const SpRaftMsg *m)
         sp_progress_become_replicate (pr);
       if (maybe_commit (r))
         r->need_bcast = TRUE;
+      if (pr->id == r->transferee && pr->match == sp_log_last_index (log))
+        {
+          send_timeout_now (r, pr->id);
+          return;
+        }
     }
   send_appends (r, pr, FALSE);
 }
@@ -1152,13 +1057,10 @@ step_leader (SpRaft *r, const SpRaftMsg *m)
    * follower reset its election timer when that message arrived. */
   if (m->context <= r->now && m->context > pr->lease_stamp)
     pr->lease_stamp = m->context;
-  if (pr->id == r->transferee && m->context >= r->transfer_since && m->context <= r->now)
-    r->transfer_heard = TRUE;
   if (m->type == SP_RAFT_MSG_APPEND_RESP)
     handle_append_resp (r, pr, m);
   else
     handle_heartbeat_resp (r, pr, m);
-  maybe_timeout_now (r);
 }
 
 /* ---- inputs ------------------------------------------------------------- */
@@ -1417,8 +1319,8 @@ sp_raft_tick (SpRaft *r)
     }
 
   r->since_leader = 0;
-  if (r->transferee != SP_RAFT_NONE)
-    transfer_tick (r);
+  if (r->transferee != SP_RAFT_NONE && ++r->transfer_elapsed >= r->opts.election_ticks)
+    r->transferee = SP_RAFT_NONE;
 
   /* Check-quorum: a leader that has not heard from a majority within an
    * election timeout steps down instead of serving a stale view. */
@@ -1462,12 +1364,7 @@ sp_raft_ticks_until_due (const SpRaft *r)
                  : r->randomized_timeout - r->election_elapsed;
     }
   if (r->transferee != SP_RAFT_NONE)
-    {
-      due = MIN (due,
-                 r->opts.election_ticks - MIN (r->transfer_elapsed, r->opts.election_ticks - 1));
-      if (r->transfer_chosen && r->now - r->transfer_since < TRANSFER_RETRY_TICKS)
-        due = MIN (due, (guint)(r->transfer_since + TRANSFER_RETRY_TICKS - r->now));
-    }
+    due = MIN (due, r->opts.election_ticks - MIN (r->transfer_elapsed, r->opts.election_ticks - 1));
   for (guint i = 0; i < r->n_prs; i++)
     {
       const SpProgress *p = &r->prs[i];
@@ -1643,10 +1540,17 @@ sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error)
     }
   if (to == r->id)
     return TRUE;
-  r->n_transfer_tried = 0;
   if (to == SP_RAFT_NONE)
     {
-      pr = choose_transferee (r);
+      for (guint i = 0; i < r->n_prs; i++)
+        {
+          SpProgress *p = &r->prs[i];
+
+          if (p->id == r->id || !p->voter || r->now - p->last_heard >= r->opts.election_ticks)
+            continue;
+          if (!pr || p->match > pr->match)
+            pr = p;
+        }
       if (!pr)
         {
           g_set_error (error, SP_RAFT_ERROR, SP_RAFT_ERROR_INVALID,
@@ -1665,9 +1569,12 @@ sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error)
         }
     }
 
+  r->transferee = pr->id;
   r->transfer_elapsed = 0;
-  r->transfer_chosen = to == SP_RAFT_NONE;
-  begin_transfer (r, pr);
+  if (pr->match == sp_log_last_index (&r->log))
+    send_timeout_now (r, pr->id);
+  else
+    send_appends (r, pr, TRUE);
   return TRUE;
 }
 

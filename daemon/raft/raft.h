@@ -291,14 +291,9 @@ gboolean sp_raft_change_membership (SpRaft *r, SpRaftConfOp op, guint64 node, gu
 gboolean sp_raft_change_membership_with_data (SpRaft *r, SpRaftConfOp op, guint64 node,
                                               GBytes *data, guint64 *index_out, GError **error);
 
-/* to = SP_RAFT_NONE picks a voter heard within an election timeout: caught
- * up if any is, then the furthest, then the one heard last.  The leader
- * sends TIMEOUT_NOW and steps down (its lease ends at once) only once the
- * target answered a message sent since the call (it is there) and matches
- * the whole log (a lagging one is caught up first); a target it picked
- * that has not answered, 2 ticks on, makes way for the next such voter
- * (one that answered and still catches up, only for a caught-up one), once
- * each.  Aborted after an election timeout. */
+/* to = SP_RAFT_NONE picks the most up-to-date voter.  A lagging target is
+ * caught up first; when it matches, the leader sends TIMEOUT_NOW and steps
+ * down (its lease ends at once).  Aborted after an election timeout. */
 gboolean sp_raft_transfer_leadership (SpRaft *r, guint64 to, GError **error);
 /* A non-leader asks the leader it knows to transfer leadership to `to`
  * (SP_RAFT_NONE: the leader picks), as etcd forwards MsgTransferLeader.
