@@ -33,9 +33,11 @@ hurt) and each node's journal and D-Bus say what happened in that window:
              journal); keepalived: MASTER / BACKUP state entered
   changes    leadership changes: a leader (sparrow: Role "leader" in a term;
              keepalived: MASTER) other than the one before
-  elections  sparrow: terms begun in the window (each is an election: with
-             pre-vote, a term begins only when a pre-vote won), those that
-             elected a leader, and split (no node became leader in that term)
+  elections  sparrow: campaigns (a node's Role became "candidate": the bus
+             shows a pre-candidate as one), terms begun in the window (each
+             is an election: with pre-vote, a term begins only when a
+             pre-vote won), those that elected a leader, and those in which
+             no node became leader (a split vote, or the votes were lost)
   lapses     sparrow: the leader's lease lapsed (LeaseValid false) and came
              back while it went on leading (a lease lapse without a change of
              leader), or it stopped leading before; restarts: the target
@@ -245,7 +247,7 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
     # Leadership: per node, its state through the window.
     leaders = []  # (t, node, term)
     terms_seen = set()
-    lapses_kept = lapses_lost = 0
+    lapses_kept = lapses_lost = campaigns = 0
     base_term = min(st.get("Term", 0) for st in starts.values())
     for n in the_lab.members:
         st = dict(starts[n.name])
@@ -257,6 +259,7 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
                 continue
             if "Term" in changed:
                 terms_seen.add(changed["Term"])
+            campaigns += st.get("Role") == "candidate" and before_role != "candidate"
             if st.get("Role") == "leader" and (before_role != "leader" or "Term" in changed):
                 leaders.append((t, n.name, st.get("Term")))
             if before_role == "leader" and st.get("Role") != "leader" and lapsed:
@@ -279,7 +282,7 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
     return rows, {"changes": changes, "leaders": len(leaders), "elections": len(begun),
                   "elected": len([x for x in begun if x in elected]),
                   "split": len([x for x in begun if x not in elected]),
-                  "lapses_kept": lapses_kept, "lapses_lost": lapses_lost,
+                  "campaigns": campaigns, "lapses_kept": lapses_kept, "lapses_lost": lapses_lost,
                   "restarts_same_node": restarts}
 
 
@@ -380,9 +383,10 @@ def print_result(stack, rows, cluster, args):
         print("  %-4s %s: started %d, stopped %d" % (name, what, r["started"], r["stopped"]))
     print("  leadership changes %d" % cluster["changes"])
     if stack == "sparrow":
-        print("  elections (terms begun) %d: elected %d, without a leader (split or lost) %d;"
-              " leader takings %d" % (cluster["elections"], cluster["elected"], cluster["split"],
-                                      cluster["leaders"]))
+        print("  campaigns (pre-vote or vote) %d; elections (terms begun) %d: elected %d, "
+              "without a leader (split or lost) %d; leader takings %d"
+              % (cluster["campaigns"], cluster["elections"], cluster["elected"], cluster["split"],
+                 cluster["leaders"]))
         print("  lease lapses on a leader: it went on leading %d, it lost leadership %d; "
               "target restarted on the same node %d"
               % (cluster["lapses_kept"], cluster["lapses_lost"], cluster["restarts_same_node"]))
