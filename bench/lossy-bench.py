@@ -4,13 +4,18 @@ in the lab (printed, never asserted).  As root:
 
   /usr/bin/python3 bench/lossy-bench.py BUILD [--loss PCT] [--delay-ms D]
         [--jitter-ms J] [--seconds S] [--stacks A,B] [--seed N] [--debs DIR]
-        [--cluster-conf "election-ms = 400"]
+        [--cluster-conf "election-ms = 400"] [--kills N [--kill-every S]]
 
 BUILD is a meson build directory of this tree (bench/arp-watch,
 bench/nfq-delay).  --debs DIR: sparrow's .deb files from DIR (e.g. a
 directory lab.build_debs made before) instead of building them from the tree.
 --cluster-conf: lines added to sparrow's [cluster] section (";" separates
-them), e.g. another election range on the same network.
+them), e.g. another election range on the same network.  --kills N
+(sparrow only): instead of --seconds, once the network is lossy, SIGKILL
+the leader's sparrowd N times (a random 0..1 s after a leader leads, then
+--kill-every seconds, default 8, for the election; systemd restarts it) and
+print, per kill, the time until another node took leadership and the terms
+begun until then: more than one is a split vote (or lost votes).
 
 One 3-node lab (n1..n3), the stacks one after the other, each alone on it:
 
@@ -145,7 +150,8 @@ class Lossy:
 
 class BusWatch:
     """sparrowd's Manager properties on one node, as they change: events
-    [(t, {property: value})], t on the host's CLOCK_MONOTONIC at reading."""
+    [(t, {property: value})], t on the host's CLOCK_MONOTONIC at reading;
+    Role "stopped" when sparrowd leaves the bus, "follower" when it is back."""
 
     def __init__(self, node):
         self.node = node
@@ -153,7 +159,9 @@ class BusWatch:
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(node.pid1), "-a", "busctl", "--json=short", "monitor",
              "--match", "type='signal',interface='org.freedesktop.DBus.Properties',"
-             "member='PropertiesChanged',path='/org/sparrow/cluster1'"],
+             "member='PropertiesChanged',path='/org/sparrow/cluster1'",
+             "--match", "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+             "arg0='org.sparrow.cluster1'"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -163,10 +171,16 @@ class BusWatch:
             t = time.monotonic()
             try:
                 msg = json.loads(line)
-                iface, changed = msg["payload"]["data"][:2]
+                first, second = msg["payload"]["data"][:2]
             except (ValueError, KeyError, TypeError):
                 continue
-            if iface == MANAGER:
+            if msg.get("member") == "NameOwnerChanged":
+                # sparrowd went (killed) or came back: a new one starts as
+                # a follower and says nothing of it on the bus.
+                gone = not msg["payload"]["data"][2]
+                self.events.append((t, {"Role": "stopped" if gone else "follower"}))
+            elif first == MANAGER:
+                changed = second
                 self.events.append((t, {k: v["data"] for k, v in changed.items()}))
 
     def state(self):
@@ -246,7 +260,7 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
             last_holder = name
     # Leadership: per node, its state through the window.
     leaders = []  # (t, node, term)
-    terms_seen = set()
+    terms_seen = {}  # term: when first seen
     lapses_kept = lapses_lost = campaigns = 0
     base_term = min(st.get("Term", 0) for st in starts.values())
     for n in the_lab.members:
@@ -258,7 +272,7 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
             if t < t0 or t > t1:
                 continue
             if "Term" in changed:
-                terms_seen.add(changed["Term"])
+                terms_seen[changed["Term"]] = min(t, terms_seen.get(changed["Term"], t))
             campaigns += st.get("Role") == "candidate" and before_role != "candidate"
             if st.get("Role") == "leader" and (before_role != "leader" or "Term" in changed):
                 leaders.append((t, n.name, st.get("Term")))
@@ -272,7 +286,9 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
                     lapses_kept += 1
                     lapsed = False
     leaders.sort()
-    changes, prev = 0, None
+    # The leader when the window opened counts: its first successor is a change.
+    changes = 0
+    prev = next((name for name, st in starts.items() if st.get("Role") == "leader"), None)
     for t, name, term in leaders:
         if prev is not None and name != prev:
             changes += 1
@@ -283,7 +299,8 @@ def sparrow_figures(the_lab, watches, starts, t0, t1):
                   "elected": len([x for x in begun if x in elected]),
                   "split": len([x for x in begun if x not in elected]),
                   "campaigns": campaigns, "lapses_kept": lapses_kept, "lapses_lost": lapses_lost,
-                  "restarts_same_node": restarts}
+                  "restarts_same_node": restarts, "leader_list": leaders,
+                  "term_times": {x: terms_seen[x] for x in begun}}
 
 
 def keepalived_figures(the_lab, t0, t1):
@@ -357,8 +374,12 @@ def run_stack(ctx, stack, args, watch, nfq):
         starts = {n.name: buses[n.name].state() for n in ctx.lab.members}
     lossy = Lossy(ctx.lab, args.loss, args.delay_ms, args.jitter_ms, nfq, args.seed)
     t0 = time.monotonic()
+    kills = []
     try:
-        time.sleep(args.seconds)
+        if stack == "sparrow" and args.kills:
+            kills = kill_leaders(ctx, buses, starts, args)
+        else:
+            time.sleep(args.seconds)
     finally:
         t1 = time.monotonic()
         lossy.close()
@@ -370,8 +391,56 @@ def run_stack(ctx, stack, args, watch, nfq):
     else:
         rows, cluster = keepalived_figures(ctx.lab, t0, t1)
     cluster.update(silent=silent, two=two, overlap=overlap, macs=macs, seconds=t1 - t0,
-                   delay=lossy.summary)
+                   delay=lossy.summary, kills=kill_figures(kills, cluster) if kills else None)
     return rows, cluster
+
+
+def current_leader(ctx, buses, starts, after):
+    """The member that last became leader, after monotonic time after (a
+    killed leader's last word on the bus stays "leader"), or None."""
+    best = None
+    for n in ctx.lab.members:
+        role, since = starts[n.name].get("Role"), 0.0
+        for t, changed in list(buses[n.name].events):
+            if "Role" in changed and changed["Role"] != role:
+                role, since = changed["Role"], t
+        if role == "leader" and since >= after and (best is None or since > best[0]):
+            best = (since, n)
+    return best and best[1]
+
+
+def kill_leaders(ctx, buses, starts, args):
+    """--kills times: once a leader leads (and a random 0..1 s later),
+    SIGKILL its sparrowd (systemd starts it again), then --kill-every
+    seconds for the election.  Returns [(t, killed node's name)]."""
+    rng = random.Random("%d-kills" % args.seed)
+    kills, after = [], 0.0
+    for _ in range(args.kills):
+        deadline = time.monotonic() + 30
+        leader = None
+        while leader is None and time.monotonic() < deadline:
+            leader = current_leader(ctx, buses, starts, after)
+            time.sleep(0.1)
+        if leader is None:
+            break
+        time.sleep(rng.random())
+        after = time.monotonic()
+        kills.append((after, leader.name))
+        VB.kill_daemon(leader, VB.Stack("sparrow"))
+        time.sleep(args.kill_every)
+    return kills
+
+
+def kill_figures(kills, cluster):
+    """Per kill: the time to the next leader taking by another node, and
+    the terms begun until then (more than one: a split vote or votes lost)."""
+    out = []
+    for (tk, name), nxt in zip(kills, kills[1:] + [(float("inf"), None)]):
+        takings = [t for t, who, _ in cluster["leader_list"] if tk < t < nxt[0] and who != name]
+        until = takings[0] if takings else nxt[0]
+        terms = [x for x, t in cluster["term_times"].items() if tk < t <= until]
+        out.append((takings[0] - tk if takings else None, len(terms)))
+    return out
 
 
 def print_result(stack, rows, cluster, args):
@@ -395,6 +464,13 @@ def print_result(stack, rows, cluster, args):
     print("  address silent %.1f %% of the window; two-holder samples %d; overlap %.0f ms; "
           "MACs %d" % (100 * cluster["silent"], cluster["two"], cluster["overlap"] * 1000,
                        cluster["macs"]))
+    if cluster["kills"]:
+        ks = cluster["kills"]
+        elected = sorted(k[0] for k in ks if k[0] is not None)
+        print("  leader killed %d times: a new leader in %d (ms min/median/max %s); terms begun "
+              "until then: %s; kills needing more than one term %d"
+              % (len(ks), len(elected), VB.spread(elected).strip(),
+                 " ".join(str(k[1]) for k in ks), sum(k[1] > 1 for k in ks)))
     for name, s in sorted(cluster["delay"].items()):
         print("  nfq-delay %s: %s" % (name, s))
     sys.stdout.flush()
@@ -410,6 +486,9 @@ def main():
     p.add_argument("--stacks", default=",".join(STACKS))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--debs", help="directory of sparrow's .deb files to install")
+    p.add_argument("--kills", type=int, default=0,
+                   help="sparrow: SIGKILL the leader's sparrowd N times instead of --seconds")
+    p.add_argument("--kill-every", type=float, default=8)
     p.add_argument("--cluster-conf", default="", help="lines for sparrow's [cluster], ';' apart")
     args = p.parse_args()
     why = lab.missing()
