@@ -354,6 +354,12 @@ def start_stack(ctx, stack):
     for n in ctx.lab.members:
         if stack == "sparrow":
             n.sh("systemctl stop keepalived.service; systemctl enable --now sparrow.target")
+            # A configuration sparrowd refuses (--cluster-conf) says so here,
+            # not as an address nobody holds.
+            r = n.sh("/usr/sbin/sparrowd --check-config", check=False)
+            if r.returncode != 0:
+                raise lab.LabError("%s: sparrowd --check-config: %s%s"
+                                   % (n.name, r.stdout.strip(), r.stderr.strip()))
         else:
             n.sh("systemctl stop sparrow.target sparrow.service", check=False)
             VB.write_keepalived(n, ctx.lab, "1" if stack == "keepalived" else "0.25",
