@@ -15,7 +15,7 @@ Stacks, each in a fresh 3-node lab (n1..n3, 10.77.0.11-13) holding
                    150/100/50 (preemption on, as by default)
   keepalived-fast  advert_int 0.1, vrrp_version 3
   sparrow          sparrow.service as shipped (watchdog, TLS), defaults
-  sparrow-fast     heartbeat-ms 50, election-ms 150, fence off
+  sparrow-fast     heartbeat-ms 50, election-ms 150, fence on (the keeper)
 
 Scenarios, on the node whose MAC answers for the address (the holder):
 
@@ -140,7 +140,7 @@ def write_keepalived(node, the_lab, advert_int, v3):
 
 def write_sparrow(node, ctx, fast, vip=True):
     members = ";".join("%s=%s:7400" % (n.name, n.ip) for n in ctx.lab.members)
-    timing = "heartbeat-ms = 50\nelection-ms = 150\nfence = false\n" if fast else ""
+    timing = "heartbeat-ms = 50\nelection-ms = 150\n" if fast else ""
     lab.write(os.path.join(node.root, "etc/sparrow/sparrow.conf"),
               "[node]\nname = %s\nlisten = %s:7400\n[cluster]\ninitial-members = %s\n%s"
               "[tls]\nca = /etc/sparrow/tls/ca.pem\ncert = /etc/sparrow/tls/node.pem\n"
