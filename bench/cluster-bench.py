@@ -174,13 +174,6 @@ def cpu_percent(pids, seconds):
     return {p: (cpu_ns(p) - before[p]) / 1e9 / elapsed * 100 for p in pids}
 
 
-def unit_watchdog_usec():
-    """WatchdogSec= of units/sparrow.service.in, in microseconds."""
-    with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
-        m = re.search(r"^WatchdogSec=(\d+)(ms|s)$", f.read(), re.M)
-    return int(m.group(1)) * (1000 if m.group(2) == "ms" else 1000000)
-
-
 class NotifySocket:
     """A stand-in for systemd's notification socket that counts WATCHDOG=1."""
 
@@ -206,6 +199,8 @@ class NotifySocket:
 
 
 def bench_idle(Cluster, args, heartbeat):
+    from cluster import unit_watchdog_usec
+
     watchdog = unit_watchdog_usec()
     # The third as sparrow.service runs it: answering systemd's watchdog.
     for tls, under_unit in ((False, False), (True, False), (False, True)):
@@ -269,6 +264,9 @@ def main():
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
     os.environ.setdefault("SPARROWCTL", os.path.join(build, "daemon", "sparrowctl"))
     os.environ.setdefault("SPARROW_CERTS", os.path.join(here, "..", "tools", "sparrow-certs"))
+    # Every node has its fence keeper, with the unit's grace.
+    os.environ.setdefault("SPARROW_FENCE", os.path.join(build, "daemon", "sparrow-fence"))
+    os.environ.setdefault("SPARROW_KEEPER_GRACE_MS", "20")
     from cluster import Cluster
 
     heartbeat, election = timings(Cluster, args)

@@ -127,12 +127,6 @@ def measure(daemons, seconds):
 
 # -- sparrow ----------------------------------------------------------------
 
-def unit_watchdog_usec():
-    with open(os.path.join(here, "..", "units", "sparrow.service.in")) as f:
-        m = re.search(r"^WatchdogSec=(\d+)(ms|s)$", f.read(), re.M)
-    return int(m.group(1)) * (1000 if m.group(2) == "ms" else 1000000)
-
-
 class NotifySocket:
     """systemd's notification socket, as far as the watchdog goes."""
 
@@ -171,7 +165,7 @@ def start_sparrow(Cluster, sparrowd, tree):
     notify = NotifySocket(os.path.join(c.dir, "notify"))
     for n in c.nodes:
         n.extra_env = dict(unit_environment(tree), NOTIFY_SOCKET=notify.path,
-                           WATCHDOG_USEC=str(unit_watchdog_usec()))
+                           WATCHDOG_USEC=str(cluster.unit_watchdog_usec()))
     c.start()
     c.wait_leader(timeout=60)
     return c, notify
@@ -275,6 +269,9 @@ def main():
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
     os.environ.setdefault("SPARROWCTL", os.path.join(build, "daemon", "sparrowctl"))
     os.environ.setdefault("SPARROW_CERTS", os.path.join(here, "..", "tools", "sparrow-certs"))
+    # Every node has its fence keeper, with the unit's grace.
+    os.environ.setdefault("SPARROW_FENCE", os.path.join(build, "daemon", "sparrow-fence"))
+    os.environ.setdefault("SPARROW_KEEPER_GRACE_MS", "20")
     from cluster import Cluster
 
     why_not = None

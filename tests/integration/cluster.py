@@ -7,6 +7,7 @@ each other, write their data directories, and answer on D-Bus.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -334,3 +335,13 @@ def main():
     if result.testsRun and len(result.skipped) == result.testsRun:
         sys.exit(77)  # meson: skipped
     sys.exit(0 if result.wasSuccessful() else 1)
+
+
+def unit_watchdog_usec():
+    """WatchdogSec= of units/sparrow.service.in, in microseconds: the
+    benchmarks run sparrowd with the watchdog its unit gives it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "units",
+                        "sparrow.service.in")
+    with open(path) as f:
+        m = re.search(r"^WatchdogSec=(\d+)(ms|s)$", f.read(), re.M)
+    return int(m.group(1)) * (1000 if m.group(2) == "ms" else 1000000)
