@@ -310,6 +310,9 @@ def main():
     os.environ.setdefault("SPARROWD", os.path.join(build, "daemon", "sparrowd"))
     os.environ.setdefault("SPARROWCTL", os.path.join(build, "daemon", "sparrowctl"))
     os.environ.setdefault("SPARROW_CERTS", os.path.join(here, "..", "tools", "sparrow-certs"))
+    # Every node has its fence keeper, with the unit's grace.
+    os.environ.setdefault("SPARROW_FENCE", os.path.join(build, "daemon", "sparrow-fence"))
+    os.environ.setdefault("SPARROW_KEEPER_GRACE_MS", "20")
     # The flood's sockets, and the daemons (they inherit it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * args.count + 256
