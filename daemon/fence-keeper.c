@@ -6,7 +6,8 @@
  * the addresses sparrowd may hold leave the kernel, the leader-only unit is
  * told to stop, and a sparrowd that did not see its lease end is killed
  * (through a pidfd: no pid reuse).  Plain C and libc, one poll loop, asleep
- * but for one timer per lease.
+ * but for its timer at the deadline it last read (the lease runs about a
+ * heartbeat ahead, so about once per heartbeat while sparrowd holds).
  *
  * Privilege: it runs as sparrowd's user with CAP_NET_ADMIN only, which
  * sparrowd has too, and talks only to a peer of its own uid: what a client
